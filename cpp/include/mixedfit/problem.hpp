@@ -1,0 +1,116 @@
+// The linear mixed model in blocked form (MATH.md section 2).
+//
+// Terms arrive in lme4's order (decreasing number of levels). The first term's block of
+// Omega = Lambda' A Lambda + I is block-diagonal (l_0 dense p_0 x p_0 blocks) and stays so in L.
+// Everything after it -- the remaining random-effects terms, X and y -- forms one dense
+// "rest" block of size m = mZ + p + 1. The off-diagonal block B = rest x term-0 is kept
+// block-sparse by columns of term 0 (the levels of later terms that co-occur with each level of
+// term 0), or dense when that pattern is dense enough; dense storage is the same layout with
+// every row present, so one code path serves both.
+//
+// Per theta: scale, factor term 0's small blocks, scale and solve B, downdate and factor the
+// rest block, sum log-diagonals. Nothing here touches the n observations; only
+// set_response() (A from data, called once for an LMM and once per PIRLS step for a GLMM) does.
+#pragma once
+
+#include <Eigen/Dense>
+#include <cstdint>
+#include <vector>
+
+#include "mixedfit/status.hpp"
+
+namespace mixedfit {
+
+using Matrix = Eigen::MatrixXd;
+using Vector = Eigen::VectorXd;
+using Index = Eigen::Index;
+
+// One random-effects term: a grouping factor and its p-column model matrix.
+struct TermData {
+  const std::int32_t* g = nullptr;  // (n,) level codes in [0, nlev)
+  int nlev = 0;
+  int p = 0;                        // columns of the term's model matrix
+  const double* Z = nullptr;        // (n, p), column-major
+};
+
+struct Components {
+  double ldL2 = 0, ldRX2 = 0, pwrss = 0, ussq = 0, wrss = 0, ldW = 0;
+};
+
+class Problem {
+ public:
+  // X: (n, p) column-major (p may be 0); y: (n,); w: (n,) prior weights or nullptr for ones.
+  // The arrays must outlive the Problem (the bindings keep them alive): no copies are made.
+  Problem(Index n, Index p, const double* X, std::vector<TermData> terms);
+
+  // Form A = [Z X y]' W [Z X y] for this response and these weights. O(n).
+  Status set_response(const double* y, const double* w);
+
+  Index n() const { return n_; }
+  Index p() const { return p_; }
+  Index q() const { return q_; }
+  Index ntheta() const { return ntheta_; }
+  int nterms() const { return static_cast<int>(terms_.size()); }
+  bool rest_dense() const { return dense_; }
+
+  // Factor Omega at theta. Afterwards the components, the objective and the solution refer
+  // to this theta.
+  Status factor(const double* theta);
+  // Profiled deviance (ML) or REML criterion at the last factored theta.
+  double profiled_objective(bool reml) const;
+  const Components& components() const { return comp_; }
+
+  // Conditional solution at the last factored theta: beta (p), u (q). Fills ussq/wrss.
+  Status solve(Vector& beta, Vector& u);
+  // b = Lambda u, ordered term by term, level by level, column within level.
+  void lambda_times(const Vector& u, Vector& b) const;
+  // Unscaled covariance of beta: (L_XX L_XX')^{-1}, p x p.
+  Status unscaled_vcov(Matrix& V) const;
+  // Per-level diagonal blocks of Lambda (Lambda'Z'WZ Lambda + I)^{-1} Lambda', term by term:
+  // out[k] is (p_k, p_k * nlev_k), block for level j in columns j*p_k .. j*p_k+p_k-1.
+  Status cond_var(std::vector<Matrix>& out) const;
+  // eta = X beta + Z b (no offset). b ordered as by lambda_times. O(n).
+  void linear_predictor(const double* beta, const double* b, double* eta) const;
+
+  // log|L_ZZ|^2 alone (used by the GLMM Laplace approximation).
+  double ldL2() const { return comp_.ldL2; }
+
+ private:
+  void fill_lambdas(const double* theta);
+  void scale_rest_lower();
+
+  Index n_, p_;
+  const double* X_;
+  std::vector<TermData> terms_;
+  Index q_ = 0, q0_ = 0, mZ_ = 0, m_ = 0;
+  int p0_ = 0, l0_ = 0;
+  Index ntheta_ = 0;
+  std::vector<Index> offset_;      // for term k >= 1: first row in the rest block
+  std::vector<int> row_term_;       // rest-Z row -> term index
+  bool dense_ = false;
+  bool rest_scalar_ = true;         // every rest term has p_k == 1
+
+  // B = rest-Z x term-0 block-sparse pattern (CSC by level of term 0).
+  std::vector<Index> colptr_;       // (l0 + 1) into rowidx_
+  std::vector<Index> rowidx_;       // rest-Z rows (scalar granularity), sorted per level
+  std::vector<Index> obs_pos_;      // (n, nterms-1): position of row-start in rowidx_ for obs i
+  // A's values.
+  Vector A11_;                      // l0 blocks p0 x p0
+  Vector BZ_;                       // per level c: (colptr[c+1]-colptr[c]) x p0, column-major
+  Matrix BX_;                       // (p+1, q0): [X y]' W Z_0
+  Matrix Arest_;                    // (m, m), lower triangle
+  double ldW_ = 0;
+  bool have_A_ = false;
+
+  // Per-theta workspace.
+  std::vector<Matrix> lambda_;      // per term p_k x p_k lower triangular
+  Vector L11_;                      // l0 factored blocks
+  Vector BZt_;
+  Matrix BXt_;
+  Matrix R_;                        // (m, m) factored rest block
+  Vector scale_;                    // rest scaling when every rest term is scalar
+  Components comp_;
+  bool factored_ = false;
+};
+
+}  // namespace mixedfit

@@ -1,0 +1,34 @@
+// Status codes reported by the numerical core. The core never throws for numerical trouble:
+// it returns a Status, and the Python bindings turn a bad status into an exception.
+#pragma once
+
+namespace mixedfit {
+
+enum class Status : int {
+  Ok = 0,
+  NonFiniteInput = 1,       // theta, beta or data contained NaN / Inf
+  BadDimension = 2,         // a vector of the wrong length
+  NotPositiveDefinite = 3,  // a Cholesky factorization failed (e.g. aliased fixed effects)
+  NotEvaluated = 4,         // a result was requested before the objective was evaluated
+  PirlsDiverged = 5,        // PIRLS could not reduce the penalized deviance
+  PirlsMaxIter = 6,         // PIRLS hit its iteration limit
+  InvalidMean = 7,          // the mean left the family's domain (e.g. mu <= 0 for Poisson)
+};
+
+inline const char* status_message(Status s) {
+  switch (s) {
+    case Status::Ok: return "ok";
+    case Status::NonFiniteInput: return "non-finite value in the parameters or data";
+    case Status::BadDimension: return "a parameter vector has the wrong length";
+    case Status::NotPositiveDefinite:
+      return "a Cholesky factor is not positive definite (are fixed-effect columns collinear?)";
+    case Status::NotEvaluated: return "the objective has not been evaluated yet";
+    case Status::PirlsDiverged:
+      return "PIRLS failed to reduce the penalized deviance (step-halving exhausted)";
+    case Status::PirlsMaxIter: return "PIRLS did not converge within its iteration limit";
+    case Status::InvalidMean: return "the fitted mean left the family's valid range";
+  }
+  return "unknown status";
+}
+
+}  // namespace mixedfit

@@ -1,0 +1,27 @@
+"""mixedfit: linear and generalized linear mixed-effects models with a C++/Eigen core.
+
+>>> import mixedfit
+>>> fit = mixedfit.lmer("Reaction ~ Days + (Days | Subject)", df)   # doctest: +SKIP
+>>> print(fit.summary())                                             # doctest: +SKIP
+"""
+
+from ._errors import ConvergenceError, DataError, FormulaError, MixedfitError, NumericalError
+from .anova import anova
+from .lmm import lmer
+from .options import Control
+from .results import LmerResult, VarCorr
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "lmer",
+    "anova",
+    "Control",
+    "LmerResult",
+    "VarCorr",
+    "MixedfitError",
+    "FormulaError",
+    "DataError",
+    "NumericalError",
+    "ConvergenceError",
+]

@@ -1,0 +1,23 @@
+"""Exception classes a user can catch. Every message names the column, term or value at fault."""
+
+from __future__ import annotations
+
+from ._core import NumericalError
+
+__all__ = ["MixedfitError", "FormulaError", "DataError", "NumericalError", "ConvergenceError"]
+
+
+class MixedfitError(ValueError):
+    """Base class for mixedfit's input errors."""
+
+
+class FormulaError(MixedfitError):
+    """The formula cannot be parsed or refers to something that is not there."""
+
+
+class DataError(MixedfitError):
+    """The data cannot be used for the requested model (names the column or value)."""
+
+
+class ConvergenceError(RuntimeError):
+    """An iterative algorithm (PIRLS, the optimizer) did not converge; the message says what to try."""

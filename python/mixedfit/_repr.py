@@ -1,0 +1,261 @@
+"""Printing: pure functions of a result, in lme4's layout (summary() and print())."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._rformat import (
+    abbreviate,
+    format_pval,
+    format_r,
+    print_matrix,
+    signif_stars,
+    zapsmall,
+)
+
+__all__ = ["Summary", "render_summary", "render_print", "format_varcorr"]
+
+
+def format_varcorr(vc, digits: int = 4, comp=("Variance", "Std.Dev.")) -> str:
+    """The random-effects table as lme4's ``.prt.VC`` prints it (left-justified columns)."""
+    names, groups, sds = [], [], []
+    for t in vc.terms:
+        for j, nm in enumerate(t.names):
+            groups.append(t.group if j == 0 else "")
+            names.append(nm)
+        sds.extend(t.sd)
+    if vc.sigma is not None:
+        groups.append("Residual")
+        names.append("")
+        sds.append(vc.sigma)
+    sds = np.asarray(sds, dtype=float)
+    cols = {"Groups": groups, "Name": names}
+    if "Variance" in comp:
+        cols["Variance"] = format_r(sds**2, digits)
+    if "Std.Dev." in comp:
+        cols["Std.Dev."] = format_r(sds, digits)
+    maxlen = max(len(t.names) for t in vc.terms)
+    corr_cols: list[list[str]] = []
+    if maxlen > 1:
+        ncorr = maxlen - 1
+        corr_rows = []
+        for t in vc.terms:
+            p = len(t.names)
+            cc = format_r(np.round(t.corr, 2).ravel(), 7, nsmall=2)
+            cc = np.array(cc, dtype=object).reshape(p, p)
+            for i in range(p):
+                row = []
+                for j in range(ncorr):
+                    row.append(cc[i, j] if j < i else "")
+                corr_rows.append(row)
+        if vc.sigma is not None:
+            corr_rows.append([""] * ncorr)
+        corr_cols = [[r[j] for r in corr_rows] for j in range(ncorr)]
+    colnames = list(cols)
+    data = [cols[c] for c in colnames]
+    if corr_cols:
+        colnames += ["Corr"] + [""] * (len(corr_cols) - 1)
+        data += corr_cols
+    nrow = len(groups)
+    cells = [[data[j][i] for j in range(len(colnames))] for i in range(nrow)]
+    return print_matrix(cells, colnames, [""] * nrow, right=False)
+
+
+def _groups_line(fit) -> str:
+    parts = [f"{g}, {n}" for g, n in fit.ngroups.items()]
+    return f"Number of obs: {fit.nobs}, groups:  " + "; ".join(parts)
+
+
+def _method_title(mtit: str, cls: str, width: int = 80) -> str:
+    """lme4's .prt.methTit: wrap long titles (exdent 2) and append the class in brackets."""
+    if len(mtit) + 5 + len(cls) <= width:
+        return f"{mtit} ['{cls}']"
+    import textwrap
+
+    pieces = textwrap.wrap(mtit, width=width - 3, subsequent_indent="  ") + [" [", cls, "]"]
+    lines, cur = [], ""
+    for p in pieces:
+        if cur and len(cur) + len(p) > width:
+            lines.append(cur)
+            cur = p
+        else:
+            cur += p
+    lines.append(cur)
+    return "\n".join(lines)
+
+
+def _title(fit) -> str:
+    if fit.family == "gaussian" and fit.link == "identity" and not getattr(fit, "is_glmm", False):
+        how = "REML" if fit.reml else "maximum likelihood "
+        return _method_title(f"Linear mixed model fit by {how}", "lmerMod")
+    if getattr(fit, "nagq", 1) > 1:
+        meth = f"Adaptive Gauss-Hermite Quadrature, nAGQ = {fit.nagq}"
+    else:
+        meth = "Laplace Approximation"
+    return _method_title(f"Generalized linear mixed model fit by maximum likelihood ({meth})", "glmerMod")
+
+
+def _header(fit) -> list[str]:
+    lines = [_title(fit)]
+    if getattr(fit, "is_glmm", False):
+        lines.append(f" Family: {fit.family}  ( {fit.link} )")
+    lines.append(f"Formula: {fit.formula}")
+    lines.append(f"   Data: {fit.data_name}")
+    return lines
+
+
+def _aic_table(fit, round_digits: int) -> str:
+    """lme4's .prt.aictab: values rounded, formatted together (df.resid on its own), then
+    printed as a named character vector of common width."""
+    names = ["AIC", "BIC", "logLik", "deviance", "df.resid"]
+    vals = np.round(np.array([fit.aic, fit.bic, fit.loglik, fit.deviance_table_value]), round_digits)
+    cells = [c.strip() for c in format_r(vals, 7)] + [str(int(fit.nobs - fit.df))]
+    w = max(max(len(n) for n in names), max(len(c) for c in cells))
+    return "".join(n.rjust(w) + " " for n in names) + "\n" + "".join(c.rjust(w) + " " for c in cells)
+
+
+def _scaled_residuals(fit, digits: int) -> list[str]:
+    r = fit.residuals(type="pearson", scaled=not getattr(fit, "is_glmm", False)).to_numpy()
+    q = np.quantile(r, [0, 0.25, 0.5, 0.75, 1.0])
+    q = zapsmall(q, digits + 1)
+    cells = format_r(q, digits)
+    names = ["Min", "1Q", "Median", "3Q", "Max"]
+    w = [max(len(n), len(c)) for n, c in zip(names, cells)]
+    head = " ".join(n.rjust(wi) for n, wi in zip(names, w))
+    row = " ".join(c.rjust(wi) for c, wi in zip(cells, w))
+    return ["Scaled residuals: ", head + " ", row + " "]
+
+
+def _coef_table(fit, digits: int) -> str:
+    est = fit.beta
+    se = np.sqrt(np.diag(fit.vcov.to_numpy()))
+    stat = est / se
+    names = list(fit.design.fixed_names)
+    glmm = getattr(fit, "is_glmm", False) and fit.has_pvalues
+    cs = np.column_stack([est, se])
+    acs = np.abs(cs[np.isfinite(cs) & (cs != 0)])
+    if acs.size:
+        digmin = 1 + np.floor(np.log10([acs.min(), acs.max()]))
+    else:
+        digmin = np.array([1.0, 1.0])
+    nd = int(max(1, np.max(digits - digmin)))
+    csf = format_r(np.round(cs, nd).ravel(order="F"), digits)
+    k = len(names)
+    est_s, se_s = csf[:k], csf[k:]
+    dig_tst = max(1, min(5, digits - 1))
+    tst = format_r(np.round(stat, dig_tst), digits)
+    colnames = ["Estimate", "Std. Error", "z value" if getattr(fit, "is_glmm", False) else "t value"]
+    cells = [[est_s[i], se_s[i], tst[i]] for i in range(k)]
+    legend = ""
+    if glmm:
+        from scipy import stats
+
+        pv = 2 * stats.norm.sf(np.abs(stat))
+        pfmt = format_pval(pv, dig_tst)
+        stars = [signif_stars(p) for p in pv]
+        colnames = colnames + ["Pr(>|z|)", ""]
+        cells = [row + [pfmt[i], stars[i]] for i, row in enumerate(cells)]
+        if any(s.strip() for s in stars):
+            legend = "---\nSignif. codes:  0 '***' 0.001 '**' 0.01 '*' 0.05 '.' 0.1 ' ' 1"
+    text = print_matrix_coef(cells, colnames, names)
+    return text + ("\n" + legend if legend else "")
+
+
+def print_matrix_coef(cells, colnames, rownames) -> str:
+    """printCoefmat's layout: right-justified numbers, the stars column left-justified."""
+    rw = max(len(r) for r in rownames)
+    ncol = len(colnames)
+    widths = [max([len(colnames[j])] + [len(r[j]) for r in cells]) for j in range(ncol)]
+    lines = [" " * rw + "".join(" " + colnames[j].rjust(widths[j]) for j in range(ncol))]
+    for r, row in zip(rownames, cells):
+        line = r.ljust(rw)
+        for j in range(ncol):
+            if colnames[j] == "" and j == ncol - 1:
+                line += " " + row[j].ljust(widths[j])
+            else:
+                line += " " + row[j].rjust(widths[j])
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def _corr_fixed(fit) -> list[str]:
+    V = fit.vcov.to_numpy()
+    sd = np.sqrt(np.diag(V))
+    C = V / np.outer(sd, sd)
+    names = list(fit.design.fixed_names)
+    p = len(names)
+    cc = format_r(np.round(C, 3).ravel(), 7, nsmall=3)
+    cc = np.array(cc, dtype=object).reshape(p, p)
+    colnames = [abbreviate(n, 6) for n in names[:-1]]
+    rownames = names[1:]
+    cells = [[cc[i, j] if j < i else "" for j in range(p - 1)] for i in range(1, p)]
+    return ["Correlation of Fixed Effects:", print_matrix(cells, colnames, rownames, right=True)]
+
+
+def render_summary(fit, digits: int = 4) -> str:
+    lines = _header(fit)
+    glmm = getattr(fit, "is_glmm", False)
+    lines.append("")
+    if not glmm and fit.reml:
+        lines.append(f"REML criterion at convergence: {format_r([round(fit.reml_criterion, 1)], 7)[0].strip()}")
+    else:
+        lines.append(_aic_table(fit, 1))
+    lines.append("")
+    lines.extend(_scaled_residuals(fit, digits))
+    lines.append("")
+    lines.append("Random effects:")
+    comp = ("Variance", "Std.Dev.")
+    lines.append(format_varcorr(fit.varcorr, digits=digits, comp=comp))
+    lines.append(_groups_line(fit))
+    lines.append("")
+    lines.append("Fixed effects:")
+    lines.append(_coef_table(fit, digits))
+    if len(fit.beta) > 1:
+        lines.append("")
+        lines.extend(_corr_fixed(fit))
+    if fit.is_singular():
+        lines.append("optimizer (bobyqa) convergence code: 0 (OK)")
+        lines.append("boundary (singular) fit: see help('isSingular')")
+    return "\n".join(lines) + "\n"
+
+
+def render_print(fit, digits: int = 4) -> str:
+    lines = _header(fit)
+    glmm = getattr(fit, "is_glmm", False)
+    if not glmm and fit.reml:
+        lines.append(f"REML criterion at convergence: {format_r([round(fit.reml_criterion, 4)], 7)[0].strip()}")
+    else:
+        lines.append(_aic_table(fit, 4))
+    lines.append("Random effects:")
+    lines.append(format_varcorr(fit.varcorr, digits=digits, comp=("Std.Dev.",)))
+    lines.append(_groups_line(fit))
+    lines.append("Fixed Effects:" if not glmm else "Fixed Effects:")
+    vals = format_r(fit.beta, digits)
+    names = list(fit.design.fixed_names)
+    w = max(max(len(n) for n in names), max(len(v) for v in vals))
+    lines.append("".join(n.rjust(w) + "  " for n in names))
+    lines.append("".join(v.rjust(w) + "  " for v in vals))
+    if fit.is_singular():
+        lines.append("optimizer (bobyqa) convergence code: 0 (OK) ; 0 optimizer warnings; 0 lme4 warnings ")
+    return "\n".join(lines) + "\n"
+
+
+class Summary:
+    """``fit.summary()``: prints in lme4's layout; the pieces stay available as attributes."""
+
+    def __init__(self, fit):
+        self.fit = fit
+        se = np.sqrt(np.diag(fit.vcov.to_numpy()))
+        import pandas as pd
+
+        self.coefficients = pd.DataFrame(
+            {"Estimate": fit.beta, "Std. Error": se,
+             ("z value" if getattr(fit, "is_glmm", False) else "t value"): fit.beta / se},
+            index=fit.design.fixed_names,
+        )
+        self.varcorr = fit.varcorr
+
+    def __str__(self) -> str:
+        return render_summary(self.fit)
+
+    __repr__ = __str__

@@ -1,0 +1,61 @@
+"""``lmer``: a recipe of parse, design, problem, optimize, result. No arithmetic here."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+from . import _core
+from ._design import build_design
+from .optimize import bobyqa, theta_lower, theta_start
+from .options import Control
+from .results import LmerResult
+
+__all__ = ["lmer", "make_problem"]
+
+
+def make_problem(design, y=None, weights=None) -> "_core.LmmProblem":
+    """The core problem for a design (arrays passed without copies)."""
+    terms = [(t.codes, t.nlevels, t.Z) for t in design.terms]
+    prob = _core.LmmProblem(design.X, terms)
+    if y is not None:
+        prob.set_response(y, weights)
+    return prob
+
+
+def lmer(formula: str, data, *, reml: bool = True, weights=None, offset=None, control=None,
+         data_name: str | None = None) -> LmerResult:
+    """Fit a linear mixed model with lme4's formula syntax.
+
+    Parameters
+    ----------
+    formula : str
+        e.g. ``"Reaction ~ Days + (Days | Subject)"``; bar terms ``(x | g)``, ``(0 + x | g)``,
+        ``(x || g)``, ``(1 | a/b)``, ``(1 | a:b)``; ``offset(z)``; the rest is formulaic's syntax.
+    data : pandas or polars DataFrame (not modified).
+    reml : REML (default) or maximum likelihood.
+    weights : column name or vector of positive prior weights, shape (n,).
+    offset : column name or vector, shape (n,), added to the linear predictor.
+    control : :class:`mixedfit.Control` or dict of its fields.
+    """
+    control = Control.coerce(control)
+    call = dict(formula=formula, data=data, weights=weights, offset=offset, control=control,
+                data_name=data_name)
+    design = build_design(formula, data, weights=weights, offset=offset, lmm=True)
+    if design.n_dropped_na:
+        warnings.warn(f"dropped {design.n_dropped_na} row(s) with missing values", stacklevel=2)
+    y = design.y if design.offset is None else np.ascontiguousarray(design.y - design.offset)
+    prob = make_problem(design, y, design.weights)
+    ps = [t.p for t in design.terms]
+    x0 = np.asarray(control.start, dtype=float) if control.start is not None else theta_start(ps)
+    lower = theta_lower(ps)
+    if x0.shape != lower.shape:
+        raise ValueError(f"control.start must have length {lower.size} (theta), got {x0.size}")
+    reml = bool(reml)
+    opt = bobyqa(lambda th: prob.objective(th, reml), x0, lower, control)
+    if not opt.converged:
+        warnings.warn(f"optimizer did not converge: {opt.message}", stacklevel=2)
+    sol = prob.solution(opt.x)
+    return LmerResult(design, prob, reml, opt.x, opt, sol, control,
+                      data_name if data_name is not None else "data", call)

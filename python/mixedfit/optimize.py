@@ -1,0 +1,89 @@
+"""The outer optimizer: NLopt's BOBYQA with lme4's settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import nlopt
+import numpy as np
+
+from .options import Control
+
+__all__ = ["OptResult", "bobyqa", "theta_lower", "theta_start"]
+
+
+@dataclass
+class OptResult:
+    x: np.ndarray
+    fun: float
+    nevals: int
+    message: str
+    converged: bool
+
+
+def theta_lower(ps: list[int]) -> np.ndarray:
+    """Lower bounds: 0 on the diagonal of each lambda template, -inf off it (lme4's order)."""
+    lb = []
+    for p in ps:
+        for j in range(p):
+            for i in range(j, p):
+                lb.append(0.0 if i == j else -np.inf)
+    return np.array(lb)
+
+
+def theta_start(ps: list[int]) -> np.ndarray:
+    """Start: 1 on the diagonal, 0 off it."""
+    st = []
+    for p in ps:
+        for j in range(p):
+            for i in range(j, p):
+                st.append(1.0 if i == j else 0.0)
+    return np.array(st)
+
+
+_RESULTS = {
+    nlopt.SUCCESS: "success",
+    nlopt.STOPVAL_REACHED: "stopval reached",
+    nlopt.FTOL_REACHED: "ftol reached",
+    nlopt.XTOL_REACHED: "xtol reached",
+    nlopt.MAXEVAL_REACHED: "maximum number of evaluations reached",
+    nlopt.MAXTIME_REACHED: "maximum time reached",
+}
+
+
+def bobyqa(fun, x0: np.ndarray, lower: np.ndarray, control: Control) -> OptResult:
+    """Minimize ``fun`` from ``x0`` within box bounds ``lower`` (upper unbounded)."""
+    x0 = np.asarray(x0, dtype=float)
+    k = x0.size
+    count = [0]
+    best = [np.inf, x0.copy()]
+
+    def f(x, grad):
+        count[0] += 1
+        v = float(fun(x))
+        if not np.isfinite(v):
+            v = np.inf
+        if v < best[0]:
+            best[0] = v
+            best[1] = x.copy()
+        return v
+
+    opt = nlopt.opt(nlopt.LN_BOBYQA, k)
+    opt.set_min_objective(f)
+    lb = np.where(np.isfinite(lower), lower, -np.inf)
+    opt.set_lower_bounds(lb)
+    opt.set_ftol_abs(control.ftol_abs)
+    opt.set_xtol_abs(control.xtol_abs)
+    opt.set_maxeval(control.maxeval)
+    try:
+        x = opt.optimize(np.maximum(x0, lb))
+        res = opt.last_optimize_result()
+        msg = _RESULTS.get(res, f"nlopt code {res}")
+        fx = opt.last_optimum_value()
+        conv = res > 0 and res != nlopt.MAXEVAL_REACHED
+    except nlopt.RoundoffLimited:
+        x, fx, msg, conv = best[1], best[0], "roundoff limited", True
+    if best[0] < fx:
+        x, fx = best[1], best[0]
+    return OptResult(x=np.asarray(x), fun=float(fx), nevals=count[0], message=msg, converged=conv)
+

@@ -1,0 +1,421 @@
+"""Result objects: everything computed once at the optimum, plus accessors users know from lme4."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from ._design import Design
+from ._errors import DataError
+
+__all__ = ["VarCorr", "MixedResult", "LmerResult"]
+
+
+@dataclass
+class VarCorrTerm:
+    group: str          # lme4's label in VarCorr ("Subject", "Subject.1" for a second term)
+    names: list[str]
+    cov: np.ndarray     # (p, p) covariance matrix of the random effects
+
+    @property
+    def sd(self) -> np.ndarray:
+        return np.sqrt(np.diag(self.cov))
+
+    @property
+    def corr(self) -> np.ndarray:
+        sd = self.sd
+        with np.errstate(invalid="ignore", divide="ignore"):
+            c = self.cov / np.outer(sd, sd)
+        np.fill_diagonal(c, 1.0)
+        return c
+
+
+class VarCorr:
+    """Estimated variances, standard deviations and correlations of the random effects.
+
+    ``print`` shows lme4's layout; ``to_frame()`` gives lme4's ``as.data.frame(VarCorr(fit))``.
+    """
+
+    def __init__(self, terms: list[VarCorrTerm], sigma: float | None):
+        self.terms = terms
+        self.sigma = sigma
+
+    def to_frame(self) -> pd.DataFrame:
+        rows = []
+        for t in self.terms:
+            p = len(t.names)
+            sd = t.sd
+            for i in range(p):
+                rows.append((t.group, t.names[i], None, t.cov[i, i], sd[i]))
+            corr = t.corr
+            for j in range(p):
+                for i in range(j + 1, p):
+                    rows.append((t.group, t.names[j], t.names[i], t.cov[i, j], corr[i, j]))
+        if self.sigma is not None:
+            rows.append(("Residual", None, None, self.sigma**2, self.sigma))
+        return pd.DataFrame(rows, columns=["grp", "var1", "var2", "vcov", "sdcor"])
+
+    def format(self, digits: int = 4, comp=("Std.Dev.",)) -> str:
+        from ._repr import format_varcorr
+
+        return format_varcorr(self, digits=digits, comp=comp)
+
+    def __str__(self) -> str:
+        return self.format(digits=4, comp=("Std.Dev.",))
+
+    __repr__ = __str__
+
+
+class MixedResult:
+    """What LMM and GLMM fits share: random-effects accessors, predictions, tidy tables."""
+
+    design: Design
+    theta: np.ndarray
+    beta: np.ndarray
+    b: np.ndarray
+    _condvar: list[np.ndarray]
+    _eta: np.ndarray
+
+    # ---- simple properties -------------------------------------------------------------
+    @property
+    def formula(self) -> str:
+        return self.design.parsed.text
+
+    @property
+    def data(self) -> pd.DataFrame:
+        """The rows used in the fit (rows with missing values dropped)."""
+        return self.design.frame
+
+    @property
+    def nobs(self) -> int:
+        return self.design.n
+
+    @property
+    def response_name(self) -> str:
+        return self.design.parsed.response
+
+    @property
+    def fixef(self) -> pd.Series:
+        return pd.Series(self.beta, index=self.design.fixed_names, name="fixef")
+
+    @property
+    def ngroups(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for t in self.design.terms:
+            out.setdefault(t.group, t.nlevels)
+        return out
+
+    @property
+    def re_terms(self) -> list[tuple[str, list[str]]]:
+        return [(t.group, list(t.columns)) for t in self.design.terms]
+
+    @property
+    def groups(self) -> dict[str, pd.Series]:
+        out = {}
+        for t in self.design.terms:
+            if t.group not in out:
+                out[t.group] = pd.Series(
+                    np.asarray(t.levels)[t.codes], index=self.design.frame.index, name=t.group
+                )
+        return out
+
+    def is_singular(self, tol: float | None = None) -> bool:
+        """True when a variance parameter is at (or within ``tol`` of) its boundary, as lme4."""
+        tol = self.control.singular_tol if tol is None else tol
+        lower_zero = self._theta_lower == 0
+        return bool(np.any(self.theta[lower_zero] < tol))
+
+    # ---- random effects -----------------------------------------------------------------
+    def _term_blocks(self):
+        pos = 0
+        for k, t in enumerate(self.design.terms):
+            size = t.nlevels * t.p
+            yield k, t, self.b[pos : pos + size].reshape(t.nlevels, t.p)
+            pos += size
+
+    def _condvar_blocks(self, k: int) -> np.ndarray:
+        """(levels, p, p) conditional covariance of term k's random effects."""
+        t = self.design.terms[k]
+        M = self._condvar[k]
+        return M.reshape(t.p, t.nlevels, t.p).transpose(1, 0, 2)
+
+    def ranef(self, condvar: bool = False) -> dict[str, pd.DataFrame]:
+        """Conditional modes per grouping factor: a DataFrame indexed by level, one column per
+        term column; with ``condvar=True`` also ``condsd_<column>`` (conditional SDs)."""
+        frames: dict[str, list[pd.DataFrame]] = {}
+        for k, t, B in self._term_blocks():
+            df = pd.DataFrame(B, index=t.levels, columns=list(t.columns))
+            if condvar:
+                cv = self._condvar_blocks(k)
+                sd = np.sqrt(np.maximum(np.einsum("kii->ki", cv), 0.0))
+                for j, c in enumerate(t.columns):
+                    df[f"condsd_{c}"] = sd[:, j]
+            df.index.name = t.group
+            frames.setdefault(t.group, []).append(df)
+        out = {}
+        for g, dfs in frames.items():
+            df = pd.concat(dfs, axis=1) if len(dfs) > 1 else dfs[0]
+            if condvar:
+                vals = [c for c in df.columns if not str(c).startswith("condsd_")]
+                sds = [c for c in df.columns if str(c).startswith("condsd_")]
+                df = df[vals + sds]
+            out[g] = df
+        return out
+
+    def condvar(self, group: str) -> np.ndarray:
+        """(levels, p, p) conditional covariance matrices for a grouping factor's single term."""
+        for k, t in enumerate(self.design.terms):
+            if t.group == group:
+                return self._condvar_blocks(k)
+        raise KeyError(f"no grouping factor {group!r}; have {list(self.ngroups)}")
+
+    def coef(self) -> dict[str, pd.DataFrame]:
+        """Per grouping factor: fixed effects plus that factor's random effects, per level."""
+        fe = self.fixef
+        out = {}
+        for g, re in self.ranef().items():
+            cols = list(fe.index) + [c for c in re.columns if c not in fe.index]
+            df = pd.DataFrame(0.0, index=re.index, columns=cols)
+            for c in fe.index:
+                df[c] = fe[c]
+            for c in re.columns:
+                df[c] = df[c] + re[c]
+            out[g] = df
+        return out
+
+    # ---- fitted values and prediction ----------------------------------------------------
+    def _linear_predictor(self) -> np.ndarray:
+        return self._eta
+
+    def predict(self, newdata=None, re_form=None, allow_new_levels: bool = False,
+                type: str = "response") -> np.ndarray:
+        """Predictions. ``re_form=None`` uses every random effect; ``"~0"`` or ``"NA"`` none
+        (population level); a formula with some of the model's bar terms uses those groups.
+        New levels raise unless ``allow_new_levels=True`` (then they get the population value)."""
+        if type not in ("response", "link"):
+            raise ValueError(f"type must be 'response' or 'link', got {type!r}")
+        use = self._re_groups_for(re_form)
+        if newdata is None:
+            if use is None:
+                eta = self._eta
+            else:
+                eta = self._eta_parts(self.design.X, self.design.offset,
+                                      [(t.codes, t.Z) for t in self.design.terms], use)
+        else:
+            eta = self._eta_newdata(newdata, use, allow_new_levels)
+        return self._inverse_link(eta) if type == "response" else eta
+
+    def _inverse_link(self, eta):
+        return eta
+
+    def _re_groups_for(self, re_form) -> set | None:
+        if re_form is None:
+            return None
+        if isinstance(re_form, float) and math.isnan(re_form):
+            return set()
+        s = str(re_form).replace(" ", "")
+        if s in ("~0", "NA", "~1-1", "0"):
+            return set()
+        from ._formula import parse_formula
+
+        parsed = parse_formula("y" + s if s.startswith("~") else "y~" + s)
+        have = {t.group for t in self.design.terms}
+        out = set()
+        for t in parsed.re_terms:
+            if t.name not in have:
+                raise ValueError(f"re_form term '({t.lhs} | {t.name})' is not in the model")
+            out.add(t.name)
+        return out
+
+    def _eta_parts(self, X, offset, re_parts, use):
+        eta = X @ self.beta
+        if offset is not None:
+            eta = eta + offset
+        for (k, t, B), (codes, Z) in zip(self._term_blocks(), re_parts):
+            if use is not None and t.group not in use:
+                continue
+            valid = codes >= 0
+            contrib = np.einsum("ij,ij->i", Z, B[np.where(valid, codes, 0)])
+            eta = eta + np.where(valid, contrib, 0.0)
+        return eta
+
+    def _eta_newdata(self, newdata, use, allow_new_levels):
+        from ._design import as_pandas
+
+        nd = as_pandas(newdata)
+        X = self.design.fixed_spec.get_model_matrix(nd, na_action="raise")
+        X = np.asarray(X, dtype=float)
+        if self.design.keep_fixed is not None and X.shape[1] == len(self.design.keep_fixed):
+            X = X[:, self.design.keep_fixed]
+        offset = None
+        for o in self.design.parsed.offsets:
+            import formulaic
+
+            ov = np.asarray(formulaic.model_matrix("0 + I(" + o + ")", nd), dtype=float)[:, 0]
+            offset = ov if offset is None else offset + ov
+        parts = []
+        for t, spec in zip(self.design.terms, self.design.term_specs):
+            if use is not None and t.group not in use:
+                parts.append((np.full(len(nd), -1), np.zeros((len(nd), t.p))))
+                continue
+            for c in t.group_cols:
+                if c not in nd.columns:
+                    raise DataError(f"newdata has no grouping column {c!r}")
+            Z = np.asarray(spec.get_model_matrix(nd, na_action="raise"), dtype=float)
+            if len(t.group_cols) == 1:
+                lab = nd[t.group_cols[0]]
+                codes = pd.Index(t.levels).get_indexer(lab)
+                if np.any(codes < 0) and isinstance(lab.dtype, pd.CategoricalDtype):
+                    codes = pd.Index(t.levels).get_indexer(lab.astype(object))
+            else:
+                lab = nd[list(t.group_cols)].astype(str).agg(":".join, axis=1)
+                codes = pd.Index(t.levels).get_indexer(lab)
+            new = codes < 0
+            if np.any(new) and not allow_new_levels:
+                bad = pd.Series(np.asarray(lab)[new]).unique()[:5]
+                raise DataError(
+                    f"new level(s) {list(bad)} of grouping factor {t.group!r} in newdata; "
+                    "pass allow_new_levels=True to predict them at the population level"
+                )
+            parts.append((codes, Z))
+        return self._eta_parts(X, offset, parts, use)
+
+    # ---- tables -----------------------------------------------------------------------------
+    def tidy(self) -> pd.DataFrame:
+        """One DataFrame of estimates (broom.mixed's columns): fixed effects with standard
+        errors and test statistics, then random-effect SDs and correlations."""
+        se = np.sqrt(np.diag(self.vcov.to_numpy()))
+        stat = self.beta / se
+        rows = []
+        for nm, est, s, z in zip(self.design.fixed_names, self.beta, se, stat):
+            rows.append(("fixed", None, nm, est, s, z))
+        for _, r in self.varcorr.to_frame().iterrows():
+            if r["grp"] == "Residual":
+                rows.append(("ran_pars", "Residual", "sd__Observation", r["sdcor"], np.nan, np.nan))
+            elif r["var2"] is None or (isinstance(r["var2"], float) and math.isnan(r["var2"])):
+                rows.append(("ran_pars", r["grp"], f"sd__{r['var1']}", r["sdcor"], np.nan, np.nan))
+            else:
+                rows.append(("ran_pars", r["grp"], f"cor__{r['var1']}.{r['var2']}", r["sdcor"], np.nan, np.nan))
+        return pd.DataFrame(rows, columns=["effect", "group", "term", "estimate", "std_error", "statistic"])
+
+    def __str__(self) -> str:
+        from ._repr import render_print
+
+        return render_print(self)
+
+    def __repr__(self) -> str:
+        return self.__str__()
+
+    def summary(self):
+        from ._repr import Summary
+
+        return Summary(self)
+
+
+class LmerResult(MixedResult):
+    """A fitted linear mixed model (lme4's ``lmerMod``)."""
+
+    family = "gaussian"
+    link = "identity"
+
+    def __init__(self, design, problem, reml, theta, opt, sol, control, data_name, call):
+        self.design = design
+        self._problem = problem
+        self.reml = bool(reml)
+        self.theta = np.asarray(theta, dtype=float)
+        self.optinfo = opt
+        self.control = control
+        self.data_name = data_name
+        self._call = call
+        n, p = design.n, design.p
+        self.beta = np.asarray(sol["beta"])
+        self.u = np.asarray(sol["u"])
+        self.b = np.asarray(sol["b"])
+        self.devcomp = {k: float(sol[k]) for k in ("ldL2", "ldRX2", "pwrss", "wrss", "ussq")}
+        pwrss = self.devcomp["pwrss"]
+        self.sigma = math.sqrt(pwrss / (n - p if self.reml else n))
+        s2 = self.sigma**2
+        self.vcov = pd.DataFrame(s2 * np.asarray(sol["unscaled_vcov"]),
+                                 index=design.fixed_names, columns=design.fixed_names)
+        self._condvar = [s2 * np.asarray(m) for m in sol["unscaled_condvar"]]
+        self._theta_lower = _theta_lower(design)
+        ldW = float(sol["ldW"])
+        ml_dev = self.devcomp["ldL2"] - ldW + n * (1 + math.log(2 * math.pi * pwrss / n))
+        if self.reml:
+            self.reml_criterion = float(opt.fun)
+            self.loglik = -0.5 * self.reml_criterion
+        else:
+            self.reml_criterion = None
+            self.loglik = -0.5 * float(opt.fun)
+        # lme4's deviance(): -2 logLik for ML fits; for REML fits the ML deviance at the REML
+        # estimates (what deviance(fit, REML = FALSE) reports).
+        self.deviance = -2.0 * self.loglik if not self.reml else ml_dev
+        self.df = p + len(self.theta) + 1
+        self.aic = -2.0 * self.loglik + 2 * self.df
+        self.bic = -2.0 * self.loglik + self.df * math.log(n)
+        self._eta = problem.linear_predictor(self.beta, self.b)
+        if design.offset is not None:
+            self._eta = self._eta + design.offset
+        self.varcorr = VarCorr(_varcorr_terms(design, self.theta, s2), self.sigma)
+
+    @property
+    def deviance_table_value(self) -> float:
+        return -2.0 * self.loglik
+
+    def objective(self, theta) -> float:
+        """The profiled criterion of this fit (REML or ML) at a fixed ``theta`` (lme4's devfun)."""
+        return float(self._problem.objective(np.asarray(theta, dtype=float), self.reml))
+
+    def fitted(self) -> pd.Series:
+        return pd.Series(self._eta, index=self.design.frame.index, name="fitted")
+
+    def residuals(self, type: str = "response", scaled: bool = False) -> pd.Series:
+        """``type``: "response" (y - fitted), "pearson" (weighted), "working", "deviance"."""
+        r = self.design.y - self._eta
+        if type in ("pearson", "deviance"):
+            if self.design.weights is not None:
+                r = r * np.sqrt(self.design.weights)
+        elif type not in ("response", "working"):
+            raise ValueError(f"unknown residual type {type!r}; use response, pearson, working or deviance")
+        if scaled:
+            r = r / self.sigma
+        return pd.Series(r, index=self.design.frame.index, name="residuals")
+
+    def refit_ml(self) -> "LmerResult":
+        if not self.reml:
+            return self
+        from .lmm import lmer
+
+        args = dict(self._call)
+        args["reml"] = False
+        return lmer(**args)
+
+
+def _theta_lower(design: Design) -> np.ndarray:
+    from .optimize import theta_lower
+
+    return theta_lower([t.p for t in design.terms])
+
+
+def _varcorr_terms(design: Design, theta: np.ndarray, scale2: float) -> list[VarCorrTerm]:
+    out = []
+    pos = 0
+    seen: dict[str, int] = {}
+    for t in design.terms:
+        p = t.p
+        lam = np.zeros((p, p))
+        for j in range(p):
+            for i in range(j, p):
+                lam[i, j] = theta[pos]
+                pos += 1
+        label = t.group
+        if label in seen:
+            seen[label] += 1
+            label = f"{t.group}.{seen[t.group]}"
+        else:
+            seen[label] = 0
+        out.append(VarCorrTerm(group=label, names=list(t.columns), cov=scale2 * lam @ lam.T))
+    return out
