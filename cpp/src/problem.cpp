@@ -152,8 +152,10 @@ Status Problem::set_response(const double* y, const double* w) {
   for (Index i = 0; i < n_; ++i) {
     const double wi = w ? w[i] : 1.0;
     const double yi = y[i];
-    if (!std::isfinite(wi) || !(wi > 0.0) || !std::isfinite(yi)) return Status::NonFiniteInput;
-    if (w) ldW_ += std::log(wi);
+    // Zero weights are allowed (a GLMM's working weights can underflow); the LMM layer
+    // accepts only positive prior weights, so log|W| stays finite there.
+    if (!std::isfinite(wi) || !(wi >= 0.0) || !std::isfinite(yi)) return Status::NonFiniteInput;
+    if (w && wi > 0.0) ldW_ += std::log(wi);
     const int c = t0.g[i];
     double* blk = A11_.data() + static_cast<Index>(c) * p0_ * p0_;
     for (int b = 0; b < p0_; ++b) {

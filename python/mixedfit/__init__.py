@@ -7,6 +7,7 @@
 
 from ._errors import ConvergenceError, DataError, FormulaError, MixedfitError, NumericalError
 from .anova import anova
+from .glmm import GlmerResult, glmer
 from .lmm import lmer
 from .options import Control
 from .results import LmerResult, VarCorr
@@ -15,6 +16,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "lmer",
+    "glmer",
+    "GlmerResult",
     "anova",
     "Control",
     "LmerResult",

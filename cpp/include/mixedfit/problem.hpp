@@ -74,6 +74,11 @@ class Problem {
 
   // log|L_ZZ|^2 alone (used by the GLMM Laplace approximation).
   double ldL2() const { return comp_.ldL2; }
+  // Install theta's Lambda without factoring (for lambda_times before any factor()).
+  void install_theta(const double* theta) { fill_lambdas(theta); }
+  // Factored diagonal blocks of the first term (l_0 blocks of p_0 x p_0), for AGQ.
+  const Vector& first_term_factor() const { return L11_; }
+  const std::vector<TermData>& terms() const { return terms_; }
 
  private:
   void fill_lambdas(const double* theta);

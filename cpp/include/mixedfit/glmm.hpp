@@ -1,0 +1,93 @@
+// Generalized linear mixed models (MATH.md section 3): families, links, PIRLS and the
+// Laplace / adaptive Gauss-Hermite objectives, built on the blocked LMM Problem.
+//
+// PIRLS reweights and solves a penalized weighted least-squares problem per step; the solve is
+// the LMM Problem's (A re-formed from the working weights and response: O(n) per step, then the
+// same blocked factorization). Two Problems are kept: one over (beta, u) for the nAGQ = 0 stage
+// and one over u alone (beta fixed) for the Laplace / AGQ stage.
+#pragma once
+
+#include <vector>
+
+#include "mixedfit/problem.hpp"
+
+namespace mixedfit {
+
+enum class FamilyKind : int { Binomial = 0, Poisson = 1, Gamma = 2, InverseGaussian = 3, Gaussian = 4 };
+enum class LinkKind : int {
+  Identity = 0, Log = 1, Logit = 2, Probit = 3, Cloglog = 4, Cauchit = 5, Inverse = 6, Sqrt = 7,
+  InverseSquare = 8
+};
+
+struct Family {
+  FamilyKind fam;
+  LinkKind link;
+  double linkinv(double eta) const;
+  double mu_eta(double eta) const;
+  double variance(double mu) const;
+  // Unit deviance times the prior weight.
+  double dev_resid(double y, double mu, double wt) const;
+  bool valid_mu(double mu) const;
+  bool valid_eta(double eta) const;
+  // R's family()$aic(y, n, mu, wt, dev): -2 log-likelihood with normalizing constants
+  // (dispersion families add 2, as R's do).
+  double aic(const double* y, const double* mu, const double* wt, Index n, double dev) const;
+};
+
+struct PirlsControl {
+  double tol = 1e-10;  // relative change of the penalized deviance
+  int maxit = 100;
+  int max_halvings = 20;
+};
+
+class Glmm {
+ public:
+  // X (n, p) column-major; y (n,) response (binomial: proportions); pw prior weights
+  // (binomial: number of trials); offset (n,) or nullptr. Arrays must outlive the object.
+  Glmm(Index n, Index p, const double* X, const double* y, const double* pw,
+       const double* offset, std::vector<TermData> terms, Family family);
+
+  // Stage 1 (nAGQ = 0): PIRLS over (beta, u) at theta, starting from eta_start (n,).
+  // obj = aic + ||u||^2 + log|L|^2 (lme4's scale). beta() and u() give the solution.
+  Status eval_stage1(const double* theta, const double* eta_start, double& obj);
+  // Stage 2: PIRLS over u at (theta, beta) starting from u_start (q,). nagq <= 1: Laplace on
+  // lme4's scale (aic + ||u||^2 + ldL2); nagq > 1: adaptive Gauss-Hermite with nodes z and
+  // weights w (probabilists', summing to 1) on the unit-deviance scale, as lme4 computes it.
+  Status eval_stage2(const double* theta, const double* beta, const double* u_start, int nagq,
+                     const double* ghz, const double* ghw, double& obj);
+
+  const Vector& beta() const { return beta_; }
+  const Vector& u() const { return u_; }
+  const Vector& eta() const { return eta_; }
+  const Vector& mu() const { return mu_; }
+  const Vector& working_weights() const { return wts_; }
+  double devsum() const { return devsum_; }    // sum of unit deviances (x prior weights)
+  double aic_value() const { return aic_; }    // family aic at the mode
+  double ussq() const { return u_.squaredNorm(); }
+  double ldL2() const { return ldL2_; }
+  double pearson() const;                      // sum pw (y - mu)^2 / V(mu)
+  int iterations() const { return iters_; }
+  Problem& problem_u() { return pu_; }
+  Problem& problem_bu() { return pb_; }
+  PirlsControl control;
+
+ private:
+  Status pirls(Problem& prob, bool with_beta, const double* theta);
+  bool update_mu(const Vector& eta);      // mu_ from eta; false if invalid
+  double penalized_deviance(const Vector& u) const;
+  void working(const Vector& base);       // wts_, zwork_ = eta - base + (y - mu)/mu_eta
+
+  Index n_, p_;
+  const double* X_;
+  const double* y_;
+  const double* pw_;
+  const double* off_;
+  std::vector<TermData> terms_;
+  Family fam_;
+  Problem pu_, pb_;
+  Vector beta_, u_, eta_, mu_, wts_, zwork_, fixed_, b_;
+  double devsum_ = 0, aic_ = 0, ldL2_ = 0;
+  int iters_ = 0;
+};
+
+}  // namespace mixedfit

@@ -1,0 +1,355 @@
+#include "mixedfit/glmm.hpp"
+
+#include <cmath>
+#include <limits>
+
+namespace mixedfit {
+
+namespace {
+constexpr double kEps = std::numeric_limits<double>::epsilon();
+constexpr double kPi = 3.14159265358979323846;
+constexpr double kLogitThresh = 30.0;
+// -qnorm(DBL_EPSILON) and -qcauchy(DBL_EPSILON), R's clamps for probit and cauchit.
+constexpr double kProbitThresh = 8.125890664701906;
+constexpr double kCauchitThresh = 1.4334579040836484e15;
+
+inline double pnorm(double x) { return 0.5 * std::erfc(-x / std::sqrt(2.0)); }
+inline double dnorm(double x) { return std::exp(-0.5 * x * x) / std::sqrt(2.0 * kPi); }
+inline double ylogy_ratio(double y, double mu) { return y > 0 ? y * std::log(y / mu) : 0.0; }
+}  // namespace
+
+double Family::linkinv(double eta) const {
+  switch (link) {
+    case LinkKind::Identity: return eta;
+    case LinkKind::Log: return std::max(std::exp(eta), kEps);
+    case LinkKind::Logit: {
+      const double t = eta < -kLogitThresh ? kEps : (eta > kLogitThresh ? 1.0 / kEps : std::exp(eta));
+      return t / (1.0 + t);
+    }
+    case LinkKind::Probit: {
+      const double e = std::min(std::max(eta, -kProbitThresh), kProbitThresh);
+      return pnorm(e);
+    }
+    case LinkKind::Cloglog:
+      return std::max(std::min(-std::expm1(-std::exp(eta)), 1.0 - kEps), kEps);
+    case LinkKind::Cauchit: {
+      const double e = std::min(std::max(eta, -kCauchitThresh), kCauchitThresh);
+      return 0.5 + std::atan(e) / kPi;
+    }
+    case LinkKind::Inverse: return 1.0 / eta;
+    case LinkKind::Sqrt: return eta * eta;
+    case LinkKind::InverseSquare: return 1.0 / std::sqrt(eta);
+  }
+  return std::nan("");
+}
+
+double Family::mu_eta(double eta) const {
+  switch (link) {
+    case LinkKind::Identity: return 1.0;
+    case LinkKind::Log: return std::max(std::exp(eta), kEps);
+    case LinkKind::Logit: {
+      if (eta > kLogitThresh || eta < -kLogitThresh) return kEps;
+      const double t = std::exp(eta);
+      return t / ((1.0 + t) * (1.0 + t));
+    }
+    case LinkKind::Probit: return std::max(dnorm(eta), kEps);
+    case LinkKind::Cloglog: {
+      const double e = std::min(eta, 700.0);
+      return std::max(std::exp(e) * std::exp(-std::exp(e)), kEps);
+    }
+    case LinkKind::Cauchit: return std::max(1.0 / (kPi * (1.0 + eta * eta)), kEps);
+    case LinkKind::Inverse: return -1.0 / (eta * eta);
+    case LinkKind::Sqrt: return 2.0 * eta;
+    case LinkKind::InverseSquare: return -1.0 / (2.0 * std::pow(eta, 1.5));
+  }
+  return std::nan("");
+}
+
+double Family::variance(double mu) const {
+  switch (fam) {
+    case FamilyKind::Binomial: return mu * (1.0 - mu);
+    case FamilyKind::Poisson: return mu;
+    case FamilyKind::Gamma: return mu * mu;
+    case FamilyKind::InverseGaussian: return mu * mu * mu;
+    case FamilyKind::Gaussian: return 1.0;
+  }
+  return std::nan("");
+}
+
+double Family::dev_resid(double y, double mu, double wt) const {
+  switch (fam) {
+    case FamilyKind::Binomial:
+      return 2.0 * wt * (ylogy_ratio(y, mu) + ylogy_ratio(1.0 - y, 1.0 - mu));
+    case FamilyKind::Poisson: return 2.0 * wt * (ylogy_ratio(y, mu) - (y - mu));
+    case FamilyKind::Gamma: return -2.0 * wt * (std::log(y / mu) - (y - mu) / mu);
+    case FamilyKind::InverseGaussian: return wt * (y - mu) * (y - mu) / (y * mu * mu);
+    case FamilyKind::Gaussian: return wt * (y - mu) * (y - mu);
+  }
+  return std::nan("");
+}
+
+bool Family::valid_mu(double mu) const {
+  if (!std::isfinite(mu)) return false;
+  switch (fam) {
+    case FamilyKind::Binomial: return mu > 0.0 && mu < 1.0;
+    case FamilyKind::Poisson:
+    case FamilyKind::Gamma:
+    case FamilyKind::InverseGaussian: return mu > 0.0;
+    case FamilyKind::Gaussian: return true;
+  }
+  return false;
+}
+
+bool Family::valid_eta(double eta) const {
+  if (!std::isfinite(eta)) return false;
+  switch (link) {
+    case LinkKind::Inverse: return eta != 0.0;
+    case LinkKind::InverseSquare:
+    case LinkKind::Sqrt: return eta > 0.0;
+    default: return true;
+  }
+}
+
+double Family::aic(const double* y, const double* mu, const double* wt, Index n, double dev) const {
+  double s = 0.0;
+  switch (fam) {
+    case FamilyKind::Binomial:
+      for (Index i = 0; i < n; ++i) {
+        const double m = std::round(wt[i]);
+        if (!(m > 0)) continue;
+        const double k = std::round(m * y[i]);
+        double ll = std::lgamma(m + 1) - std::lgamma(k + 1) - std::lgamma(m - k + 1);
+        if (k > 0) ll += k * std::log(mu[i]);
+        if (m - k > 0) ll += (m - k) * std::log1p(-mu[i]);
+        s += (wt[i] / m) * ll;
+      }
+      return -2.0 * s;
+    case FamilyKind::Poisson:
+      for (Index i = 0; i < n; ++i) {
+        const double ll = (y[i] > 0 ? y[i] * std::log(mu[i]) : 0.0) - mu[i] - std::lgamma(y[i] + 1);
+        s += ll * wt[i];
+      }
+      return -2.0 * s;
+    case FamilyKind::Gamma: {
+      double sw = 0.0;
+      for (Index i = 0; i < n; ++i) sw += wt[i];
+      const double disp = dev / sw;
+      const double shape = 1.0 / disp;
+      for (Index i = 0; i < n; ++i) {
+        const double scale = mu[i] * disp;
+        const double ll = -std::lgamma(shape) - shape * std::log(scale) +
+                          (shape - 1.0) * std::log(y[i]) - y[i] / scale;
+        s += ll * wt[i];
+      }
+      return -2.0 * s + 2.0;
+    }
+    case FamilyKind::InverseGaussian: {
+      double sw = 0.0, sly = 0.0;
+      for (Index i = 0; i < n; ++i) {
+        sw += wt[i];
+        sly += std::log(y[i]) * wt[i];
+      }
+      return sw * (1.0 + std::log(dev / sw * 2.0 * kPi)) + 3.0 * sly + 2.0;
+    }
+    case FamilyKind::Gaussian: {
+      double slw = 0.0;
+      for (Index i = 0; i < n; ++i) slw += std::log(wt[i]);
+      const double nn = static_cast<double>(n);
+      return nn * (std::log(dev / nn * 2.0 * kPi) + 1.0) + 2.0 - slw;
+    }
+  }
+  return std::nan("");
+}
+
+Glmm::Glmm(Index n, Index p, const double* X, const double* y, const double* pw,
+           const double* offset, std::vector<TermData> terms, Family family)
+    : n_(n), p_(p), X_(X), y_(y), pw_(pw), off_(offset), terms_(terms), fam_(family),
+      pu_(n, 0, nullptr, terms), pb_(n, p, X, terms) {
+  beta_.setZero(p_);
+  u_.setZero(pu_.q());
+  eta_.setZero(n_);
+  mu_.setZero(n_);
+  wts_.setZero(n_);
+  zwork_.setZero(n_);
+  fixed_.setZero(n_);
+}
+
+bool Glmm::update_mu(const Vector& eta) {
+  bool ok = true;
+  double dev = 0.0;
+  for (Index i = 0; i < n_; ++i) {
+    if (!fam_.valid_eta(eta[i])) { ok = false; break; }
+    const double m = fam_.linkinv(eta[i]);
+    if (!fam_.valid_mu(m)) { ok = false; break; }
+    mu_[i] = m;
+    dev += fam_.dev_resid(y_[i], m, pw_[i]);
+  }
+  devsum_ = ok ? dev : std::nan("");
+  return ok && std::isfinite(dev);
+}
+
+void Glmm::working(const Vector& base) {
+  for (Index i = 0; i < n_; ++i) {
+    const double me = fam_.mu_eta(eta_[i]);
+    const double v = fam_.variance(mu_[i]);
+    wts_[i] = pw_[i] * me * me / v;
+    zwork_[i] = eta_[i] - base[i] + (y_[i] - mu_[i]) / me;
+  }
+}
+
+double Glmm::pearson() const {
+  double s = 0.0;
+  for (Index i = 0; i < n_; ++i) {
+    const double r = y_[i] - mu_[i];
+    s += pw_[i] * r * r / fam_.variance(mu_[i]);
+  }
+  return s;
+}
+
+Status Glmm::pirls(Problem& prob, bool with_beta, const double* theta) {
+  // base: the part of eta that PLS does not solve for.
+  Vector base(n_);
+  if (with_beta) {
+    if (off_) base = Eigen::Map<const Vector>(off_, n_); else base.setZero();
+  } else {
+    base = fixed_;
+  }
+  Vector unew, bnew, eta_new(n_), bvec;
+  Vector old_u = u_, old_b = beta_;
+  double oldpdev = std::numeric_limits<double>::infinity();
+  if (!with_beta) {
+    if (!update_mu(eta_)) return Status::InvalidMean;
+    oldpdev = devsum_ + u_.squaredNorm();
+  } else {
+    if (!update_mu(eta_)) return Status::InvalidMean;
+  }
+  Vector zero_beta;  // for the u-only problem
+  auto candidate = [&](const Vector& uu, const Vector& bb) -> double {
+    prob.lambda_times(uu, bvec);
+    prob.linear_predictor(with_beta ? bb.data() : zero_beta.data(), bvec.data(), eta_new.data());
+    eta_new += base;
+    if (!update_mu(eta_new)) return std::nan("");
+    return devsum_ + uu.squaredNorm();
+  };
+  bool converged = false;
+  Status s;
+  for (iters_ = 0; iters_ < control.maxit; ++iters_) {
+    working(base);
+    if ((s = prob.set_response(zwork_.data(), wts_.data())) != Status::Ok) return s;
+    if ((s = prob.factor(theta)) != Status::Ok) return s;
+    if ((s = prob.solve(bnew, unew)) != Status::Ok) return s;
+    double pdev = candidate(unew, bnew);
+    if (std::isfinite(pdev) && std::abs(oldpdev - pdev) < control.tol * std::max(std::abs(pdev), 1.0)) {
+      u_ = unew; if (with_beta) beta_ = bnew; eta_ = eta_new;
+      converged = true;
+      break;
+    }
+    if (!(pdev <= oldpdev)) {
+      for (int k = 0; k < control.max_halvings && !(pdev <= oldpdev); ++k) {
+        unew = 0.5 * (old_u + unew);
+        if (with_beta) bnew = 0.5 * (old_b + bnew);
+        pdev = candidate(unew, bnew);
+      }
+      if (!(pdev <= oldpdev)) {
+        // No descent left: accept the previous iterate if it is converged to rounding.
+        if (std::isfinite(pdev) && std::abs(pdev - oldpdev) <= 1e-8 * std::abs(oldpdev)) {
+          u_ = old_u; if (with_beta) beta_ = old_b;
+          prob.lambda_times(u_, bvec);
+          prob.linear_predictor(with_beta ? beta_.data() : zero_beta.data(), bvec.data(), eta_.data());
+          eta_ += base;
+          update_mu(eta_);
+          converged = true;
+          break;
+        }
+        return Status::PirlsDiverged;
+      }
+    }
+    u_ = unew; if (with_beta) beta_ = bnew; eta_ = eta_new;
+    old_u = u_; old_b = beta_;
+    oldpdev = pdev;
+  }
+  if (!converged) return Status::PirlsMaxIter;
+  if (!update_mu(eta_)) return Status::InvalidMean;
+  // The factor at the mode's own weights (log-determinant, conditional variances, vcov).
+  working(base);
+  if ((s = prob.set_response(zwork_.data(), wts_.data())) != Status::Ok) return s;
+  if ((s = prob.factor(theta)) != Status::Ok) return s;
+  ldL2_ = prob.ldL2();
+  aic_ = fam_.aic(y_, mu_.data(), pw_, n_, devsum_);
+  return Status::Ok;
+}
+
+Status Glmm::eval_stage1(const double* theta, const double* eta_start, double& obj) {
+  obj = std::nan("");
+  eta_ = Eigen::Map<const Vector>(eta_start, n_);
+  u_.setZero(pb_.q());
+  beta_.setZero(p_);
+  Status s = pirls(pb_, true, theta);
+  if (s != Status::Ok) return s;
+  obj = aic_ + u_.squaredNorm() + ldL2_;
+  return Status::Ok;
+}
+
+Status Glmm::eval_stage2(const double* theta, const double* beta, const double* u_start, int nagq,
+                         const double* ghz, const double* ghw, double& obj) {
+  obj = std::nan("");
+  for (Index j = 0; j < p_; ++j)
+    if (!std::isfinite(beta[j])) return Status::NonFiniteInput;
+  beta_ = Eigen::Map<const Vector>(beta, p_);
+  if (p_ > 0)
+    fixed_.noalias() = Eigen::Map<const Matrix>(X_, n_, p_) * beta_;
+  else
+    fixed_.setZero(n_);
+  if (off_) fixed_ += Eigen::Map<const Vector>(off_, n_);
+  u_ = Eigen::Map<const Vector>(u_start, pu_.q());
+  // eta at the start (needs lambda for theta: factor once to install it).
+  for (Index j = 0; j < pu_.ntheta(); ++j)
+    if (!std::isfinite(theta[j])) return Status::NonFiniteInput;
+  if (nagq > 1 && (terms_.size() != 1 || terms_[0].p != 1)) return Status::BadDimension;
+  {
+    pu_.install_theta(theta);
+    Vector bvec;
+    pu_.lambda_times(u_, bvec);
+    pu_.linear_predictor(nullptr, bvec.data(), eta_.data());
+    eta_ += fixed_;
+  }
+  Status s = pirls(pu_, false, theta);
+  if (s != Status::Ok) return s;
+  if (nagq <= 1) {
+    obj = aic_ + u_.squaredNorm() + ldL2_;
+    return Status::Ok;
+  }
+  // Adaptive Gauss-Hermite for one scalar term.
+  const TermData& t = terms_[0];
+  const Index q = t.nlev;
+  const Vector& L = pu_.first_term_factor();
+  const double lam = theta[0];
+  Vector devc0 = Vector::Zero(q), mult = Vector::Zero(q), devk(q);
+  for (Index i = 0; i < n_; ++i) devc0[t.g[i]] += fam_.dev_resid(y_[i], mu_[i], pw_[i]);
+  for (Index j = 0; j < q; ++j) devc0[j] += u_[j] * u_[j];
+  for (int k = 0; k < nagq; ++k) {
+    const double z = ghz[k];
+    if (z == 0.0) {
+      mult.array() += ghw[k];
+      continue;
+    }
+    devk.setZero();
+    for (Index i = 0; i < n_; ++i) {
+      const int j = t.g[i];
+      const double e = eta_[i] + t.Z[i] * lam * z / L[j];
+      if (!fam_.valid_eta(e)) return Status::InvalidMean;
+      const double m = fam_.linkinv(e);
+      if (!fam_.valid_mu(m)) return Status::InvalidMean;
+      devk[j] += fam_.dev_resid(y_[i], m, pw_[i]);
+    }
+    for (Index j = 0; j < q; ++j) {
+      const double uj = u_[j] + z / L[j];
+      devk[j] += uj * uj;
+      mult[j] += ghw[k] * std::exp(-0.5 * (devk[j] - devc0[j]) + 0.5 * z * z);
+    }
+  }
+  obj = devc0.sum() + ldL2_ - 2.0 * mult.array().log().sum();
+  return Status::Ok;
+}
+
+}  // namespace mixedfit

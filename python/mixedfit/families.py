@@ -1,0 +1,216 @@
+"""GLM families and links: names, validation, starting values (the per-observation numerics of
+PIRLS live in the C++ core; Python only prepares the response and the starting eta)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy import special
+
+from ._errors import DataError
+
+__all__ = ["FAMILIES", "resolve_family", "Family"]
+
+# family name -> (core code, default link, allowed links, has a dispersion parameter)
+FAMILIES = {
+    "binomial": (0, "logit", ("logit", "probit", "cloglog", "cauchit", "log"), False),
+    "poisson": (1, "log", ("log", "sqrt", "identity"), False),
+    "Gamma": (2, "inverse", ("inverse", "log", "identity"), True),
+    "inverse.gaussian": (3, "1/mu^2", ("1/mu^2", "inverse", "log", "identity"), True),
+    "gaussian": (4, "identity", ("identity", "log", "inverse"), True),
+}
+_ALIASES = {"gamma": "Gamma", "inverse_gaussian": "inverse.gaussian", "inversegaussian": "inverse.gaussian",
+            "bernoulli": "binomial", "normal": "gaussian"}
+LINKS = {"identity": 0, "log": 1, "logit": 2, "probit": 3, "cloglog": 4, "cauchit": 5,
+         "inverse": 6, "sqrt": 7, "1/mu^2": 8}
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    link: str
+
+    @property
+    def codes(self) -> tuple[int, int]:
+        return FAMILIES[self.name][0], LINKS[self.link]
+
+    @property
+    def has_scale(self) -> bool:
+        return FAMILIES[self.name][3]
+
+    def linkfun(self, mu: np.ndarray) -> np.ndarray:
+        link = self.link
+        with np.errstate(divide="ignore", invalid="ignore"):
+            if link == "identity":
+                return mu.copy()
+            if link == "log":
+                return np.log(mu)
+            if link == "logit":
+                return np.log(mu / (1 - mu))
+            if link == "probit":
+                return special.ndtri(mu)
+            if link == "cloglog":
+                return np.log(-np.log1p(-mu))
+            if link == "cauchit":
+                return np.tan(np.pi * (mu - 0.5))
+            if link == "inverse":
+                return 1.0 / mu
+            if link == "sqrt":
+                return np.sqrt(mu)
+            if link == "1/mu^2":
+                return 1.0 / mu**2
+        raise ValueError(link)
+
+    def linkinv(self, eta: np.ndarray) -> np.ndarray:
+        link = self.link
+        if link == "identity":
+            return eta
+        if link == "log":
+            return np.exp(eta)
+        if link == "logit":
+            return special.expit(eta)
+        if link == "probit":
+            return special.ndtr(eta)
+        if link == "cloglog":
+            return -np.expm1(-np.exp(eta))
+        if link == "cauchit":
+            return 0.5 + np.arctan(eta) / np.pi
+        if link == "inverse":
+            return 1.0 / eta
+        if link == "sqrt":
+            return eta**2
+        if link == "1/mu^2":
+            return 1.0 / np.sqrt(eta)
+        raise ValueError(link)
+
+    def mu_eta(self, eta: np.ndarray) -> np.ndarray:
+        """d mu / d eta."""
+        link = self.link
+        if link == "identity":
+            return np.ones_like(eta)
+        if link == "log":
+            return np.exp(eta)
+        if link == "logit":
+            p = special.expit(eta)
+            return p * (1 - p)
+        if link == "probit":
+            return np.exp(-0.5 * eta**2) / np.sqrt(2 * np.pi)
+        if link == "cloglog":
+            return np.exp(eta - np.exp(eta))
+        if link == "cauchit":
+            return 1.0 / (np.pi * (1 + eta**2))
+        if link == "inverse":
+            return -1.0 / eta**2
+        if link == "sqrt":
+            return 2 * eta
+        if link == "1/mu^2":
+            return -0.5 * eta**-1.5
+        raise ValueError(link)
+
+    def variance(self, mu):
+        return {"binomial": lambda m: m * (1 - m), "poisson": lambda m: m, "Gamma": lambda m: m**2,
+                "inverse.gaussian": lambda m: m**3, "gaussian": lambda m: np.ones_like(m)}[self.name](mu)
+
+    def dev_resids(self, y, mu, wt):
+        with np.errstate(divide="ignore", invalid="ignore"):
+            if self.name == "binomial":
+                a = np.where(y > 0, y * np.log(y / mu), 0.0)
+                b = np.where(y < 1, (1 - y) * np.log((1 - y) / (1 - mu)), 0.0)
+                return 2 * wt * (a + b)
+            if self.name == "poisson":
+                return 2 * wt * (np.where(y > 0, y * np.log(y / mu), 0.0) - (y - mu))
+            if self.name == "Gamma":
+                return -2 * wt * (np.log(y / mu) - (y - mu) / mu)
+            if self.name == "inverse.gaussian":
+                return wt * (y - mu) ** 2 / (y * mu**2)
+            return wt * (y - mu) ** 2
+
+    def mustart(self, y: np.ndarray, w: np.ndarray) -> np.ndarray:
+        if self.name == "binomial":
+            return (w * y + 0.5) / (w + 1)
+        if self.name == "poisson":
+            return y + 0.1
+        return y.copy()
+
+
+def resolve_family(family, link=None) -> Family:
+    """Validate a family (name, or an object with ``.name``/``.link``) and link."""
+    if hasattr(family, "name") and hasattr(family, "link") and not isinstance(family, str):
+        name, link = family.name, link or family.link
+    elif isinstance(family, str):
+        name = family
+    else:
+        raise ValueError(f"family must be a name like 'binomial', got {family!r}")
+    name = _ALIASES.get(name.lower(), name) if name not in FAMILIES else name
+    if name not in FAMILIES:
+        raise ValueError(
+            f"unknown family {family!r}; choose one of {', '.join(FAMILIES)}"
+        )
+    default, allowed = FAMILIES[name][1], FAMILIES[name][2]
+    link = default if link is None else link
+    if link not in allowed:
+        raise ValueError(
+            f"link {link!r} is not available for family {name!r}; choose one of {', '.join(allowed)}"
+        )
+    return Family(name, link)
+
+
+def binomial_response(response, weights: np.ndarray | None, name: str):
+    """(y as proportions, prior weights as trials) from 0/1, bool, factor, proportions or cbind."""
+    if isinstance(response, pd.DataFrame):  # cbind(successes, failures)
+        s = response["successes"].to_numpy(dtype=float)
+        f = response["failures"].to_numpy(dtype=float)
+        if np.any(s < 0) or np.any(f < 0) or not np.all(np.isfinite(s + f)):
+            raise DataError(f"cbind response {name!r} has negative or non-finite counts")
+        if np.any(np.abs(s - np.round(s)) > 1e-8) or np.any(np.abs(f - np.round(f)) > 1e-8):
+            raise DataError(f"cbind response {name!r} has non-integer counts")
+        n = s + f
+        with np.errstate(invalid="ignore", divide="ignore"):
+            y = np.where(n > 0, s / n, 0.0)
+        w = n if weights is None else weights * n
+        return y, w
+    s = response
+    if isinstance(s.dtype, pd.CategoricalDtype) or s.dtype.kind in "OSU" or str(s.dtype) in ("string", "str"):
+        cats = s.astype("category").cat.categories if not isinstance(s.dtype, pd.CategoricalDtype) else s.cat.categories
+        if len(cats) < 2:
+            raise DataError(f"factor response {name!r} has fewer than two levels")
+        y = (s.astype(object) != cats[0]).to_numpy(dtype=float)
+    elif s.dtype.kind == "b":
+        y = s.to_numpy(dtype=float)
+    elif s.dtype.kind in "iuf":
+        y = s.to_numpy(dtype=float)
+    else:
+        raise DataError(f"binomial response {name!r} must be 0/1, logical, a factor or proportions; got dtype {s.dtype}")
+    if not np.all(np.isfinite(y)):
+        raise DataError(f"binomial response {name!r} has non-finite values")
+    if np.any((y < 0) | (y > 1)):
+        bad = y[(y < 0) | (y > 1)][0]
+        raise DataError(f"binomial response {name!r} must lie in [0, 1] (got {bad!r}); "
+                        "for counts use cbind(successes, failures)")
+    w = np.ones_like(y) if weights is None else weights
+    succ = y * w
+    if np.any(np.abs(succ - np.round(succ)) > 1e-7):
+        i = int(np.flatnonzero(np.abs(succ - np.round(succ)) > 1e-7)[0])
+        raise DataError(
+            f"non-integer number of successes in binomial response {name!r} at row {i}: "
+            f"{y[i]!r} x weight {w[i]!r}; proportions need weights = number of trials"
+        )
+    return y, w
+
+
+def check_response(fam: Family, y: np.ndarray, name: str) -> None:
+    if not np.all(np.isfinite(y)):
+        raise DataError(f"response {name!r} has non-finite values")
+    if fam.name == "poisson":
+        if np.any(y < 0):
+            raise DataError(f"poisson response {name!r} has negative values (e.g. {y[y < 0][0]!r})")
+        if np.any(np.abs(y - np.round(y)) > 1e-8):
+            bad = y[np.abs(y - np.round(y)) > 1e-8][0]
+            raise DataError(f"poisson response {name!r} has non-integer values (e.g. {bad!r})")
+    elif fam.name in ("Gamma", "inverse.gaussian"):
+        if np.any(y <= 0):
+            raise DataError(f"{fam.name} response {name!r} must be positive (e.g. {y[y <= 0][0]!r})")
+    elif fam.name == "gaussian" and fam.link in ("log", "inverse") and np.any(y <= 0):
+        raise DataError(f"gaussian response {name!r} with a {fam.link} link needs positive values")

@@ -1,0 +1,302 @@
+"""``glmer``: generalized linear mixed models by PIRLS (C++), Laplace or adaptive Gauss-Hermite,
+optimized in two stages as lme4 does."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pandas as pd
+
+from . import _core
+from ._design import build_design
+from ._errors import ConvergenceError, DataError, NumericalError
+from .families import binomial_response, check_response, resolve_family
+from .optimize import bobyqa, theta_lower, theta_start
+from .options import Control
+from .results import MixedResult, VarCorr, _varcorr_terms
+
+__all__ = ["glmer", "GlmerResult"]
+
+
+def _gauss_hermite(k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Probabilists' Gauss-Hermite nodes and weights normalized to sum to 1."""
+    z, w = np.polynomial.hermite_e.hermegauss(k)
+    return np.ascontiguousarray(z), np.ascontiguousarray(w / w.sum())
+
+
+def _hessian(f, x: np.ndarray, delta: float = 1e-4) -> np.ndarray:
+    """Central finite-difference Hessian (lme4's deriv12 step)."""
+    k = x.size
+    H = np.empty((k, k))
+    f0 = f(x)
+    E = np.eye(k) * delta
+    fp = np.array([f(x + E[i]) for i in range(k)])
+    fm = np.array([f(x - E[i]) for i in range(k)])
+    for i in range(k):
+        H[i, i] = (fp[i] - 2 * f0 + fm[i]) / delta**2
+        for j in range(i):
+            v = (f(x + E[i] + E[j]) - f(x + E[i] - E[j]) - f(x - E[i] + E[j]) + f(x - E[i] - E[j]))
+            H[i, j] = H[j, i] = v / (4 * delta**2)
+    return H
+
+
+def glmer(formula: str, data, *, family="binomial", link=None, nagq: int = 1, weights=None,
+          offset=None, control=None, fast: bool = False, vcov_method: str = "hessian",
+          data_name: str | None = None) -> "GlmerResult":
+    """Fit a generalized linear mixed model with lme4's formula syntax.
+
+    family : "binomial" (links logit, probit, cloglog, cauchit, log), "poisson" (log, sqrt,
+        identity), "Gamma" (inverse, log, identity), "inverse.gaussian" (1/mu^2, inverse, log,
+        identity) or "gaussian" with a non-identity link.
+    Binomial responses: 0/1 (numeric or bool), a factor whose first level is failure,
+    proportions with ``weights`` = number of trials, or ``cbind(successes, failures) ~ ...``.
+    nagq : 1 = Laplace (default); k > 1 adaptive Gauss-Hermite with k nodes (one scalar
+        random-effects term only); 0 = stop after the first stage (beta inside PIRLS), as
+        ``fast=True``.
+    vcov_method : "hessian" (lme4's default: finite-difference Hessian of the stage-2
+        objective) or "factor" (from the final weighted Cholesky factor, lme4's use.hessian=FALSE).
+    """
+    control = Control.coerce(control)
+    fam = resolve_family(family, link)
+    if not isinstance(nagq, (int, np.integer)) or nagq < 0:
+        raise ValueError(f"nagq must be a non-negative integer, got {nagq!r}")
+    nagq = 0 if fast else int(nagq)
+    if vcov_method not in ("hessian", "factor"):
+        raise ValueError(f"vcov_method must be 'hessian' or 'factor', got {vcov_method!r}")
+    call = dict(formula=formula, data=data, family=fam.name, link=fam.link, nagq=nagq,
+                weights=weights, offset=offset, control=control, vcov_method=vcov_method,
+                data_name=data_name)
+    design = build_design(formula, data, weights=weights, offset=offset, lmm=False,
+                          response_kind="raw")
+    if design.n_dropped_na:
+        warnings.warn(f"dropped {design.n_dropped_na} row(s) with missing values", stacklevel=2)
+    name = design.parsed.response
+    if fam.name == "binomial":
+        y, pw = binomial_response(design.response, design.weights, name)
+    else:
+        if isinstance(design.response, pd.DataFrame):
+            raise DataError("cbind(...) responses are only for the binomial family")
+        if design.response.dtype.kind not in "biuf":
+            raise DataError(f"response {name!r} must be numeric for family {fam.name!r}, "
+                            f"got dtype {design.response.dtype}")
+        y = design.response.to_numpy(dtype=float)
+        check_response(fam, y, name)
+        pw = np.ones_like(y) if design.weights is None else design.weights
+    y = np.ascontiguousarray(y, dtype=float)
+    pw = np.ascontiguousarray(pw, dtype=float)
+    if nagq > 1 and (len(design.terms) != 1 or design.terms[0].p != 1):
+        raise ValueError(
+            "nagq > 1 (adaptive Gauss-Hermite) is only available for a single scalar "
+            "random-effects term such as (1 | g); use nagq=1 (Laplace) for this model"
+        )
+    terms = [(t.codes, t.nlevels, t.Z) for t in design.terms]
+    fcode, lcode = fam.codes
+    prob = _core.GlmmProblem(design.X, y, pw, design.offset, terms, fcode, lcode)
+    prob.set_pirls_control(control.pirls_tol, control.pirls_maxiter)
+
+    mu0 = fam.mustart(y, pw)
+    eta0 = np.ascontiguousarray(fam.linkfun(mu0))
+    if not np.all(np.isfinite(eta0)):
+        raise DataError(f"cannot find valid starting values for family {fam.name!r} with link {fam.link!r}")
+
+    ps = [t.p for t in design.terms]
+    lower_t = theta_lower(ps)
+    start_t = theta_start(ps)
+    failures = []
+
+    def f1(th):
+        try:
+            return prob.stage1(th, eta0)
+        except NumericalError as exc:
+            failures.append(str(exc))
+            return np.inf
+
+    if control.start is not None and nagq == 0:
+        start_t = np.asarray(control.start, dtype=float)
+    opt1 = bobyqa(f1, start_t, lower_t, control)
+    if not np.isfinite(opt1.fun):
+        raise ConvergenceError(
+            "PIRLS failed at every starting value"
+            + (f" ({failures[-1]})" if failures else "")
+            + "; try rescaling predictors, a simpler random-effects structure, or check the "
+            "response for complete separation"
+        )
+    theta1 = opt1.x
+    prob.stage1(theta1, eta0)
+    st1 = prob.state(False)
+    beta1 = np.asarray(st1["beta"])
+    u0 = np.ascontiguousarray(st1["u"])
+    ghz, ghw = _gauss_hermite(nagq) if nagq > 1 else (np.zeros(1), np.ones(1))
+    nt = len(theta1)
+
+    def f2(par):
+        try:
+            return prob.stage2(par[:nt], par[nt:], u0, max(nagq, 1), ghz, ghw)
+        except NumericalError as exc:
+            failures.append(str(exc))
+            return np.inf
+
+    if nagq >= 1:
+        x0 = np.r_[theta1, beta1]
+        if control.start is not None:
+            x0 = np.asarray(control.start, dtype=float)
+            if x0.size != nt + len(beta1):
+                raise ValueError(f"control.start must have length {nt + len(beta1)} (theta, beta)")
+        lower = np.r_[lower_t, np.full(len(beta1), -np.inf)]
+        opt = bobyqa(f2, x0, lower, control)
+        if not np.isfinite(opt.fun):
+            raise ConvergenceError("PIRLS failed in the Laplace/AGQ stage"
+                                   + (f" ({failures[-1]})" if failures else ""))
+        theta, beta = opt.x[:nt], opt.x[nt:]
+        obj = prob.stage2(theta, beta, u0, max(nagq, 1), ghz, ghw)
+        st = prob.state_at(theta)
+        hess = None
+        if vcov_method == "hessian":
+            H = _hessian(lambda p: f2(p), opt.x)
+            hess = H
+    else:
+        opt = opt1
+        theta, beta = theta1, beta1
+        obj = prob.stage1(theta, eta0)
+        st = prob.state_at(theta)
+        hess = None
+    if not opt.converged:
+        warnings.warn(f"optimizer did not converge: {opt.message}", stacklevel=2)
+    return GlmerResult(design, prob, fam, nagq, theta, np.asarray(beta), obj, st, hess, opt,
+                       opt1, control, data_name if data_name is not None else "data", call,
+                       y, pw, (u0, ghz, ghw))
+
+
+class GlmerResult(MixedResult):
+    """A fitted generalized linear mixed model (lme4's ``glmerMod``).
+
+    Scales: ``loglik``, ``aic``, ``bic`` and ``deviance_table_value`` (= -2 logLik) include the
+    family's normalizing constants, as lme4's logLik/AIC/BIC for Laplace fits. For nAGQ > 1,
+    lme4 1.1-31 minimizes and reports a criterion on the unit-deviance scale
+    (``lme4_criterion``); our ``loglik`` adds back the constant so it stays comparable with
+    Laplace fits. ``objective_unit`` is the Laplace objective on the unit-deviance scale
+    (sum of deviance residuals + ||u||^2 + log|L|^2). ``deviance`` is lme4's ``deviance()``
+    for GLMMs: the sum of squared deviance residuals at the mode.
+    """
+
+    is_glmm = True
+    has_pvalues = True
+    reml = False
+
+    def __init__(self, design, prob, fam, nagq, theta, beta, obj, st, hess, opt, opt1, control,
+                 data_name, call, y, pw, stage2_args):
+        self.design = design
+        self._prob = prob
+        self._fam = fam
+        self.family = fam.name
+        self.link = fam.link
+        self.nagq = nagq
+        self.theta = np.asarray(theta, dtype=float)
+        self.beta = np.asarray(beta, dtype=float)
+        self.optinfo = opt
+        self.optinfo_stage1 = opt1
+        self.control = control
+        self.data_name = data_name
+        self._call = call
+        self._y = y
+        self._pw = pw
+        self._stage2_args = stage2_args
+        self.u = np.asarray(st["u"])
+        self.b = np.asarray(st["b"])
+        self._eta = np.asarray(st["eta"])
+        self._mu = np.asarray(st["mu"])
+        n, p = design.n, design.p
+        devsum, aic_full, ussq, ldL2 = st["devsum"], st["aic"], st["ussq"], st["ldL2"]
+        self.devcomp = {"ldL2": ldL2, "ussq": ussq, "drsum": devsum, "wrss": st["pearson"],
+                        "pwrss": st["pearson"] + ussq, "aic": aic_full}
+        self.objective_unit = devsum + ussq + ldL2
+        if nagq > 1:
+            self.lme4_criterion = float(obj)
+            m2ll = float(obj) + (aic_full - devsum)
+        else:
+            self.lme4_criterion = float(obj)
+            m2ll = float(obj)
+        self.loglik = -0.5 * m2ll
+        self.deviance_table_value = m2ll
+        self.deviance = float(devsum)
+        self.df = p + len(self.theta) + (1 if fam.has_scale else 0)
+        self.aic = m2ll + 2 * self.df
+        self.bic = m2ll + self.df * math.log(n)
+        self.sigma = math.sqrt((st["pearson"] + ussq) / n) if fam.has_scale else 1.0
+        s2 = self.sigma**2
+        self._condvar = [s2 * np.asarray(m) for m in st["unscaled_condvar"]]
+        names = design.fixed_names
+        self.vcov_factor = pd.DataFrame(s2 * np.asarray(st["unscaled_vcov"]), index=names, columns=names)
+        self.vcov_hessian = None
+        vc = self.vcov_factor
+        if hess is not None:
+            nt = len(self.theta)
+            try:
+                Hinv = np.linalg.inv(hess)
+                V = Hinv[nt:, nt:]
+                V = V + V.T
+                if np.all(np.isfinite(V)) and np.all(np.linalg.eigvalsh(V) > 0):
+                    self.vcov_hessian = pd.DataFrame(V, index=names, columns=names)
+                    vc = self.vcov_hessian
+                else:
+                    warnings.warn("finite-difference Hessian is not positive definite; "
+                                  "standard errors from the final weighted factor", stacklevel=3)
+            except np.linalg.LinAlgError:
+                warnings.warn("finite-difference Hessian is singular; standard errors from the "
+                              "final weighted factor", stacklevel=3)
+        self.vcov = vc
+        self._theta_lower = theta_lower([t.p for t in design.terms])
+        self.varcorr = VarCorr(_varcorr_terms(design, self.theta, s2),
+                               self.sigma if fam.has_scale else None)
+        if fam.name == "binomial":
+            extreme = (self._mu < 1e-8) | (self._mu > 1 - 1e-8)
+            if np.any(extreme):
+                warnings.warn(
+                    f"fitted probabilities numerically 0 or 1 occurred for {int(extreme.sum())} "
+                    "observation(s): possible complete separation; estimates of the affected "
+                    "fixed effects are unreliable", stacklevel=3)
+
+    @property
+    def has_scale(self) -> bool:
+        return self._fam.has_scale
+
+    def objective(self, par) -> float:
+        """The stage-2 objective at fixed ``(theta, beta)`` (lme4's devfun scale: Laplace on the
+        aic scale, AGQ on the unit-deviance scale)."""
+        par = np.asarray(par, dtype=float)
+        nt = len(self.theta)
+        u0, ghz, ghw = self._stage2_args
+        val = self._prob.stage2(par[:nt], par[nt:], u0, max(self.nagq, 1), ghz, ghw)
+        # restore the state at the optimum for later accessors
+        self._prob.stage2(self.theta, self.beta, u0, max(self.nagq, 1), ghz, ghw)
+        return float(val)
+
+    def _inverse_link(self, eta):
+        return self._fam.linkinv(np.asarray(eta))
+
+    def fitted(self) -> pd.Series:
+        """Fitted means (response scale)."""
+        return pd.Series(self._mu, index=self.design.frame.index, name="fitted")
+
+    def residuals(self, type: str = "deviance", scaled: bool = False) -> pd.Series:
+        """``type``: "deviance" (default, as lme4), "pearson", "response" or "working"."""
+        y, mu, pw = self._y, self._mu, self._pw
+        if type == "response":
+            r = y - mu
+        elif type == "pearson":
+            r = (y - mu) * np.sqrt(pw / self._fam.variance(mu))
+        elif type == "deviance":
+            d = self._fam.dev_resids(y, mu, pw)
+            r = np.sign(y - mu) * np.sqrt(np.maximum(d, 0))
+        elif type == "working":
+            r = (y - mu) / self._fam.mu_eta(self._eta)
+        else:
+            raise ValueError(f"unknown residual type {type!r}; use deviance, pearson, response or working")
+        if scaled:
+            r = r / self.sigma
+        return pd.Series(r, index=self.design.frame.index, name="residuals")
+
+    def refit_ml(self):
+        return self
