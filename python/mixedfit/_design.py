@@ -157,7 +157,8 @@ def _numeric_vector(value, frame: pd.DataFrame, index, what: str, n_rows: int) -
             )
         arr = arr[index]
     if arr.dtype.kind not in "biuf":
-        raise DataError(f"{what} must be numeric, got dtype {arr.dtype}")
+        label = f"{what} column {value!r}" if isinstance(value, str) else what
+        raise DataError(f"{label} must be numeric, got dtype {arr.dtype}")
     return np.asarray(arr, dtype=np.float64)
 
 
@@ -192,6 +193,9 @@ def build_design(
     if df.shape[0] == 0:
         raise DataError("data has no rows")
     extra = [w for w in (weights, offset) if isinstance(w, str)]
+    for val, what in ((weights, "weights"), (offset, "offset")):
+        if isinstance(val, str) and val not in df.columns:
+            raise DataError(f"{what} column {val!r} is not in the data")
     used = _used_columns(parsed, df, extra)
     n_rows = df.shape[0]
     sub = df[used] if used else df.iloc[:, :0]
@@ -233,6 +237,12 @@ def build_design(
         m = re.search(r"`([^`]+)` is not present in the dataset", msg)
         if m:
             raise FormulaError(f"unknown column {m.group(1)!r} in formula {formula!r}") from None
+        m = re.search(r"name '([^']+)' is not defined", msg)  # inside I(...) or a function call
+        if m:
+            raise FormulaError(
+                f"unknown column {m.group(1)!r} in formula {formula!r} "
+                "(not a column of the data nor a known function)"
+            ) from None
         raise FormulaError(f"cannot build the model matrices for {formula!r}: {msg}") from None
 
     # Response
@@ -327,7 +337,7 @@ def build_design(
         if bad.size:
             raise DataError(
                 f"weights must be positive and finite; row {int(frame.index[bad[0]]) if frame.index.dtype.kind in 'iu' else bad[0]} "
-                f"has weight {w[bad[0]]!r}"
+                f"has weight {float(w[bad[0]])!r}"
             )
     off = None
     if offset is not None:
