@@ -39,7 +39,11 @@ inline const double* f64_data(const py::array& a, const char* name, py::ssize_t 
     if (a.ndim() != 2 || a.shape(0) != rows || a.shape(1) != cols)
       throw py::value_error(std::string(name) + " must have shape (" + std::to_string(rows) +
                             ", " + std::to_string(cols) + ")");
-    if (!(a.flags() & py::array::f_style) && rows > 0 && cols > 1)
+    // Column-major and contiguous, whatever the number of columns (a one-column view of a
+    // wider C-ordered array has a row stride != 8 and must be refused, not misread).
+    const bool ok = rows <= 1 || cols == 0 ||
+                    (a.strides(0) == 8 && (cols == 1 || a.strides(1) == 8 * rows));
+    if (!ok)
       throw py::value_error(std::string(name) + " must be Fortran (column-major) contiguous");
   }
   return static_cast<const double*>(a.data());
