@@ -122,7 +122,7 @@ Problem::Problem(Index n, Index p, const double* X, std::vector<TermData> terms)
     }
     // Dense storage wins when the scattered sparse downdate would cost more than a dense
     // rank update (which runs several times faster per flop), memory permitting.
-    const double dense_cost = static_cast<double>(mZ_) * mZ_ * l0_ / 8.0;
+    const double dense_cost = static_cast<double>(mZ_) * mZ_ * l0_ / 32.0;
     const double dense_bytes = 8.0 * static_cast<double>(mZ_) * q0_;
     dense_ = dense_cost <= sparse_cost && dense_bytes < 1.0e9;
     if (dense_) {
@@ -280,34 +280,57 @@ Status Problem::factor(const double* theta) {
 
   // B blocks: scale by Lambda on both sides, then solve with L_c' from the right.
   BXt_ = BX_;
-  BZt_ = BZ_;
-  for (int c = 0; c < l0_; ++c) {
-    const double* Lc = L11_.data() + c * bs;
-    double* bx = BXt_.data() + static_cast<Index>(c) * p0_ * (p_ + 1);
-    right_mult_lower(bx, p_ + 1, p0_, lam0);
-    right_solve_lower_t(bx, p_ + 1, p0_, Lc);
-    if (K > 1) {
-      const Index rc = colptr_[c + 1] - colptr_[c];
-      double* V = BZt_.data() + colptr_[c] * p0_;
-      right_mult_lower(V, rc, p0_, lam0);
-      if (rest_scalar_) {
-        for (int b = 0; b < p0_; ++b)
-          for (Index a = 0; a < rc; ++a) {
-            const Index r = dense_ ? a : rowidx_[colptr_[c] + a];
-            V[b * rc + a] *= lambda_[row_term_[r]](0, 0);
-          }
+  if (p0_ == 1 && rest_scalar_ && K > 1) {
+    // Scalar terms only (the common crossed case): one fused pass over B instead of a copy
+    // and three scalings; B can be large (levels of term 0 x rest levels).
+    const double l0 = lam0(0, 0);
+    std::vector<double> rs(mZ_);
+    for (Index r = 0; r < mZ_; ++r) rs[r] = lambda_[row_term_[r]](0, 0);
+    BZt_.resize(BZ_.size());
+    for (int c = 0; c < l0_; ++c) {
+      const double f = l0 / L11_[c];
+      const Index c0 = colptr_[c], c1 = colptr_[c + 1];
+      const double* src = BZ_.data() + c0;
+      double* dst = BZt_.data() + c0;
+      if (dense_) {
+        for (Index a = 0; a < c1 - c0; ++a) dst[a] = src[a] * f * rs[a];
       } else {
-        Eigen::Map<Matrix> Vm(V, rc, p0_);
-        Index a = 0;
-        while (a < rc) {
-          const Index r = dense_ ? a : rowidx_[colptr_[c] + a];
-          const int k = row_term_[r];
-          const int pk = terms_[k].p;
-          Vm.middleRows(a, pk) = lambda_[k].transpose() * Vm.middleRows(a, pk);
-          a += pk;
-        }
+        const Index* idx = rowidx_.data() + c0;
+        for (Index a = 0; a < c1 - c0; ++a) dst[a] = src[a] * f * rs[idx[a]];
       }
-      right_solve_lower_t(V, rc, p0_, Lc);
+      double* bx = BXt_.data() + static_cast<Index>(c) * (p_ + 1);
+      for (Index t = 0; t <= p_; ++t) bx[t] *= f;
+    }
+  } else {
+    BZt_ = BZ_;
+    for (int c = 0; c < l0_; ++c) {
+      const double* Lc = L11_.data() + c * bs;
+      double* bx = BXt_.data() + static_cast<Index>(c) * p0_ * (p_ + 1);
+      right_mult_lower(bx, p_ + 1, p0_, lam0);
+      right_solve_lower_t(bx, p_ + 1, p0_, Lc);
+      if (K > 1) {
+        const Index rc = colptr_[c + 1] - colptr_[c];
+        double* V = BZt_.data() + colptr_[c] * p0_;
+        right_mult_lower(V, rc, p0_, lam0);
+        if (rest_scalar_) {
+          for (int b = 0; b < p0_; ++b)
+            for (Index a = 0; a < rc; ++a) {
+              const Index r = dense_ ? a : rowidx_[colptr_[c] + a];
+              V[b * rc + a] *= lambda_[row_term_[r]](0, 0);
+            }
+        } else {
+          Eigen::Map<Matrix> Vm(V, rc, p0_);
+          Index a = 0;
+          while (a < rc) {
+            const Index r = dense_ ? a : rowidx_[colptr_[c] + a];
+            const int k = row_term_[r];
+            const int pk = terms_[k].p;
+            Vm.middleRows(a, pk) = lambda_[k].transpose() * Vm.middleRows(a, pk);
+            a += pk;
+          }
+        }
+        right_solve_lower_t(V, rc, p0_, Lc);
+      }
     }
   }
 
