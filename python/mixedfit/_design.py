@@ -6,6 +6,7 @@ frame is never modified (we only read from it and build new arrays).
 
 from __future__ import annotations
 
+import functools
 import re
 import warnings
 from dataclasses import dataclass, field
@@ -64,7 +65,8 @@ class GroupTerm:
 @dataclass
 class Design:
     parsed: ParsedFormula
-    frame: pd.DataFrame             # the rows used (NA dropped), original columns
+    source: pd.DataFrame            # the caller's frame, or its rows without missing values
+    used: list[str]                 # the columns the formula (and weights/offset) use
     y: np.ndarray | None            # (n,) float64 for numeric responses
     response: pd.Series | pd.DataFrame
     X: np.ndarray                   # (n, p) float64 column-major
@@ -81,6 +83,16 @@ class Design:
     @property
     def n(self) -> int:
         return self.X.shape[0]
+
+    @property
+    def index(self) -> pd.Index:
+        """Row labels of the observations used."""
+        return self.source.index
+
+    @functools.cached_property
+    def frame(self) -> pd.DataFrame:
+        """The model frame: used columns of the rows used (built on first access)."""
+        return self.source[self.used]
 
     @property
     def p(self) -> int:
@@ -175,6 +187,20 @@ def _check_aliased(X: np.ndarray, names: list[str]) -> np.ndarray:
     return keep
 
 
+@functools.lru_cache(maxsize=256)
+def _parse_cached(formula: str) -> ParsedFormula:
+    return parse_formula(formula)
+
+
+@functools.lru_cache(maxsize=1024)
+def _formula_piece(expr: str):
+    """A parsed formulaic Formula for one right-hand side (parsing is cached; formulas are
+    immutable)."""
+    import formulaic
+
+    return formulaic.Formula(expr)
+
+
 def build_design(
     formula: str,
     data,
@@ -186,7 +212,7 @@ def build_design(
 ) -> Design:
     import formulaic
 
-    parsed = parse_formula(formula)
+    parsed = _parse_cached(formula) if isinstance(formula, str) else parse_formula(formula)
     df = as_pandas(data)
     if not isinstance(df, pd.DataFrame):
         raise DataError("data must be a DataFrame")
@@ -198,21 +224,25 @@ def build_design(
             raise DataError(f"{what} column {val!r} is not in the data")
     used = _used_columns(parsed, df, extra)
     n_rows = df.shape[0]
-    sub = df[used] if used else df.iloc[:, :0]
-    mask = ~sub.isna().any(axis=1).to_numpy() if used else np.ones(n_rows, dtype=bool)
+    mask = np.ones(n_rows, dtype=bool)
+    for c in used:
+        col = df[c]
+        if col.dtype.kind in "biu":
+            continue
+        mask &= ~(np.isnan(col.to_numpy()) if col.dtype.kind == "f" else col.isna().to_numpy())
     for extra_vec, what in ((weights, "weights"), (offset, "offset")):
         if extra_vec is not None and not isinstance(extra_vec, str):
             arr = np.asarray(extra_vec)
             if arr.ndim == 1 and arr.shape[0] == n_rows and arr.dtype.kind in "biuf":
                 mask &= ~np.isnan(arr.astype(float))
     n_dropped = int(n_rows - mask.sum())
-    index = np.flatnonzero(mask)
-    frame = sub.iloc[index] if n_dropped else sub
+    index = np.flatnonzero(mask) if n_dropped else np.arange(n_rows)
+    frame = df.iloc[index] if n_dropped else df
     if frame.shape[0] == 0:
         raise DataError("no rows left after dropping rows with missing values")
 
     # One formulaic call for the fixed part and every random-effects left side.
-    F = formulaic.Formula
+    F = _formula_piece
     parts = {"fixed": F(parsed.fixed)}
     for k, t in enumerate(parsed.re_terms):
         parts[f"re{k}"] = F(t.lhs)
@@ -231,7 +261,8 @@ def build_design(
     for k, o in enumerate(parsed.offsets):
         parts[f"off{k}"] = F("0 + I(" + o + ")")
     try:
-        mms = formulaic.model_matrix(F(**parts), frame, na_action="raise", output="pandas")
+        mms = formulaic.model_matrix(formulaic.Formula(**parts), frame, na_action="raise",
+                                     output="numpy")
     except Exception as exc:  # formulaic's errors name the factor; restate them plainly
         msg = str(exc)
         m = re.search(r"`([^`]+)` is not present in the dataset", msg)
@@ -247,15 +278,16 @@ def build_design(
 
     # Response
     if cbind:
-        s = mms["succ"].iloc[:, 0].to_numpy(dtype=float)
-        f = mms["fail"].iloc[:, 0].to_numpy(dtype=float)
+        s = np.asarray(mms["succ"], dtype=float)[:, 0]
+        f = np.asarray(mms["fail"], dtype=float)[:, 0]
         response = pd.DataFrame({"successes": s, "failures": f}, index=frame.index)
         y = None
     else:
         if simple_resp:
             response = frame[parsed.response.strip("`")]
         else:
-            response = mms["resp"].iloc[:, 0]
+            response = pd.Series(np.asarray(mms["resp"])[:, 0], index=frame.index,
+                                 name=parsed.response)
         y = None
         if response_kind == "numeric":
             if response.dtype.kind not in "biuf":
@@ -268,8 +300,8 @@ def build_design(
 
     # Fixed effects
     Xdf = mms["fixed"]
-    names = [lme4_column_name(c) for c in Xdf.columns]
-    X = np.asfortranarray(Xdf.to_numpy(dtype=np.float64))
+    names = [lme4_column_name(c) for c in Xdf.model_spec.column_names]
+    X = np.asarray(Xdf, dtype=np.float64, order="F")
     if not np.all(np.isfinite(X)):
         bad = [names[j] for j in range(X.shape[1]) if not np.all(np.isfinite(X[:, j]))]
         raise DataError(f"fixed-effect column(s) {bad} have non-finite values")
@@ -293,14 +325,14 @@ def build_design(
         Zdf = mms[f"re{k}"]
         if Zdf.shape[1] == 0:
             raise FormulaError(f"random-effects term '({t.lhs} | {t.name})' has no columns")
-        Z = np.asfortranarray(Zdf.to_numpy(dtype=np.float64))
+        Z = np.asarray(Zdf, dtype=np.float64, order="F")
         if not np.all(np.isfinite(Z)):
             raise DataError(f"random-effects term '({t.lhs} | {t.name})' has non-finite values")
         codes, levels = _codes(frame, t.group)
         terms.append(
             GroupTerm(
                 group=t.name,
-                columns=[lme4_column_name(c) for c in Zdf.columns],
+                columns=[lme4_column_name(c) for c in Zdf.model_spec.column_names],
                 lhs=t.lhs,
                 group_cols=t.group,
                 codes=codes,
@@ -343,7 +375,7 @@ def build_design(
     if offset is not None:
         off = _numeric_vector(offset, frame, index, "offset", n_rows)
     for k in range(len(parsed.offsets)):
-        o = mms[f"off{k}"].iloc[:, 0].to_numpy(dtype=np.float64)
+        o = np.asarray(mms[f"off{k}"], dtype=np.float64)[:, 0]
         off = o if off is None else off + o
     if off is not None:
         off = np.ascontiguousarray(off)
@@ -352,7 +384,8 @@ def build_design(
 
     return Design(
         parsed=parsed,
-        frame=frame,
+        source=frame,
+        used=used,
         y=y,
         response=response,
         X=X,

@@ -278,7 +278,7 @@ class GlmerResult(MixedResult):
 
     def fitted(self) -> pd.Series:
         """Fitted means (response scale)."""
-        return pd.Series(self._mu, index=self.design.frame.index, name="fitted")
+        return pd.Series(self._mu, index=self.design.index, name="fitted")
 
     def residuals(self, type: str = "deviance", scaled: bool = False) -> pd.Series:
         """``type``: "deviance" (default, as lme4), "pearson", "response" or "working"."""
@@ -296,7 +296,7 @@ class GlmerResult(MixedResult):
             raise ValueError(f"unknown residual type {type!r}; use deviance, pearson, response or working")
         if scaled:
             r = r / self.sigma
-        return pd.Series(r, index=self.design.frame.index, name="residuals")
+        return pd.Series(r, index=self.design.index, name="residuals")
 
     def refit_ml(self):
         return self

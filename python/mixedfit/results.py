@@ -118,7 +118,7 @@ class MixedResult:
         for t in self.design.terms:
             if t.group not in out:
                 out[t.group] = pd.Series(
-                    np.asarray(t.levels)[t.codes], index=self.design.frame.index, name=t.group
+                    np.asarray(t.levels)[t.codes], index=self.design.index, name=t.group
                 )
         return out
 
@@ -370,7 +370,7 @@ class LmerResult(MixedResult):
         return float(self._problem.objective(np.asarray(theta, dtype=float), self.reml))
 
     def fitted(self) -> pd.Series:
-        return pd.Series(self._eta, index=self.design.frame.index, name="fitted")
+        return pd.Series(self._eta, index=self.design.index, name="fitted")
 
     def residuals(self, type: str = "response", scaled: bool = False) -> pd.Series:
         """``type``: "response" (y - fitted), "pearson" (weighted), "working", "deviance"."""
@@ -382,7 +382,7 @@ class LmerResult(MixedResult):
             raise ValueError(f"unknown residual type {type!r}; use response, pearson, working or deviance")
         if scaled:
             r = r / self.sigma
-        return pd.Series(r, index=self.design.frame.index, name="residuals")
+        return pd.Series(r, index=self.design.index, name="residuals")
 
     def refit_ml(self) -> "LmerResult":
         if not self.reml:
