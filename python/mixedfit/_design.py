@@ -187,6 +187,45 @@ def _check_aliased(X: np.ndarray, names: list[str]) -> np.ndarray:
     return keep
 
 
+_EXPR_FUNCS = {
+    "np": np, "log": np.log, "log10": np.log10, "log2": np.log2, "log1p": np.log1p,
+    "exp": np.exp, "sqrt": np.sqrt, "abs": np.abs, "round": np.round,
+}
+
+
+@functools.lru_cache(maxsize=256)
+def _compile_expression(expr: str):
+    try:
+        return compile(expr, "<formula>", "eval")
+    except SyntaxError:
+        raise FormulaError(f"cannot parse expression {expr!r}") from None
+
+
+def _eval_expression(expr: str, frame: pd.DataFrame, formula: str) -> np.ndarray:
+    """Evaluate a response, cbind() or offset() expression over the data's columns."""
+    code = _compile_expression(expr)
+    env = {}
+    for name in code.co_names:
+        if name in frame.columns:
+            col = frame[name]
+            env[name] = col.to_numpy() if col.dtype.kind in "biuf" else col
+        elif name not in _EXPR_FUNCS and name not in env:
+            if not any(name in getattr(v, "__dict__", {}) for v in _EXPR_FUNCS.values()):
+                raise FormulaError(f"unknown column {name!r} in {expr!r} of formula {formula!r}")
+    try:
+        val = eval(code, {"__builtins__": {}, **_EXPR_FUNCS}, env)
+    except FormulaError:
+        raise
+    except Exception as exc:
+        raise FormulaError(f"cannot evaluate {expr!r} in formula {formula!r}: {exc}") from None
+    val = np.asarray(val)
+    if val.ndim == 0:
+        val = np.full(len(frame), val)
+    if val.shape != (len(frame),):
+        raise FormulaError(f"{expr!r} in formula {formula!r} does not give one value per row")
+    return val
+
+
 @functools.lru_cache(maxsize=256)
 def _parse_cached(formula: str) -> ParsedFormula:
     return parse_formula(formula)
@@ -251,15 +290,9 @@ def build_design(
     if cbind:
         from ._formula import _split_top
 
-        pieces = [p for _, p in _split_top(cbind.group(1), ",")]
-        if len(pieces) != 2:
+        pieces = [p.strip() for _, p in _split_top(cbind.group(1), ",")]
+        if len(pieces) != 2 or not all(pieces):
             raise FormulaError(f"cbind() needs two arguments (successes, failures): {parsed.response!r}")
-        parts["succ"] = F("0 + I(" + pieces[0].strip() + ")")
-        parts["fail"] = F("0 + I(" + pieces[1].strip() + ")")
-    elif not simple_resp:
-        parts["resp"] = F("0 + I(" + parsed.response + ")")
-    for k, o in enumerate(parsed.offsets):
-        parts[f"off{k}"] = F("0 + I(" + o + ")")
     try:
         mms = formulaic.model_matrix(formulaic.Formula(**parts), frame, na_action="raise",
                                      output="numpy")
@@ -276,18 +309,18 @@ def build_design(
             ) from None
         raise FormulaError(f"cannot build the model matrices for {formula!r}: {msg}") from None
 
-    # Response
+    # Response (and offsets): evaluated in the data like R's model frame, not model matrices.
     if cbind:
-        s = np.asarray(mms["succ"], dtype=float)[:, 0]
-        f = np.asarray(mms["fail"], dtype=float)[:, 0]
-        response = pd.DataFrame({"successes": s, "failures": f}, index=frame.index)
+        s_ = _eval_expression(pieces[0], frame, formula)
+        f_ = _eval_expression(pieces[1], frame, formula)
+        response = pd.DataFrame({"successes": s_, "failures": f_}, index=frame.index)
         y = None
     else:
         if simple_resp:
             response = frame[parsed.response.strip("`")]
         else:
-            response = pd.Series(np.asarray(mms["resp"])[:, 0], index=frame.index,
-                                 name=parsed.response)
+            response = pd.Series(_eval_expression(parsed.response, frame, formula),
+                                 index=frame.index, name=parsed.response)
         y = None
         if response_kind == "numeric":
             if response.dtype.kind not in "biuf":
@@ -374,8 +407,8 @@ def build_design(
     off = None
     if offset is not None:
         off = _numeric_vector(offset, frame, index, "offset", n_rows)
-    for k in range(len(parsed.offsets)):
-        o = np.asarray(mms[f"off{k}"], dtype=np.float64)[:, 0]
+    for o_expr in parsed.offsets:
+        o = np.asarray(_eval_expression(o_expr, frame, formula), dtype=np.float64)
         off = o if off is None else off + o
     if off is not None:
         off = np.ascontiguousarray(off)

@@ -164,10 +164,17 @@ def parse_formula(formula: str) -> ParsedFormula:
     fixed_parts: list[tuple[str, str]] = []
     re_terms: list[ReTerm] = []
     offsets: list[str] = []
-    for sep, piece in _split_top(rhs, "+-"):
+    pieces = list(_split_top(rhs, "+-"))
+    while pieces:
+        sep, piece = pieces.pop(0)
         p = piece.strip()
         inner = _strip_outer(p)
         bar = _bar_position(inner) if inner is not None else None
+        if inner is not None and bar is None and "|" in inner and sep != "-":
+            # A parenthesized sum of bar terms, as lme4 writes an expanded (x || g):
+            # ((1 | g) + (0 + x | g)).
+            pieces = [("+", q) for _, q in _split_top(inner, "+")] + pieces
+            continue
         if bar is not None:
             if sep == "-":
                 raise FormulaError(f"cannot subtract a random-effects term: {p!r}")
