@@ -172,16 +172,66 @@ Glmm::Glmm(Index n, Index p, const double* X, const double* y, const double* pw,
   wts_.setZero(n_);
   zwork_.setZero(n_);
   fixed_.setZero(n_);
+  mueta_.setZero(n_);
+  // The mu-free part of the deviance for the vectorized paths in update_mu().
+  for (Index i = 0; i < n_; ++i) {
+    const double y = y_[i];
+    if (fam_.fam == FamilyKind::Binomial)
+      dev_const_ += 2.0 * pw_[i] * ((y > 0 ? y * std::log(y) : 0.0) +
+                                    (y < 1 ? (1.0 - y) * std::log1p(-y) : 0.0));
+    else if (fam_.fam == FamilyKind::Poisson)
+      dev_const_ += 2.0 * pw_[i] * ((y > 0 ? y * std::log(y) : 0.0) - y);
+  }
+  if (fam_.fam == FamilyKind::Binomial || fam_.fam == FamilyKind::Poisson) {
+    // aic(mu) - dev(mu) does not depend on mu: evaluate it once at a valid reference mean.
+    Vector ref(n_);
+    double dev = 0.0;
+    for (Index i = 0; i < n_; ++i) {
+      ref[i] = fam_.fam == FamilyKind::Binomial ? 0.5 : std::max(y_[i], 1.0);
+      dev += fam_.dev_resid(y_[i], ref[i], pw_[i]);
+    }
+    aic_const_ = fam_.aic(y_, ref.data(), pw_, n_, dev) - dev;
+    aic_const_valid_ = std::isfinite(aic_const_);
+  }
 }
 
 bool Glmm::update_mu(const Vector& eta) {
+  // Canonical hot paths, vectorized (Eigen's SIMD exp/log): binomial-logit, poisson-log.
+  if (fam_.fam == FamilyKind::Binomial && fam_.link == LinkKind::Logit) {
+    if (!eta.allFinite()) return false;
+    const auto e = eta.array();
+    const Eigen::ArrayXd t =
+        (e < -kLogitThresh).select(kEps, (e > kLogitThresh).select(1.0 / kEps, e.exp()));
+    mu_ = (t / (1.0 + t)).matrix();
+    mueta_ = (e.abs() > kLogitThresh).select(kEps, mu_.array() * (1.0 - mu_.array())).matrix();
+    const auto y = Eigen::Map<const Eigen::ArrayXd>(y_, n_);
+    const auto w = Eigen::Map<const Eigen::ArrayXd>(pw_, n_);
+    // 2 w [y log(y/mu) + (1-y) log((1-y)/(1-mu))] = 2 w [-y log mu - (1-y) log(1-mu)] + const
+    const Eigen::ArrayXd lm = mu_.array().log(), l1m = (1.0 - mu_.array()).log();
+    devsum_ = (2.0 * w * (-(y * lm) - (1.0 - y) * l1m)).sum() + dev_const_;
+    return std::isfinite(devsum_) && mu_.array().minCoeff() > 0.0 && mu_.array().maxCoeff() < 1.0;
+  }
+  if (fam_.fam == FamilyKind::Poisson && fam_.link == LinkKind::Log) {
+    if (!eta.allFinite()) return false;
+    mu_ = eta.array().exp().max(kEps).matrix();
+    mueta_ = mu_;
+    const auto y = Eigen::Map<const Eigen::ArrayXd>(y_, n_);
+    const auto w = Eigen::Map<const Eigen::ArrayXd>(pw_, n_);
+    // 2 w [y log(y/mu) - (y - mu)] = 2 w [mu - y log mu] + 2 w [y log y - y]
+    devsum_ = (2.0 * w * (mu_.array() - y * mu_.array().log())).sum() + dev_const_;
+    return std::isfinite(devsum_);
+  }
   bool ok = true;
   double dev = 0.0;
+  const bool logit = fam_.link == LinkKind::Logit;
   for (Index i = 0; i < n_; ++i) {
-    if (!fam_.valid_eta(eta[i])) { ok = false; break; }
-    const double m = fam_.linkinv(eta[i]);
+    const double e = eta[i];
+    if (!fam_.valid_eta(e)) { ok = false; break; }
+    const double m = fam_.linkinv(e);
     if (!fam_.valid_mu(m)) { ok = false; break; }
     mu_[i] = m;
+    // d mu / d eta with the link's clamps; for the logit mu (1 - mu) saves an exp().
+    mueta_[i] = logit ? (std::abs(e) > kLogitThresh ? kEps : m * (1.0 - m)) : fam_.mu_eta(e);
     dev += fam_.dev_resid(y_[i], m, pw_[i]);
   }
   devsum_ = ok ? dev : std::nan("");
@@ -190,11 +240,17 @@ bool Glmm::update_mu(const Vector& eta) {
 
 void Glmm::working(const Vector& base) {
   for (Index i = 0; i < n_; ++i) {
-    const double me = fam_.mu_eta(eta_[i]);
+    const double me = mueta_[i];
     const double v = fam_.variance(mu_[i]);
     wts_[i] = pw_[i] * me * me / v;
     zwork_[i] = eta_[i] - base[i] + (y_[i] - mu_[i]) / me;
   }
+}
+
+double Glmm::family_aic() const {
+  // Binomial and Poisson: -2 log L = sum of deviance residuals + a constant of the data.
+  if (aic_const_valid_) return devsum_ + aic_const_;
+  return fam_.aic(y_, mu_.data(), pw_, n_, devsum_);
 }
 
 double Glmm::pearson() const {
@@ -235,7 +291,7 @@ Status Glmm::pirls(Problem& prob, bool with_beta, const double* theta) {
   Status s;
   for (iters_ = 0; iters_ < control.maxit; ++iters_) {
     working(base);
-    if ((s = prob.set_response(zwork_.data(), wts_.data())) != Status::Ok) return s;
+    if ((s = prob.set_response(zwork_.data(), wts_.data(), false)) != Status::Ok) return s;
     if ((s = prob.factor(theta)) != Status::Ok) return s;
     if ((s = prob.solve(bnew, unew)) != Status::Ok) return s;
     double pdev = candidate(unew, bnew);
@@ -272,10 +328,10 @@ Status Glmm::pirls(Problem& prob, bool with_beta, const double* theta) {
   if (!update_mu(eta_)) return Status::InvalidMean;
   // The factor at the mode's own weights (log-determinant, conditional variances, vcov).
   working(base);
-  if ((s = prob.set_response(zwork_.data(), wts_.data())) != Status::Ok) return s;
+  if ((s = prob.set_response(zwork_.data(), wts_.data(), false)) != Status::Ok) return s;
   if ((s = prob.factor(theta)) != Status::Ok) return s;
   ldL2_ = prob.ldL2();
-  aic_ = fam_.aic(y_, mu_.data(), pw_, n_, devsum_);
+  aic_ = family_aic();
   return Status::Ok;
 }
 

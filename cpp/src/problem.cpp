@@ -140,7 +140,7 @@ Problem::Problem(Index n, Index p, const double* X, std::vector<TermData> terms)
   for (int k = 0; k < K; ++k) lambda_[k] = Matrix::Identity(terms_[k].p, terms_[k].p);
 }
 
-Status Problem::set_response(const double* y, const double* w) {
+Status Problem::set_response(const double* y, const double* w, bool need_ldW) {
   const int K = nterms();
   const Index nb = colptr_[l0_];  // rows stored over all levels
   A11_.setZero(static_cast<Index>(l0_) * p0_ * p0_);
@@ -149,14 +149,46 @@ Status Problem::set_response(const double* y, const double* w) {
   Arest_.setZero(m_, m_);
   ldW_ = 0.0;
   const TermData& t0 = terms_[0];
+  const Index pp1 = p_ + 1;
+  double* BX = BX_.data();
+  double* AR = Arest_.data();
+  const Index ldr = m_;
+  // Scalar terms only (the common case): straight-line accumulation per observation.
+  const bool scalar = p0_ == 1 && rest_scalar_;
   for (Index i = 0; i < n_; ++i) {
     const double wi = w ? w[i] : 1.0;
     const double yi = y[i];
     // Zero weights are allowed (a GLMM's working weights can underflow); the LMM layer
     // accepts only positive prior weights, so log|W| stays finite there.
     if (!std::isfinite(wi) || !(wi >= 0.0) || !std::isfinite(yi)) return Status::NonFiniteInput;
-    if (w && wi > 0.0) ldW_ += std::log(wi);
+    if (need_ldW && w && wi > 0.0) ldW_ += std::log(wi);
     const int c = t0.g[i];
+    if (scalar) {
+      const double wz0 = wi * t0.Z[i];
+      A11_[c] += t0.Z[i] * wz0;
+      double* bx = BX + static_cast<Index>(c) * pp1;
+      for (Index k = 0; k < p_; ++k) bx[k] += X_[i + k * n_] * wz0;
+      bx[p_] += yi * wz0;
+      if (K > 1) {
+        double* vals = BZ_.data() + colptr_[c];
+        const Index* op = obs_pos_.data() + static_cast<size_t>(i) * (K - 1);
+        for (int k = 1; k < K; ++k) {
+          const TermData& tk = terms_[k];
+          const double zk = tk.Z[i];
+          const double wzk = wi * zk;
+          vals[op[k - 1]] += zk * wz0;
+          const Index sk = offset_[k] + tk.g[i];
+          for (int kk = 1; kk <= k; ++kk) {
+            const TermData& tkk = terms_[kk];
+            AR[sk + (offset_[kk] + tkk.g[i]) * ldr] += wzk * tkk.Z[i];
+          }
+          double* col = AR + sk * ldr + mZ_;
+          for (Index t = 0; t < p_; ++t) col[t] += X_[i + t * n_] * wzk;
+          col[p_] += yi * wzk;
+        }
+      }
+      continue;
+    }
     double* blk = A11_.data() + static_cast<Index>(c) * p0_ * p0_;
     for (int b = 0; b < p0_; ++b) {
       const double wzb = wi * t0.Z[i + b * n_];
@@ -195,15 +227,19 @@ Status Problem::set_response(const double* y, const double* w) {
       }
     }
   }
-  // [X y]' W [X y]
-  {
-    Matrix Xy(n_, p_ + 1);
-    if (p_ > 0) Xy.leftCols(p_) = Eigen::Map<const Matrix>(X_, n_, p_);
-    Xy.col(p_) = Eigen::Map<const Vector>(y, n_);
-    Matrix WXy = Xy;
-    if (w) WXy = Eigen::Map<const Vector>(w, n_).asDiagonal() * Xy;
-    Arest_.bottomRightCorner(p_ + 1, p_ + 1).triangularView<Eigen::Lower>() =
-        (Xy.transpose() * WXy);
+  // [X y]' W [X y], lower triangle, column by column (no n-sized temporaries).
+  for (Index j = 0; j <= p_; ++j) {
+    const double* xj = j < p_ ? X_ + j * n_ : y;
+    for (Index k = j; k <= p_; ++k) {
+      const double* xk = k < p_ ? X_ + k * n_ : y;
+      double acc = 0.0;
+      if (w) {
+        for (Index i = 0; i < n_; ++i) acc += w[i] * xj[i] * xk[i];
+      } else {
+        for (Index i = 0; i < n_; ++i) acc += xj[i] * xk[i];
+      }
+      Arest_(mZ_ + k, mZ_ + j) = acc;
+    }
   }
   have_A_ = true;
   factored_ = false;

@@ -76,6 +76,7 @@ class Glmm {
   bool update_mu(const Vector& eta);      // mu_ from eta; false if invalid
   double penalized_deviance(const Vector& u) const;
   void working(const Vector& base);       // wts_, zwork_ = eta - base + (y - mu)/mu_eta
+  double family_aic() const;
 
   Index n_, p_;
   const double* X_;
@@ -85,8 +86,9 @@ class Glmm {
   std::vector<TermData> terms_;
   Family fam_;
   Problem pu_, pb_;
-  Vector beta_, u_, eta_, mu_, wts_, zwork_, fixed_, b_;
-  double devsum_ = 0, aic_ = 0, ldL2_ = 0;
+  Vector beta_, u_, eta_, mu_, mueta_, wts_, zwork_, fixed_, b_;
+  double devsum_ = 0, aic_ = 0, ldL2_ = 0, aic_const_ = 0, dev_const_ = 0;
+  bool aic_const_valid_ = false;
   int iters_ = 0;
 };
 

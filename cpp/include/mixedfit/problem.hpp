@@ -44,7 +44,8 @@ class Problem {
   Problem(Index n, Index p, const double* X, std::vector<TermData> terms);
 
   // Form A = [Z X y]' W [Z X y] for this response and these weights. O(n).
-  Status set_response(const double* y, const double* w);
+  // need_ldW: also sum log(w) (the LMM objective's -log|W|; PIRLS does not need it).
+  Status set_response(const double* y, const double* w, bool need_ldW = true);
 
   Index n() const { return n_; }
   Index p() const { return p_; }
