@@ -72,7 +72,8 @@ def _method_title(mtit: str, cls: str, width: int = 80) -> str:
         return f"{mtit} ['{cls}']"
     import textwrap
 
-    pieces = textwrap.wrap(mtit, width=width - 3, subsequent_indent="  ") + [" [", cls, "]"]
+    pieces = textwrap.wrap(mtit, width=width - 3, subsequent_indent="  ",
+                           break_on_hyphens=False) + [" [", cls, "]"]
     lines, cur = [], ""
     for p in pieces:
         if cur and len(cur) + len(p) > width:
@@ -101,6 +102,11 @@ def _header(fit) -> list[str]:
         lines.append(f" Family: {fit.family}  ( {fit.link} )")
     lines.append(f"Formula: {fit.formula}")
     lines.append(f"   Data: {fit.data_name}")
+    call = getattr(fit, "_call", {}) or {}
+    if isinstance(call.get("weights"), str):
+        lines.append(f"Weights: {call['weights']}")
+    if isinstance(call.get("offset"), str):
+        lines.append(f" Offset: {call['offset']}")
     return lines
 
 
@@ -115,7 +121,8 @@ def _aic_table(fit, round_digits: int) -> str:
 
 
 def _scaled_residuals(fit, digits: int) -> list[str]:
-    r = fit.residuals(type="pearson", scaled=not getattr(fit, "is_glmm", False)).to_numpy()
+    scaled = not getattr(fit, "is_glmm", False) or getattr(fit, "has_scale", False)
+    r = fit.residuals(type="pearson", scaled=scaled).to_numpy()
     q = np.quantile(r, [0, 0.25, 0.5, 0.75, 1.0])
     q = zapsmall(q, digits + 1)
     cells = format_r(q, digits)
@@ -144,7 +151,9 @@ def _coef_table(fit, digits: int) -> str:
     est_s, se_s = csf[:k], csf[k:]
     dig_tst = max(1, min(5, digits - 1))
     tst = format_r(np.round(stat, dig_tst), digits)
-    colnames = ["Estimate", "Std. Error", "z value" if getattr(fit, "is_glmm", False) else "t value"]
+    # lme4 labels the statistic "t value" whenever the family has a scale parameter.
+    z = getattr(fit, "is_glmm", False) and not getattr(fit, "has_scale", False)
+    colnames = ["Estimate", "Std. Error", "z value" if z else "t value"]
     cells = [[est_s[i], se_s[i], tst[i]] for i in range(k)]
     legend = ""
     if glmm:
@@ -156,7 +165,7 @@ def _coef_table(fit, digits: int) -> str:
         colnames = colnames + ["Pr(>|z|)", ""]
         cells = [row + [pfmt[i], stars[i]] for i, row in enumerate(cells)]
         if any(s.strip() for s in stars):
-            legend = "---\nSignif. codes:  0 '***' 0.001 '**' 0.01 '*' 0.05 '.' 0.1 ' ' 1"
+            legend = "---\nSignif. codes:  0 \u2018***\u2019 0.001 \u2018**\u2019 0.01 \u2018*\u2019 0.05 \u2018.\u2019 0.1 \u2018 \u2019 1"
     text = print_matrix_coef(cells, colnames, names)
     return text + ("\n" + legend if legend else "")
 
@@ -179,6 +188,8 @@ def print_matrix_coef(cells, colnames, rownames) -> str:
 
 
 def _corr_fixed(fit) -> list[str]:
+    """lme4's 'Correlation of Fixed Effects': rows abbreviated to 11 characters, columns to 6,
+    values formatted together to 3 decimals, printed left-justified."""
     V = fit.vcov.to_numpy()
     sd = np.sqrt(np.diag(V))
     C = V / np.outer(sd, sd)
@@ -187,9 +198,9 @@ def _corr_fixed(fit) -> list[str]:
     cc = format_r(np.round(C, 3).ravel(), 7, nsmall=3)
     cc = np.array(cc, dtype=object).reshape(p, p)
     colnames = [abbreviate(n, 6) for n in names[:-1]]
-    rownames = names[1:]
+    rownames = [abbreviate(n, 11) for n in names[1:]]
     cells = [[cc[i, j] if j < i else "" for j in range(p - 1)] for i in range(1, p)]
-    return ["Correlation of Fixed Effects:", print_matrix(cells, colnames, rownames, right=True)]
+    return ["Correlation of Fixed Effects:", print_matrix(cells, colnames, rownames, right=False)]
 
 
 def render_summary(fit, digits: int = 4) -> str:
@@ -210,11 +221,11 @@ def render_summary(fit, digits: int = 4) -> str:
     lines.append("")
     lines.append("Fixed effects:")
     lines.append(_coef_table(fit, digits))
-    if len(fit.beta) > 1:
+    if 1 < len(fit.beta) <= 12:  # lme4.summary.cor.max
         lines.append("")
         lines.extend(_corr_fixed(fit))
     if fit.is_singular():
-        lines.append("optimizer (bobyqa) convergence code: 0 (OK)")
+        lines.append("optimizer (nloptwrap) convergence code: 0 (OK)")
         lines.append("boundary (singular) fit: see help('isSingular')")
     return "\n".join(lines) + "\n"
 
@@ -232,11 +243,16 @@ def render_print(fit, digits: int = 4) -> str:
     lines.append("Fixed Effects:" if not glmm else "Fixed Effects:")
     vals = format_r(fit.beta, digits)
     names = list(fit.design.fixed_names)
+    # R prints a named vector in rows that fit a width of 80, all columns equally wide.
     w = max(max(len(n) for n in names), max(len(v) for v in vals))
-    lines.append("".join(n.rjust(w) + "  " for n in names))
-    lines.append("".join(v.rjust(w) + "  " for v in vals))
+    per_line = max(1, 80 // (w + 2))
+    for start in range(0, len(names), per_line):
+        chunk = slice(start, start + per_line)
+        lines.append("".join(n.rjust(w) + "  " for n in names[chunk]))
+        lines.append("".join(v.rjust(w) + "  " for v in vals[chunk]))
     if fit.is_singular():
-        lines.append("optimizer (bobyqa) convergence code: 0 (OK) ; 0 optimizer warnings; 0 lme4 warnings ")
+        lines.append("optimizer (nloptwrap) convergence code: 0 (OK) ; 0 optimizer warnings; "
+                     "1 lme4 warnings ")
     return "\n".join(lines) + "\n"
 
 
@@ -250,7 +266,8 @@ class Summary:
 
         self.coefficients = pd.DataFrame(
             {"Estimate": fit.beta, "Std. Error": se,
-             ("z value" if getattr(fit, "is_glmm", False) else "t value"): fit.beta / se},
+             ("z value" if getattr(fit, "is_glmm", False) and not getattr(fit, "has_scale", False)
+              else "t value"): fit.beta / se},
             index=fit.design.fixed_names,
         )
         self.varcorr = fit.varcorr

@@ -78,10 +78,13 @@ def _pad(strs: list[str]) -> list[str]:
 
 
 def zapsmall(x, digits: int) -> np.ndarray:
+    """``zapsmall`` as lme4's printing sees it (the Matrix package's method): round to
+    ``digits - log10(max|x|)`` decimals, that count rounded to the nearest integer."""
     x = np.asarray(x, dtype=float)
     fin = x[np.isfinite(x)]
     mx = np.max(np.abs(fin)) if fin.size else 0.0
-    nd = max(0, digits - int(math.ceil(math.log10(mx)))) if mx > 0 else digits
+    d = digits - math.log10(mx) if mx > 0 else digits
+    nd = max(0, int(math.floor(d + 0.5)))
     return np.round(x, nd)
 
 
