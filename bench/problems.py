@@ -1,0 +1,293 @@
+"""Named benchmark problems and the data files they read.
+
+Every engine (mixedfit, lme4 and the Python peers) reads the same CSV file for a
+problem, so all of them fit exactly the same numbers.  Small lme4 data sets are
+committed under ``bench/data``; larger ones are exported from R on demand or
+simulated with a fixed seed, and cached there (git-ignored).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+
+import numpy as np
+
+BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
+DATA_DIR = os.path.join(BENCH_DIR, "data")
+EXPORT_R = os.path.join(BENCH_DIR, "export_lme4_data.R")
+
+
+class DataUnavailable(RuntimeError):
+    """The data of a problem can be neither found nor produced on this machine."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    name: str
+    kind: str  # "lmm", "glmm" or "objective"
+    formula: str
+    dataset: str  # file stem under bench/data
+    factors: tuple  # columns read as factors (grouping factors and categorical predictors)
+    family: str = "gaussian"
+    reml: bool = True
+    size: str = "small"  # "small", "medium" or "large": default repeats and --quick
+    description: str = ""
+    # objective microbenchmark: the fixed theta (lme4's order of terms)
+    theta: tuple = ()
+    # binomial responses written as cbind(successes, total - successes): the
+    # columns, for peers that need another spelling of the same model
+    binomial_counts: tuple = ()
+    n_rows: int = 0
+    target_vs_lme4: float = 0.0  # mixedfit's target speed-up over lme4 (0: none set)
+    extra: dict = field(default_factory=dict)
+
+
+PROBLEMS = {
+    p.name: p
+    for p in [
+        Problem(
+            name="sleepstudy",
+            target_vs_lme4=5,
+            kind="lmm",
+            formula="Reaction ~ Days + (Days | Subject)",
+            dataset="sleepstudy",
+            factors=("Subject",),
+            reml=True,
+            size="small",
+            n_rows=180,
+            description="lme4 sleepstudy, correlated random intercept and slope, REML",
+        ),
+        Problem(
+            name="instevall",
+            target_vs_lme4=20,
+            kind="lmm",
+            formula="y ~ 1 + service + (1 | s) + (1 | d) + (1 | dept)",
+            dataset="insteval",
+            factors=("s", "d", "dept", "service"),
+            reml=True,
+            size="medium",
+            n_rows=73421,
+            description="lme4 InstEval, three crossed random intercepts, REML",
+        ),
+        Problem(
+            name="crossed_1m",
+            target_vs_lme4=20,
+            kind="lmm",
+            formula="y ~ 1 + x + (1 | f1) + (1 | f2)",
+            dataset="crossed_1m",
+            factors=("f1", "f2"),
+            reml=True,
+            size="large",
+            n_rows=1_000_000,
+            description="simulated, 1,000,000 rows, crossed factors of 5,000 and 500 levels, REML",
+        ),
+        Problem(
+            name="cbpp",
+            target_vs_lme4=15,
+            kind="glmm",
+            formula="cbind(incidence, size - incidence) ~ period + (1 | herd)",
+            dataset="cbpp",
+            factors=("herd", "period"),
+            family="binomial",
+            reml=False,
+            size="small",
+            n_rows=56,
+            binomial_counts=("incidence", "size"),
+            description="lme4 cbpp, binomial counts, random intercept, Laplace",
+        ),
+        Problem(
+            name="verbagg",
+            target_vs_lme4=25,
+            kind="glmm",
+            formula="r2 ~ Anger + Gender + btype + situ + (1 | id) + (1 | item)",
+            dataset="verbagg",
+            factors=("id", "item", "Gender", "btype", "situ"),
+            family="binomial",
+            reml=False,
+            size="medium",
+            n_rows=7584,
+            description="lme4 VerbAgg, binary response, crossed random intercepts, Laplace",
+        ),
+        Problem(
+            name="binom_200k",
+            kind="glmm",
+            formula="y ~ 1 + x + (1 | f1) + (1 | f2)",
+            dataset="binom_200k",
+            factors=("f1", "f2"),
+            family="binomial",
+            reml=False,
+            size="large",
+            n_rows=200_000,
+            description="simulated, 200,000 binary rows, crossed factors of 2,000 and 500 levels, Laplace",
+        ),
+        Problem(
+            name="objective_sleepstudy",
+            kind="objective",
+            formula="Reaction ~ Days + (Days | Subject)",
+            dataset="sleepstudy",
+            factors=("Subject",),
+            reml=True,
+            size="small",
+            n_rows=180,
+            theta=(0.9667, 0.01517, 0.2309),
+            description="one evaluation of the profiled REML criterion at a fixed theta",
+        ),
+        Problem(
+            name="objective_instevall",
+            kind="objective",
+            formula="y ~ 1 + service + (1 | s) + (1 | d) + (1 | dept)",
+            dataset="insteval",
+            factors=("s", "d", "dept", "service"),
+            reml=True,
+            size="medium",
+            n_rows=73421,
+            theta=(0.2765, 0.4374, 0.0706),
+            description="one evaluation of the profiled REML criterion at a fixed theta",
+        ),
+    ]
+}
+
+ALIASES = {
+    "objective": ["objective_sleepstudy", "objective_instevall"],
+    "lmm": ["sleepstudy", "instevall", "crossed_1m"],
+    "glmm": ["cbpp", "verbagg", "binom_200k"],
+    "small": [n for n, p in PROBLEMS.items() if p.size == "small"],
+    "all": list(PROBLEMS),
+}
+
+QUICK = ["sleepstudy", "cbpp", "objective_sleepstudy"]
+
+# lme4 data sets: the columns each export keeps, and whether the CSV is committed.
+LME4_EXPORTS = {
+    "sleepstudy": {"committed": True},
+    "cbpp": {"committed": True},
+    "verbagg": {"committed": True},
+    "insteval": {"committed": False},  # ~2 MB: exported on demand, git-ignored
+}
+
+
+def resolve(names):
+    out = []
+    for raw in names:
+        for name in ALIASES.get(raw, [raw]):
+            if name not in PROBLEMS:
+                known = ", ".join(list(PROBLEMS) + list(ALIASES))
+                raise SystemExit(f"unknown problem {name!r}; known: {known}")
+            if name not in out:
+                out.append(name)
+    return out
+
+
+def csv_path(dataset: str) -> str:
+    return os.path.join(DATA_DIR, f"{dataset}.csv")
+
+
+def rscript() -> str | None:
+    return shutil.which("Rscript")
+
+
+def r_has_lme4() -> bool:
+    exe = rscript()
+    if exe is None:
+        return False
+    try:
+        r = subprocess.run(
+            [exe, "-e", "cat(requireNamespace('lme4', quietly=TRUE) && requireNamespace('jsonlite', quietly=TRUE))"],
+            capture_output=True, text=True, timeout=60,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return r.stdout.strip().endswith("TRUE")
+
+
+def ensure_data(problem: Problem, log=print) -> str:
+    """Return the CSV path of ``problem``'s data, producing it when it is missing."""
+    path = csv_path(problem.dataset)
+    if os.path.exists(path):
+        return path
+    os.makedirs(DATA_DIR, exist_ok=True)
+    if problem.dataset in SIMULATORS:
+        log(f"  simulating {problem.dataset} (fixed seed) -> {os.path.relpath(path)}")
+        SIMULATORS[problem.dataset](path)
+        return path
+    if problem.dataset in LME4_EXPORTS:
+        if not r_has_lme4():
+            raise DataUnavailable(
+                f"{os.path.relpath(path)} is missing and R with lme4 is not available to export it "
+                f"(run `Rscript bench/export_lme4_data.R {problem.dataset}` on a machine with lme4 "
+                "and copy the file here)"
+            )
+        log(f"  exporting {problem.dataset} from lme4 -> {os.path.relpath(path)}")
+        r = subprocess.run([rscript(), EXPORT_R, problem.dataset, path], capture_output=True, text=True)
+        if r.returncode != 0 or not os.path.exists(path):
+            raise DataUnavailable(f"exporting {problem.dataset} from R failed: {r.stderr.strip()[-500:]}")
+        return path
+    raise DataUnavailable(f"no source for data set {problem.dataset!r}")
+
+
+# --- simulated data sets -------------------------------------------------------------
+
+
+def _write_csv(path, cols):
+    import pandas as pd
+
+    tmp = path + ".part"
+    pd.DataFrame(cols).to_csv(tmp, index=False, float_format="%.10g")
+    os.replace(tmp, path)
+
+
+def simulate_crossed_1m(path, seed=20240501):
+    """1e6 rows, y = 1 + 0.5 x + u1[f1] + u2[f2] + e; sd(u1)=0.8, sd(u2)=0.5, sd(e)=1."""
+    rng = np.random.default_rng(seed)
+    n, k1, k2 = 1_000_000, 5000, 500
+    f1 = rng.integers(0, k1, n)
+    f2 = rng.integers(0, k2, n)
+    x = rng.standard_normal(n)
+    u1 = 0.8 * rng.standard_normal(k1)
+    u2 = 0.5 * rng.standard_normal(k2)
+    y = 1.0 + 0.5 * x + u1[f1] + u2[f2] + rng.standard_normal(n)
+    _write_csv(path, {"y": y, "x": x, "f1": f1 + 1, "f2": f2 + 1})
+
+
+def simulate_binom_200k(path, seed=20240502):
+    """2e5 binary rows, logit P(y=1) = -0.5 + 0.8 x + u1[f1] + u2[f2]; sd(u1)=0.8, sd(u2)=0.5."""
+    rng = np.random.default_rng(seed)
+    n, k1, k2 = 200_000, 2000, 500
+    f1 = rng.integers(0, k1, n)
+    f2 = rng.integers(0, k2, n)
+    x = rng.standard_normal(n)
+    u1 = 0.8 * rng.standard_normal(k1)
+    u2 = 0.5 * rng.standard_normal(k2)
+    eta = -0.5 + 0.8 * x + u1[f1] + u2[f2]
+    y = (rng.random(n) < 1.0 / (1.0 + np.exp(-eta))).astype(np.int8)
+    _write_csv(path, {"y": y, "x": x, "f1": f1 + 1, "f2": f2 + 1})
+
+
+SIMULATORS = {"crossed_1m": simulate_crossed_1m, "binom_200k": simulate_binom_200k}
+
+
+# --- reading a problem's data into pandas (not timed) ---------------------------------
+
+
+def _level_order(values):
+    """R's factor() level order for the labels: numeric order when all labels are numbers."""
+    uniq = list(dict.fromkeys(values))
+    try:
+        return sorted(uniq, key=float)
+    except ValueError:
+        return sorted(uniq)
+
+
+def load_frame(problem: Problem):
+    """The problem's data as a pandas DataFrame; factor columns become string categoricals."""
+    import pandas as pd
+
+    df = pd.read_csv(csv_path(problem.dataset))
+    for col in problem.factors:
+        labels = df[col].astype(str)
+        cats = _level_order(pd.unique(labels))
+        df[col] = pd.Categorical(labels, categories=cats)
+    return df
