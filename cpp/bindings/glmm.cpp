@@ -2,6 +2,7 @@
 // while the core computes; bad statuses become Python exceptions.
 #include <pybind11/stl.h>
 
+#include <cmath>
 #include <memory>
 #include <vector>
 
@@ -92,17 +93,23 @@ struct PyGlmm {
     return obj;
   }
 
-  double stage2(DArr theta, DArr beta, DArr u_start, int nagq, DArr ghz, DArr ghw) {
+  double stage2(DArr theta, DArr beta, py::object u_start_obj, int nagq, DArr ghz, DArr ghw) {
     check_theta(theta);
     if (beta.size() != p) throw py::value_error("beta must have length " + std::to_string(p));
-    if (u_start.size() != g->problem_u().q()) throw py::value_error("u_start has the wrong length");
+    DArr u_start;
+    const double* up = nullptr;
+    if (!u_start_obj.is_none()) {
+      u_start = u_start_obj.cast<DArr>();
+      if (u_start.size() != g->problem_u().q()) throw py::value_error("u_start has the wrong length");
+      up = u_start.data();
+    }
     if (nagq > 1 && (ghz.size() != nagq || ghw.size() != nagq))
       throw py::value_error("need nagq quadrature nodes and weights");
     double obj;
     Status s;
     {
       py::gil_scoped_release release;
-      s = g->eval_stage2(theta.data(), beta.data(), u_start.data(), nagq, ghz.data(), ghw.data(), obj);
+      s = g->eval_stage2(theta.data(), beta.data(), up, nagq, ghz.data(), ghw.data(), obj);
     }
     raise_status(s, "PIRLS (Laplace/AGQ stage)");
     return obj;
@@ -134,11 +141,17 @@ struct PyGlmm {
       Vector bb, uu;
       {
         py::gil_scoped_release release;
-        s1 = g->problem_u().cond_var(cv);
+        // Conditional variances from the u-only factor at the mode's working weights
+        // (after stage 1 only the (beta, u) problem has been factored).
+        auto& pu = g->problem_u();
+        Vector zu = g->eta();  // any response: only L_ZZ is needed
+        s1 = pu.set_response(zu.data(), g->working_weights().data(), false);
+        if (s1 == Status::Ok) s1 = pu.factor(theta_cache.data());
+        if (s1 == Status::Ok) s1 = pu.cond_var(cv);
         // vcov from the final weighted factor: refactor the (beta, u) system at these weights.
         auto& pb = g->problem_bu();
         Vector z = g->eta();  // any response: only L_XX is needed
-        s2 = pb.set_response(z.data(), g->working_weights().data());
+        s2 = pb.set_response(z.data(), g->working_weights().data(), false);
         if (s2 == Status::Ok) s2 = pb.factor(theta_cache.data());
         if (s2 == Status::Ok) s3 = pb.unscaled_vcov(V); else s3 = Status::Ok;
       }
@@ -173,7 +186,8 @@ void bind_glmm(py::module_& m) {
            "nAGQ = 0 objective at theta (beta profiled by PIRLS), lme4's scale.")
       .def("stage2", &PyGlmm::stage2, py::arg("theta"), py::arg("beta"), py::arg("u_start"),
            py::arg("nagq"), py::arg("ghz"), py::arg("ghw"),
-           "Laplace (nagq <= 1, lme4's aic scale) or AGQ (unit-deviance scale) objective.")
+           "Laplace (nagq <= 1, lme4's aic scale) or AGQ (unit-deviance scale) objective; "
+           "u_start=None starts PIRLS from the last stage-2 mode.")
       .def("set_pirls_control",
            [](PyGlmm& s, double tol, int maxit) {
              if (!(tol > 0) || maxit < 1) throw py::value_error("PIRLS tol must be > 0, maxit >= 1");

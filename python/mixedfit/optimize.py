@@ -51,8 +51,12 @@ _RESULTS = {
 }
 
 
-def bobyqa(fun, x0: np.ndarray, lower: np.ndarray, control: Control) -> OptResult:
-    """Minimize ``fun`` from ``x0`` within box bounds ``lower`` (upper unbounded)."""
+def bobyqa(fun, x0: np.ndarray, lower: np.ndarray, control: Control,
+           initial_step: np.ndarray | None = None) -> OptResult:
+    """Minimize ``fun`` from ``x0`` within box bounds ``lower`` (upper unbounded).
+
+    ``initial_step``: per-parameter initial trust-region steps (NLopt's default otherwise).
+    """
     x0 = np.asarray(x0, dtype=float)
     k = x0.size
     count = [0]
@@ -75,6 +79,8 @@ def bobyqa(fun, x0: np.ndarray, lower: np.ndarray, control: Control) -> OptResul
     opt.set_ftol_abs(control.ftol_abs)
     opt.set_xtol_abs(control.xtol_abs)
     opt.set_maxeval(control.maxeval)
+    if initial_step is not None:
+        opt.set_initial_step(np.asarray(initial_step, dtype=float))
     try:
         x = opt.optimize(np.maximum(x0, lb))
         res = opt.last_optimize_result()

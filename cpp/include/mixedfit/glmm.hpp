@@ -35,7 +35,8 @@ struct Family {
 };
 
 struct PirlsControl {
-  double tol = 1e-10;  // relative change of the penalized deviance
+  double tol = 1e-10;       // relative change of the penalized deviance
+  double step_tol = 1e-11;  // max |change of u (and beta)| relative to 1 + max |u|
   int maxit = 100;
   int max_halvings = 20;
 };
@@ -50,7 +51,8 @@ class Glmm {
   // Stage 1 (nAGQ = 0): PIRLS over (beta, u) at theta, starting from eta_start (n,).
   // obj = aic + ||u||^2 + log|L|^2 (lme4's scale). beta() and u() give the solution.
   Status eval_stage1(const double* theta, const double* eta_start, double& obj);
-  // Stage 2: PIRLS over u at (theta, beta) starting from u_start (q,). nagq <= 1: Laplace on
+  // Stage 2: PIRLS over u at (theta, beta) starting from u_start (q,), or from the last
+  // stage-2 mode when u_start is nullptr. nagq <= 1: Laplace on
   // lme4's scale (aic + ||u||^2 + ldL2); nagq > 1: adaptive Gauss-Hermite with nodes z and
   // weights w (probabilists', summing to 1) on the unit-deviance scale, as lme4 computes it.
   Status eval_stage2(const double* theta, const double* beta, const double* u_start, int nagq,
@@ -86,6 +88,7 @@ class Glmm {
   std::vector<TermData> terms_;
   Family fam_;
   Problem pu_, pb_;
+  Vector u_warm_;  // mode of the last successful stage-2 evaluation
   Vector beta_, u_, eta_, mu_, mueta_, wts_, zwork_, fixed_, b_;
   double devsum_ = 0, aic_ = 0, ldL2_ = 0, aic_const_ = 0, dev_const_ = 0;
   bool aic_const_valid_ = false;
