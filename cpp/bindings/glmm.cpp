@@ -80,14 +80,20 @@ struct PyGlmm {
       throw py::value_error("theta must have length " + std::to_string(g->problem_u().ntheta()));
   }
 
-  double stage1(DArr theta, DArr eta_start) {
+  double stage1(DArr theta, py::object eta_start_obj) {
     check_theta(theta);
-    if (eta_start.size() != n) throw py::value_error("eta_start must have length n");
+    DArr eta_start;
+    const double* ep = nullptr;
+    if (!eta_start_obj.is_none()) {
+      eta_start = eta_start_obj.cast<DArr>();
+      if (eta_start.size() != n) throw py::value_error("eta_start must have length n");
+      ep = eta_start.data();
+    }
     double obj;
     Status s;
     {
       py::gil_scoped_release release;
-      s = g->eval_stage1(theta.data(), eta_start.data(), obj);
+      s = g->eval_stage1(theta.data(), ep, obj);
     }
     raise_status(s, "PIRLS (nAGQ = 0 stage)");
     return obj;
@@ -183,7 +189,8 @@ void bind_glmm(py::module_& m) {
            py::arg("X"), py::arg("y"), py::arg("weights"), py::arg("offset"), py::arg("terms"),
            py::arg("family"), py::arg("link"))
       .def("stage1", &PyGlmm::stage1, py::arg("theta"), py::arg("eta_start"),
-           "nAGQ = 0 objective at theta (beta profiled by PIRLS), lme4's scale.")
+           "nAGQ = 0 objective at theta (beta profiled by PIRLS), lme4's scale; "
+           "eta_start=None starts PIRLS from the last stage-1 mode.")
       .def("stage2", &PyGlmm::stage2, py::arg("theta"), py::arg("beta"), py::arg("u_start"),
            py::arg("nagq"), py::arg("ghz"), py::arg("ghw"),
            "Laplace (nagq <= 1, lme4's aic scale) or AGQ (unit-deviance scale) objective; "

@@ -262,7 +262,7 @@ double Glmm::pearson() const {
   return s;
 }
 
-Status Glmm::pirls(Problem& prob, bool with_beta, const double* theta) {
+Status Glmm::pirls(Problem& prob, bool with_beta, const double* theta, bool start_known) {
   // base: the part of eta that PLS does not solve for.
   Vector base(n_);
   if (with_beta) {
@@ -273,12 +273,10 @@ Status Glmm::pirls(Problem& prob, bool with_beta, const double* theta) {
   Vector unew, bnew, eta_new(n_), bvec;
   Vector old_u = u_, old_b = beta_;
   double oldpdev = std::numeric_limits<double>::infinity();
-  if (!with_beta) {
-    if (!update_mu(eta_)) return Status::InvalidMean;
-    oldpdev = devsum_ + u_.squaredNorm();
-  } else {
-    if (!update_mu(eta_)) return Status::InvalidMean;
-  }
+  if (!update_mu(eta_)) return Status::InvalidMean;
+  // From a start (beta, u) the step can be halved back toward it; from a bare eta (the
+  // first stage-1 evaluation) there is no such point.
+  if (!with_beta || start_known) oldpdev = devsum_ + u_.squaredNorm();
   Vector zero_beta;  // for the u-only problem
   auto candidate = [&](const Vector& uu, const Vector& bb) -> double {
     prob.lambda_times(uu, bvec);
@@ -358,11 +356,30 @@ Status Glmm::pirls(Problem& prob, bool with_beta, const double* theta) {
 
 Status Glmm::eval_stage1(const double* theta, const double* eta_start, double& obj) {
   obj = std::nan("");
-  eta_ = Eigen::Map<const Vector>(eta_start, n_);
-  u_.setZero(pb_.q());
-  beta_.setZero(p_);
-  Status s = pirls(pb_, true, theta);
+  for (Index j = 0; j < pb_.ntheta(); ++j)
+    if (!std::isfinite(theta[j])) return Status::NonFiniteInput;
+  bool known = false;
+  if (eta_start) {
+    eta_ = Eigen::Map<const Vector>(eta_start, n_);
+    u_.setZero(pb_.q());
+    beta_.setZero(p_);
+  } else if (u1_warm_.size() == pb_.q()) {
+    // Warm start from the last stage-1 mode (beta, u), re-expressed at this theta.
+    u_ = u1_warm_;
+    beta_ = b1_warm_;
+    pb_.install_theta(theta);
+    Vector bvec;
+    pb_.lambda_times(u_, bvec);
+    pb_.linear_predictor(beta_.data(), bvec.data(), eta_.data());
+    if (off_) eta_ += Eigen::Map<const Vector>(off_, n_);
+    known = true;
+  } else {
+    return Status::NotEvaluated;
+  }
+  Status s = pirls(pb_, true, theta, known);
   if (s != Status::Ok) return s;
+  u1_warm_ = u_;
+  b1_warm_ = beta_;
   obj = aic_ + u_.squaredNorm() + ldL2_;
   return Status::Ok;
 }
@@ -398,7 +415,7 @@ Status Glmm::eval_stage2(const double* theta, const double* beta, const double* 
     pu_.linear_predictor(nullptr, bvec.data(), eta_.data());
     eta_ += fixed_;
   }
-  Status s = pirls(pu_, false, theta);
+  Status s = pirls(pu_, false, theta, true);
   if (s != Status::Ok) return s;
   u_warm_ = u_;
   if (nagq <= 1) {

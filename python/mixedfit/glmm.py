@@ -107,9 +107,15 @@ def glmer(formula: str, data, *, family="binomial", link=None, nagq: int = 1, we
     start_t = theta_start(ps)
     failures = []
 
+    seeded = [False]
+
     def f1(th):
+        # The first evaluation starts PIRLS from the GLM starting values, later ones from
+        # the previous mode (converged to ~1e-12: the value does not depend on the start).
         try:
-            return prob.stage1(th, eta0)
+            val = prob.stage1(th, None if seeded[0] else eta0)
+            seeded[0] = True
+            return val
         except NumericalError as exc:
             failures.append(str(exc))
             return np.inf

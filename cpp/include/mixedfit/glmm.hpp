@@ -48,7 +48,8 @@ class Glmm {
   Glmm(Index n, Index p, const double* X, const double* y, const double* pw,
        const double* offset, std::vector<TermData> terms, Family family);
 
-  // Stage 1 (nAGQ = 0): PIRLS over (beta, u) at theta, starting from eta_start (n,).
+  // Stage 1 (nAGQ = 0): PIRLS over (beta, u) at theta, starting from eta_start (n,), or
+  // (eta_start == nullptr) from the last stage-1 mode.
   // obj = aic + ||u||^2 + log|L|^2 (lme4's scale). beta() and u() give the solution.
   Status eval_stage1(const double* theta, const double* eta_start, double& obj);
   // Stage 2: PIRLS over u at (theta, beta) starting from u_start (q,), or from the last
@@ -74,7 +75,7 @@ class Glmm {
   PirlsControl control;
 
  private:
-  Status pirls(Problem& prob, bool with_beta, const double* theta);
+  Status pirls(Problem& prob, bool with_beta, const double* theta, bool start_known);
   bool update_mu(const Vector& eta);      // mu_ from eta; false if invalid
   double penalized_deviance(const Vector& u) const;
   void working(const Vector& base);       // wts_, zwork_ = eta - base + (y - mu)/mu_eta
@@ -89,6 +90,7 @@ class Glmm {
   Family fam_;
   Problem pu_, pb_;
   Vector u_warm_;  // mode of the last successful stage-2 evaluation
+  Vector u1_warm_, b1_warm_;  // mode of the last successful stage-1 evaluation
   Vector beta_, u_, eta_, mu_, mueta_, wts_, zwork_, fixed_, b_;
   double devsum_ = 0, aic_ = 0, ldL2_ = 0, aic_const_ = 0, dev_const_ = 0;
   bool aic_const_valid_ = false;
