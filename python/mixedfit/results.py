@@ -275,9 +275,10 @@ class MixedResult:
                 codes = pd.Index(t.levels).get_indexer(lab)
             new = codes < 0
             if np.any(new) and not allow_new_levels:
-                bad = pd.Series(np.asarray(lab)[new]).unique()[:5]
+                bad = [b.item() if hasattr(b, "item") else b
+                       for b in pd.Series(np.asarray(lab)[new]).unique()[:5]]
                 raise DataError(
-                    f"new level(s) {list(bad)} of grouping factor {t.group!r} in newdata; "
+                    f"new level(s) {bad} of grouping factor {t.group!r} in newdata; "
                     "pass allow_new_levels=True to predict them at the population level"
                 )
             parts.append((codes, Z))
