@@ -43,6 +43,22 @@ def _derivs(f, x: np.ndarray, delta: float = 1e-4) -> tuple[np.ndarray, np.ndarr
     return g, H
 
 
+def _separated_columns(design, y: np.ndarray, pw: np.ndarray) -> list[tuple[str, str]]:
+    """Indicator columns of X whose rows all have 0 (or all 1) responses."""
+    out = []
+    for j, name in enumerate(design.fixed_names):
+        col = design.X[:, j]
+        if name == "(Intercept)" or not np.all((col == 0) | (col == 1)):
+            continue
+        rows = col == 1
+        succ, trials = np.sum(y[rows] * pw[rows]), np.sum(pw[rows])
+        if trials > 0 and succ == 0:
+            out.append((name, "0"))
+        elif trials > 0 and succ == trials:
+            out.append((name, "1"))
+    return out
+
+
 def glmer(formula: str, data, *, family="binomial", link=None, nagq: int = 1, weights=None,
           offset=None, control=None, fast: bool = False, vcov_method: str = "hessian",
           data_name: str | None = None) -> "GlmerResult":
@@ -124,6 +140,14 @@ def glmer(formula: str, data, *, family="binomial", link=None, nagq: int = 1, we
         start_t = np.asarray(control.start, dtype=float)
     opt1 = bobyqa(f1, start_t, lower_t, control)
     if not np.isfinite(opt1.fun):
+        sep = _separated_columns(design, y, pw) if fam.name == "binomial" else []
+        if sep:
+            col, side = sep[0]
+            raise ConvergenceError(
+                f"complete separation: every response is {side} where fixed-effect column "
+                f"{col!r} is 1, so its estimate is infinite (PIRLS cannot converge); merge or "
+                "drop that level, or remove the term"
+            )
         raise ConvergenceError(
             "PIRLS failed at every starting value"
             + (f" ({failures[-1]})" if failures else "")
