@@ -1,0 +1,8 @@
+"""``python -m mixedfit``: the same as the ``mixedfit`` command."""
+
+import sys
+
+from .cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())
