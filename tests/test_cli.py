@@ -107,6 +107,26 @@ def test_demo_quiet_and_bad_output_directory(tmp_path, capsys):
     assert code == 2 and "not a directory" in err
     code, out, err = run(capsys, "demo", "--frames", "2")
     assert code == 2 and "--frames" in err
+    code, out, err = run(capsys, "demo", "--n-cluster", "2")
+    assert code == 2 and "--n-cluster" in err
+
+
+def test_demo_without_animation_for_one_setting(tmp_path):
+    import io
+
+    sink = io.StringIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        path = cli.run_demo(tmp_path, n_cluster=8, animate=False, quiet=True, stdout=sink,
+                            settings=["baseline"])
+    assert path == tmp_path / "index.html"
+    assert not list(tmp_path.glob("*.gif"))
+    assert {p.name for p in tmp_path.glob("*.png")} == {
+        "baseline.png", "baseline_caterpillar.png", "bernoulli.png",
+        "bernoulli_proportions.png", "bernoulli_caterpillar.png"}
+    html = path.read_text(encoding="utf-8")
+    assert ".gif" not in html and html.count("<h2") == 3
+    assert sink.getvalue().count("Linear mixed model fit by REML") == 1
 
 
 # ---------------------------------------------------------------------------------------------
@@ -233,3 +253,13 @@ def test_python_dash_m_runs_the_command(tmp_path, csv_path):
     res = subprocess.run([sys.executable, "-m", "mixedfit", "fit", str(tmp_path / "missing.csv"),
                           "--formula", "y ~ x + (1 | cluster)"], capture_output=True, text=True)
     assert res.returncode == 2 and "file not found" in res.stderr and res.stdout == ""
+
+
+def test_a_fit_that_fails_exits_1(capsys, csv_path, monkeypatch):
+    def failing(*args, **kwargs):
+        raise mixedfit.ConvergenceError("PIRLS did not converge")
+
+    monkeypatch.setattr(mixedfit, "lmer", failing)
+    code, out, err = run(capsys, "fit", str(csv_path), "--formula", "y ~ x + (1 | cluster)")
+    assert code == 1
+    assert "could not be fitted: PIRLS did not converge" in err and out == ""

@@ -156,7 +156,6 @@ def _demo_code(kind: str, params: dict, n_cluster: int, seed: int) -> str:
 def run_demo(out="mixedfit-demo", n_cluster: int = 100, seed: int = 888, frames: int = 24,
              animate: bool = True, quiet: bool = False, stdout=None, settings=None) -> Path:
     """Run the shrinkage demonstration; returns the path of the report (``index.html``)."""
-    import numpy as np
     import pandas as pd
 
     import mixedfit
@@ -516,6 +515,9 @@ def main(argv=None) -> int:
         if args.command == "demo":
             if args.frames < 4:
                 raise _BadInput(f"--frames must be at least 4, got {args.frames}")
+            if args.n_cluster < 5:
+                raise _BadInput(f"--n-cluster must be at least 5 (a variance needs several "
+                                f"clusters to estimate), got {args.n_cluster}")
             run_demo(args.out, n_cluster=args.n_cluster, seed=args.seed, frames=args.frames,
                      animate=not args.no_animation, quiet=args.quiet)
             return EXIT_OK

@@ -366,7 +366,7 @@ def pooling_table(fit, group: str | None = None, scale: str = "auto") -> pd.Data
     else:
         nopool, reasons = _batched_glm(codes, m, Z, A.y, A.w, held, fam, population, nobs, cols)
         one = np.zeros(len(A.y), dtype=np.intp)
-        cp_beta, cp_reason = _batched_glm(one, 1, A.X, A.y, A.w, A.offset, fam,
+        cp_beta, _ = _batched_glm(one, 1, A.X, A.y, A.w, A.offset, fam,
                                           np.asarray(fixef.reindex(A.fixed_names), float),
                                           np.array([len(A.y)]), A.fixed_names)
         cp_beta = cp_beta[0]
