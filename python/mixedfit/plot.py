@@ -569,7 +569,7 @@ def caterpillar_plot(fit, group=None, *, level=0.95, max_labels=40, title=None, 
     z = float(norm.ppf(0.5 + level / 2))
     order = np.argsort(re[cols[0]].to_numpy(float), kind="stable")
     if figsize is None:
-        figsize = (3.2 * len(cols) + 1.2, float(np.clip(0.16 * m + 1.4, 3.0, 11.0)))
+        figsize = (max(5.0, 3.2 * len(cols) + 1.2), float(np.clip(0.16 * m + 1.6, 3.0, 11.0)))
     fig = _new_figure(figsize)
     axes = fig.subplots(1, len(cols), sharey=True, squeeze=False)[0]
     ypos = np.arange(m)
@@ -590,6 +590,6 @@ def caterpillar_plot(fit, group=None, *, level=0.95, max_labels=40, title=None, 
         ax0.set_yticks([])
     ax0.set_ylabel(f"levels of {group} (sorted)")
     fig.suptitle(title if title is not None else
-                 f"Random effects of {group}: conditional modes with {level:.0%} intervals",
+                 f"Random effects of {group}\nconditional modes with {level:.0%} intervals",
                  fontsize=11)
     return fig
