@@ -5,6 +5,7 @@
 >>> print(fit.summary())                                             # doctest: +SKIP
 """
 
+from . import plot, shrinkage, simulate
 from ._errors import ConvergenceError, DataError, FormulaError, MixedfitError, NumericalError
 from .anova import anova
 from .glmm import GlmerResult, glmer
@@ -27,4 +28,7 @@ __all__ = [
     "DataError",
     "NumericalError",
     "ConvergenceError",
+    "simulate",
+    "shrinkage",
+    "plot",
 ]
