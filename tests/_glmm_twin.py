@@ -246,12 +246,15 @@ def _penalized_newton(m: Model, ZL: np.ndarray, beta0: np.ndarray, u0: np.ndarra
     if not np.isfinite(f):
         raise FloatingPointError("invalid starting point for the twin's Newton iterations")
     step, gmax = newton_step(x, eta)
+    tmax = 1.0
     for steps in range(1, MAX_NEWTON + 1):
         if np.max(np.abs(step)) <= STEP_RTOL * max(1.0, float(np.max(np.abs(x)))):
             break                                    # the next step is below x's rounding
         # Damping: halve the step until pdev decreases, or, next to the mode where pdev's own
         # rounding hides any progress, until pdev stays within rounding and the gradient shrinks.
-        t = 1.0
+        # Scoring with the expected information can overshoot for non-canonical links and
+        # oscillate about the mode: once a step was halved, later steps start shorter.
+        t = tmax
         for _ in range(60):
             xn = x + t * step
             fn, etan = pdev(xn)
@@ -265,6 +268,8 @@ def _penalized_newton(m: Model, ZL: np.ndarray, beta0: np.ndarray, u0: np.ndarra
             t *= 0.5
         else:
             raise FloatingPointError("the twin's Newton iterations stalled before converging")
+        if t < tmax:
+            tmax = max(t, 1.0 / 64)
         x, f, eta, step, gmax = xn, fn, etan, stepn, gn
     else:
         raise FloatingPointError("the twin's Newton iterations did not converge")

@@ -152,13 +152,13 @@ struct PyGlmm {
         auto& pu = g->problem_u();
         Vector zu = g->eta();  // any response: only L_ZZ is needed
         s1 = pu.set_response(zu.data(), g->working_weights().data(), false);
-        if (s1 == Status::Ok) s1 = pu.factor(theta_cache.data());
+        if (s1 == Status::Ok) s1 = pu.factor(theta_cache.data(), false);
         if (s1 == Status::Ok) s1 = pu.cond_var(cv);
         // vcov from the final weighted factor: refactor the (beta, u) system at these weights.
         auto& pb = g->problem_bu();
         Vector z = g->eta();  // any response: only L_XX is needed
         s2 = pb.set_response(z.data(), g->working_weights().data(), false);
-        if (s2 == Status::Ok) s2 = pb.factor(theta_cache.data());
+        if (s2 == Status::Ok) s2 = pb.factor(theta_cache.data(), false);
         if (s2 == Status::Ok) s3 = pb.unscaled_vcov(V); else s3 = Status::Ok;
       }
       raise_status(s1, "condVar");

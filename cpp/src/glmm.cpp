@@ -287,13 +287,13 @@ Status Glmm::pirls(Problem& prob, bool with_beta, const double* theta, bool star
   };
   bool converged = false;
   bool refactor_at_mode = false;
+  double alpha = 1.0;  // step length, reduced after a step had to be halved
   Status s;
   for (iters_ = 0; iters_ < control.maxit; ++iters_) {
     working(base);
     if ((s = prob.set_response(zwork_.data(), wts_.data(), false)) != Status::Ok) return s;
     if ((s = prob.factor(theta)) != Status::Ok) return s;
     if ((s = prob.solve(bnew, unew)) != Status::Ok) return s;
-    double pdev = candidate(unew, bnew);
     // Converged when the penalized deviance has stopped changing and the step itself is
     // negligible: the step test matters because log|L|^2 is not stationary at the mode (a
     // pdev-only test leaves u, and so the Laplace objective, off by ~sqrt(tol)), and
@@ -304,6 +304,14 @@ Status Glmm::pirls(Problem& prob, bool with_beta, const double* theta, bool star
       step = std::max(step, (bnew - old_b).lpNorm<Eigen::Infinity>());
       size = std::max(size, old_b.lpNorm<Eigen::Infinity>());
     }
+    // Fisher scoring can overshoot for non-canonical links and then oscillate about the
+    // mode; once a step had to be halved, later steps are damped (the convergence test
+    // still uses the full step).
+    if (alpha < 1.0) {
+      unew = old_u + alpha * (unew - old_u);
+      if (with_beta) bnew = old_b + alpha * (bnew - old_b);
+    }
+    double pdev = candidate(unew, bnew);
     if (std::isfinite(pdev) &&
         std::abs(oldpdev - pdev) < control.tol * std::max(std::abs(pdev), 1.0) &&
         step <= control.step_tol * (1.0 + size)) {
@@ -320,6 +328,7 @@ Status Glmm::pirls(Problem& prob, bool with_beta, const double* theta, bool star
         if (with_beta) bnew = 0.5 * (old_b + bnew);
         pdev = candidate(unew, bnew);
       }
+      alpha = std::max(0.5 * alpha, 1.0 / 64.0);
       if (!(pdev <= oldpdev)) {
         // No descent left: accept the previous iterate if it is converged to rounding.
         if (std::isfinite(pdev) && std::abs(pdev - oldpdev) <= 1e-8 * std::abs(oldpdev)) {
@@ -440,7 +449,7 @@ Status Glmm::eval_stage2(const double* theta, const double* beta, const double* 
     for (Index i = 0; i < n_; ++i) {
       const int j = t.g[i];
       const double e = eta_[i] + t.Z[i] * lam * z / L[j];
-      if (!fam_.valid_eta(e)) return Status::InvalidMean;
+      // Only the mean must be valid at a node (e.g. the sqrt link's mu = eta^2 at eta < 0).
       const double m = fam_.linkinv(e);
       if (!fam_.valid_mu(m)) return Status::InvalidMean;
       devk[j] += fam_.dev_resid(y_[i], m, pw_[i]);

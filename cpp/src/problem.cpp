@@ -287,7 +287,7 @@ void Problem::scale_rest_lower() {
   }
 }
 
-Status Problem::factor(const double* theta) {
+Status Problem::factor(const double* theta, bool with_response) {
   if (!have_A_) return Status::NotEvaluated;
   factored_ = false;
   for (Index j = 0; j < ntheta_; ++j)
@@ -400,7 +400,11 @@ Status Problem::factor(const double* theta) {
   }
   R_.bottomRightCorner(p_ + 1, p_ + 1).selfadjointView<Eigen::Lower>().rankUpdate(BXt_, -1.0);
   {
-    Eigen::LLT<Eigen::Ref<Matrix>, Eigen::Lower> llt(R_);
+    // Without the response only the leading [Z X] part is factored: variances need L_ZZ
+    // and L_XX, and a response in the span of [Z X] would leave no positive last pivot.
+    Eigen::Ref<Matrix> lead = R_.topLeftCorner(with_response ? m_ : m_ - 1,
+                                                with_response ? m_ : m_ - 1);
+    Eigen::LLT<Eigen::Ref<Matrix>, Eigen::Lower> llt(lead);
     if (llt.info() != Eigen::Success) return Status::NotPositiveDefinite;
   }
   // Components from the diagonal.
@@ -414,7 +418,7 @@ Status Problem::factor(const double* theta) {
   for (Index r = 0; r < mZ_; ++r) ld += std::log(R_(r, r));
   double ldx = 0.0;
   for (Index r = mZ_; r < mZ_ + p_; ++r) ldx += std::log(R_(r, r));
-  const double rr = R_(m_ - 1, m_ - 1);
+  const double rr = with_response ? R_(m_ - 1, m_ - 1) : 0.0;
   comp_.ldL2 = 2.0 * ld;
   comp_.ldRX2 = 2.0 * ldx;
   comp_.pwrss = rr * rr;

@@ -217,7 +217,7 @@ def glmer(formula: str, data, *, family="binomial", link=None, nagq: int = 1, we
             except np.linalg.LinAlgError:
                 pass
         theta, beta = x[:nt], x[nt:]
-        obj = prob.stage2(theta, beta, u0, max(nagq, 1), ghz, ghw)
+        obj = prob.stage2(theta, beta, None, max(nagq, 1), ghz, ghw)
         st = prob.state_at(theta)
     else:
         opt = opt1

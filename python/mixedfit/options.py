@@ -27,7 +27,7 @@ class Control:
     maxeval: int = 100_000
     singular_tol: float = 1e-4
     pirls_tol: float = 1e-10
-    pirls_maxiter: int = 30
+    pirls_maxiter: int = 300
     start: tuple | None = None
     extra: dict = field(default_factory=dict)
 

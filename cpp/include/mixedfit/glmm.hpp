@@ -37,7 +37,7 @@ struct Family {
 struct PirlsControl {
   double tol = 1e-10;       // relative change of the penalized deviance
   double step_tol = 1e-11;  // max |change of u (and beta)| relative to 1 + max |u|
-  int maxit = 100;
+  int maxit = 300;  // Fisher scoring for non-canonical links can need ~100 steps
   int max_halvings = 20;
 };
 

@@ -56,7 +56,9 @@ class Problem {
 
   // Factor Omega at theta. Afterwards the components, the objective and the solution refer
   // to this theta.
-  Status factor(const double* theta);
+  // with_response = false factors only [Z X] (enough for variances; pwrss is then 0 and
+  // solve() must not be called).
+  Status factor(const double* theta, bool with_response = true);
   // Profiled deviance (ML) or REML criterion at the last factored theta.
   double profiled_objective(bool reml) const;
   const Components& components() const { return comp_; }
