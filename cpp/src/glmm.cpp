@@ -200,8 +200,11 @@ bool Glmm::update_mu(const Vector& eta) {
   if (fam_.fam == FamilyKind::Binomial && fam_.link == LinkKind::Logit) {
     if (!eta.allFinite()) return false;
     const auto e = eta.array();
-    const Eigen::ArrayXd t =
-        (e < -kLogitThresh).select(kEps, (e > kLogitThresh).select(1.0 / kEps, e.exp()));
+    Eigen::ArrayXd t = e.exp();  // Eigen's SIMD exp; then R's clamps, rarely active
+    for (Index i = 0; i < n_; ++i) {
+      if (e[i] < -kLogitThresh) t[i] = kEps;
+      else if (e[i] > kLogitThresh) t[i] = 1.0 / kEps;
+    }
     mu_ = (t / (1.0 + t)).matrix();
     mueta_ = (e.abs() > kLogitThresh).select(kEps, mu_.array() * (1.0 - mu_.array())).matrix();
     const auto y = Eigen::Map<const Eigen::ArrayXd>(y_, n_);
