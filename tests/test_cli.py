@@ -191,8 +191,7 @@ def test_fit_reads_tsv_and_parquet(capsys, tmp_path):
     df.to_csv(tsv, sep="\t", index=False)
     code, out, _ = run(capsys, "fit", str(tsv), "--formula", "y ~ x + (1 | cluster)")
     assert code == 0 and "Number of obs: 150, groups:  cluster, 15" in out
-    pytest.importorskip("pyarrow")
-    pq = tmp_path / "d.parquet"
+    pq = tmp_path / "d.parquet"   # pyarrow is a test dependency
     df.to_parquet(pq)
     code, out2, _ = run(capsys, "fit", str(pq), "--formula", "y ~ x + (1 | cluster)")
     assert code == 0 and out2.replace("d.parquet", "d.tsv") == out
@@ -227,7 +226,6 @@ def test_fit_bad_input_exits_2_with_a_message(capsys, tmp_path, setup, args, mes
     elif setup == "dir":
         path.mkdir()
     elif setup == "badparquet":
-        pytest.importorskip("pyarrow")
         path.write_bytes(b"PAR1 not really parquet")
     code, out, err = run(capsys, "fit", str(path), *args)
     assert code == 2

@@ -343,7 +343,7 @@ def test_bernoulli_table_on_the_logit_scale(bernoulli):
 
 
 def test_glmm_with_a_slope_uses_per_cluster_glms():
-    sm = pytest.importorskip("statsmodels.api")
+    import statsmodels.api as sm
     df = simulate.clustered(n_cluster=25, obs_per_cluster=30, seed=12)
     df["hit"] = (df["y"] > 1.0).astype(int)
     with _quiet():

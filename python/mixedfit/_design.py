@@ -35,7 +35,13 @@ def as_pandas(data) -> pd.DataFrame:
         return data
     mod = type(data).__module__
     if mod.startswith("polars") and hasattr(data, "to_pandas"):
-        return data.to_pandas()
+        try:
+            return data.to_pandas()
+        except ImportError as exc:
+            raise DataError(
+                f"converting a polars DataFrame needs pyarrow ({exc}); "
+                "install it with: pip install 'mixedfit[polars]'"
+            ) from None
     raise DataError(
         f"data must be a pandas or polars DataFrame, got {type(data).__name__}"
     )
