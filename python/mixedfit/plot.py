@@ -299,14 +299,17 @@ def _fig_ax(ax, figsize):
     return ax.figure, ax
 
 
-def _shrinkage_1d(table, p, *, ax, limits, zoom, sd, show_complete, title, figsize):
+def _limits_1d(table, p, limits, zoom, sd):
+    """Axis limits for one parameter: the whole data range unless some clusters are far out."""
     if limits == "auto" and sd is None and table.attrs.get("scale") != "response":
-        # one parameter: show the whole range unless some clusters are far out
         lims = _limits(table, [p], "data", zoom, sd)
         wide = _limits(table, [p], "auto", max(zoom, 4.0), None)
-        lims = [(max(lims[0][0], wide[0][0]), min(lims[0][1], wide[0][1]))]
-    else:
-        lims = _limits(table, [p], limits, zoom, sd)
+        return [(max(lims[0][0], wide[0][0]), min(lims[0][1], wide[0][1]))]
+    return _limits(table, [p], limits, zoom, sd)
+
+
+def _shrinkage_1d(table, p, *, ax, limits, zoom, sd, show_complete, title, figsize):
+    lims = _limits_1d(table, p, limits, zoom, sd)
     own = ax is None
     fig, ax = _fig_ax(ax, (figsize[0], min(figsize[1], 4.5)))
     x0 = table[f"nopool_{p}"].to_numpy(float)
@@ -396,12 +399,7 @@ def shrinkage_animation(fit, path=None, group=None, params=None, *, frames=24, h
         out_pp = _outside(end[:, 0], lims[0]) | _outside(end[:, 1], lims[1])
     else:
         (p,) = params
-        if limits == "auto" and sd is None and table.attrs.get("scale") != "response":
-            lims = _limits(table, [p], "data", zoom, sd)
-            wide = _limits(table, [p], "auto", max(zoom, 4.0), None)
-            lims = [(max(lims[0][0], wide[0][0]), min(lims[0][1], wide[0][1]))]
-        else:
-            lims = _limits(table, [p], limits, zoom, sd)
+        lims = _limits_1d(table, p, limits, zoom, sd)
         x0 = table[f"nopool_{p}"].to_numpy(float)
         x1 = table[f"partial_{p}"].to_numpy(float)
         has_np = np.isfinite(x0)
