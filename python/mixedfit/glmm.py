@@ -192,13 +192,15 @@ def glmer(formula: str, data, *, family="binomial", link=None, nagq: int = 1, we
             raise ConvergenceError("PIRLS failed in the Laplace/AGQ stage"
                                    + (f" ({failures[-1]})" if failures else ""))
         # BOBYQA's ftol test can stop early along flat directions (fixed effects with large
-        # standard errors): restart once with a trust region a tenth of the first.
-        again = bobyqa(f2, opt.x, lower, control, initial_step=0.1 * step2)
-        if again.fun < opt.fun:
-            again.nevals += opt.nevals
-            opt = again
-        else:
-            opt.nevals += again.nevals
+        # standard errors). With the Hessian at hand one Newton step below finishes the job;
+        # without it, restart once with a trust region a tenth of the first.
+        if vcov_method != "hessian":
+            again = bobyqa(f2, opt.x, lower, control, initial_step=0.1 * step2)
+            if again.fun < opt.fun:
+                again.nevals += opt.nevals
+                opt = again
+            else:
+                opt.nevals += again.nevals
         x = opt.x
         hess = None
         if vcov_method == "hessian":
