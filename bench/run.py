@@ -16,7 +16,6 @@ import json
 import os
 import platform
 import queue
-import resource
 import shutil
 import signal
 import statistics
@@ -49,13 +48,16 @@ def log(msg=""):
 # --- child processes ---------------------------------------------------------------------
 
 
-def _limit_memory(gib):
-    def apply():
-        if gib:
-            lim = int(gib * 2**30)
-            resource.setrlimit(resource.RLIMIT_AS, (lim, lim))
-
-    return apply
+def _rss_bytes(pid):
+    """Resident set size of a process (Linux), or None."""
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 def run_child(cmd, env, fit_timeout, ready_timeout, total_timeout, mem_gib):
@@ -63,11 +65,14 @@ def run_child(cmd, env, fit_timeout, ready_timeout, total_timeout, mem_gib):
 
     fit_timeout applies to the gap between two events once the worker is ready
     (one fit, or one batch of fits), ready_timeout to loading the data and the
-    engine, total_timeout to the whole child.
+    engine, total_timeout to the whole child. A child whose resident memory grows
+    beyond mem_gib is stopped. (The memory is watched from outside rather than
+    capped with an address-space limit, because such a limit keeps some engines from
+    starting their thread pools and so changes what is measured.)
     """
     proc = subprocess.Popen(
         cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-        start_new_session=True, preexec_fn=_limit_memory(mem_gib), cwd=REPO,
+        start_new_session=True, cwd=REPO,
     )
     q: queue.Queue = queue.Queue()
     err_lines: list = []
@@ -89,20 +94,31 @@ def run_child(cmd, env, fit_timeout, ready_timeout, total_timeout, mem_gib):
     start = time.monotonic()
     last = start
     ready = False
+    mem_limit = mem_gib * 2**30 if mem_gib else None
+
+    def stop():
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
     while True:
         limit = fit_timeout if ready else ready_timeout
         remaining = min(last + limit, start + total_timeout) - time.monotonic()
-        try:
-            if remaining <= 0:
-                raise queue.Empty
-            line = q.get(timeout=remaining)
-        except queue.Empty:
+        if remaining <= 0:
             status = "timeout"
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            stop()
             break
+        try:
+            line = q.get(timeout=min(remaining, 0.5))
+        except queue.Empty:
+            if mem_limit:
+                rss = _rss_bytes(proc.pid)
+                if rss is not None and rss > mem_limit:
+                    status = "memory"
+                    stop()
+                    break
+            continue
         if line is None:
             break
         line = line.strip()
@@ -149,6 +165,8 @@ def summarize(engine, problem, events, status, stderr, limits):
     if status == "timeout":
         cell["reason"] = (f"no result within the time limit ({limits['fit_timeout']:.0f} s per fit, "
                           f"{limits['total_timeout']:.0f} s per problem)")
+    if status == "memory":
+        cell["reason"] = f"stopped: resident memory above the limit ({limits.get('mem_gib')} GiB)"
     if status.startswith(("crashed", "killed")):
         cell["reason"] = (stderr.strip().splitlines() or [status])[-1][:300]
 
@@ -161,7 +179,7 @@ def summarize(engine, problem, events, status, stderr, limits):
             cell["evals_per_sample"] = timed[0]["evals"]
             cell["median"] = statistics.median(per_eval)
             cell["min"] = min(per_eval)
-            if cell["status"] == "timeout":
+            if cell["status"] in ("timeout", "memory"):
                 cell["status"] = "partial"
         return cell
 
@@ -187,7 +205,7 @@ def summarize(engine, problem, events, status, stderr, limits):
         cell["samples"] = [cold[0]["seconds"]]
         cell["median"] = cold[0]["seconds"]
         cell["cold_only"] = True
-    if fits and cell["status"] == "timeout":
+    if fits and cell["status"] in ("timeout", "memory"):
         cell["status"] = "partial"
         cell["reason"] = f"stopped at the time limit after {len(fits)} fit(s)"
     return cell
@@ -304,9 +322,12 @@ def parse_args(argv=None):
     ap.add_argument("--budget", type=float, default=240.0,
                     help="seconds of repeats per engine and problem before stopping early (default 240)")
     ap.add_argument("--mem-limit-gb", type=float, default=12.0,
-                    help="address-space limit of each child process in GiB (0: none)")
+                    help="stop a child process whose resident memory exceeds this many GiB (0: no limit)")
+    ap.add_argument("--blas-threads", type=int, default=1,
+                    help="threads of NumPy's/SciPy's BLAS in every child (default 1; 0: leave alone)")
     ap.add_argument("--threads", type=int, default=None,
                     help="set OMP/OpenBLAS/MKL/Rayon thread counts of every engine")
+    ap.add_argument("--list", action="store_true", help="list the problems and exit")
     ap.add_argument("--out", default=os.path.join(RESULTS, "latest.json"), help="results JSON")
     return ap.parse_args(argv)
 
@@ -315,6 +336,12 @@ def main(argv=None):
     args = parse_args(argv)
     latest = args.out
     baseline = os.path.join(RESULTS, "baseline.json")
+    if args.list:
+        for name, p in problems.PROBLEMS.items():
+            log(f"{name:22s} {p.kind:9s} {p.size:6s} {p.n_rows:>9,} rows  {p.formula}")
+        for alias, members in problems.ALIASES.items():
+            log(f"{alias:22s} = {','.join(members)}")
+        return 0
     if args.compare_only:
         with open(latest) as fh:
             cur = json.load(fh)
@@ -336,6 +363,12 @@ def main(argv=None):
 
     env = dict(os.environ)
     env.setdefault("PYTHONHASHSEED", "0")
+    # BLAS threads: the peers call BLAS on tiny vectors (e.g. inside SciPy's L-BFGS-B), where
+    # a second BLAS thread only adds wake-up stalls that depend on the machine's load (on a
+    # busy 2-core machine, 20x on sleepstudy). R's reference BLAS is single-threaded too.
+    if args.blas_threads:
+        for var in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS"):
+            env[var] = str(args.blas_threads)
     if args.threads:
         for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "RAYON_NUM_THREADS"):
             env[var] = str(args.threads)
@@ -348,7 +381,10 @@ def main(argv=None):
         "settings": {"timeout_per_fit_s": args.timeout, "r_timeout_per_fit_s": args.r_timeout,
                      "budget_s": args.budget,
                      "mem_limit_gib": args.mem_limit_gb, "threads": args.threads,
-                     "quick": args.quick, "agree_rel_tol": AGREE_REL_TOL},
+                     "blas_threads": args.blas_threads,
+                     "quick": args.quick, "agree_rel_tol": AGREE_REL_TOL,
+                     "thread_env": {v: env.get(v) for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                                                            "MKL_NUM_THREADS", "RAYON_NUM_THREADS")}},
         "r_available": r_available,
         "problems": {},
     }
@@ -385,7 +421,7 @@ def main(argv=None):
             else:
                 cmd = python_cmd(dict(spec, engine=eng))
             fit_timeout = args.r_timeout if eng == "lme4" else args.timeout
-            cell_limits = {"fit_timeout": fit_timeout,
+            cell_limits = {"fit_timeout": fit_timeout, "mem_gib": args.mem_limit_gb,
                            "total_timeout": args.budget + 2 * fit_timeout + 120}
             t0 = time.monotonic()
             events, status, stderr = run_child(cmd, env, fit_timeout, 300.0,
