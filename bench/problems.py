@@ -217,8 +217,8 @@ def ensure_data(problem: Problem, log=print) -> str:
         if not r_has_lme4():
             raise DataUnavailable(
                 f"{os.path.relpath(path)} is missing and R with lme4 is not available to export it "
-                f"(run `Rscript bench/export_lme4_data.R {problem.dataset}` on a machine with lme4 "
-                "and copy the file here)"
+                f"(run `Rscript bench/export_lme4_data.R {problem.dataset} bench/data/{problem.dataset}.csv` "
+                "on a machine with lme4 and copy the file here)"
             )
         log(f"  exporting {problem.dataset} from lme4 -> {os.path.relpath(path)}")
         r = subprocess.run([rscript(), EXPORT_R, problem.dataset, path], capture_output=True, text=True)

@@ -59,7 +59,9 @@ def cell_line(problem, cell):
 
 
 def _status_text(cell, notes):
-    st = cell.get("status", "missing") if cell else "missing"
+    if not cell:
+        return "—"  # engine not selected for this run
+    st = cell.get("status", "missing")
     reason = (cell or {}).get("reason")
     if reason:
         if reason not in notes:
@@ -254,7 +256,7 @@ def print_compare(cur, baseline_path, out=print):
     if bm.get("cpu") != cm.get("cpu"):
         out("  note: different CPU model; compare the ratios to lme4 rather than the times")
     out("")
-    header = f"{'problem':22s} {'engine':12s} {'baseline':>10s} {'now':>10s} {'change':>9s}"
+    header = f"{'problem':22s} {'engine':20s} {'baseline':>10s} {'now':>10s} {'change':>9s}"
     out(header)
     out("-" * len(header))
     for name, p in cur["problems"].items():
@@ -268,17 +270,17 @@ def print_compare(cur, baseline_path, out=print):
             if a is None and b is None:
                 continue
             change = f"{(b / a - 1) * 100:+.1f}%" if a and b else "—"
-            out(f"{name:22s} {eng:12s} {fmt_time(a):>10s} {fmt_time(b):>10s} {change:>9s}")
+            out(f"{name:22s} {eng:20s} {fmt_time(a):>10s} {fmt_time(b):>10s} {change:>9s}")
         for who in ("lme4",) + tuple(PEERS):
             ra = _ratio(bp, who)
             rb = _ratio(p, who)
             if ra is None and rb is None:
                 continue
             label = f"{who}÷mixedfit"
-            out(f"{name:22s} {label:12s} {fmt_ratio(ra):>10s} {fmt_ratio(rb):>10s}")
+            out(f"{name:22s} {label:20s} {fmt_ratio(ra):>10s} {fmt_ratio(rb):>10s}")
         for eng, a in ((p.get("agreement") or {}).get("engines") or {}).items():
             if a.get("compared") and not a.get("agree"):
-                out(f"{name:22s} {eng:12s} DISAGREES with the reference (rel {a['rel_diff']:.1e})")
+                out(f"{name:22s} {eng:20s} DISAGREES with the reference (rel {a['rel_diff']:.1e})")
     out("")
     out("Change is (now / baseline - 1) of the median time: negative is faster. On a shared, noisy "
         "machine the ratio to lme4, measured in the same run, is the steadier number.")
