@@ -290,7 +290,16 @@ Status Glmm::pirls(Problem& prob, bool with_beta, const double* theta, bool star
   };
   bool converged = false;
   bool refactor_at_mode = false;
-  double alpha = 1.0;  // step length, reduced after a step had to be halved
+  // Step length, reduced after a step had to be halved, for non-canonical links only:
+  // there scoring uses the expected information and can oscillate about the mode, while
+  // for canonical links it is Newton's method and full steps converge quadratically.
+  double alpha = 1.0;
+  const bool canonical =
+      (fam_.fam == FamilyKind::Binomial && fam_.link == LinkKind::Logit) ||
+      (fam_.fam == FamilyKind::Poisson && fam_.link == LinkKind::Log) ||
+      (fam_.fam == FamilyKind::Gaussian && fam_.link == LinkKind::Identity) ||
+      (fam_.fam == FamilyKind::Gamma && fam_.link == LinkKind::Inverse) ||
+      (fam_.fam == FamilyKind::InverseGaussian && fam_.link == LinkKind::InverseSquare);
   Status s;
   for (iters_ = 0; iters_ < control.maxit; ++iters_) {
     working(base);
@@ -331,7 +340,7 @@ Status Glmm::pirls(Problem& prob, bool with_beta, const double* theta, bool star
         if (with_beta) bnew = 0.5 * (old_b + bnew);
         pdev = candidate(unew, bnew);
       }
-      alpha = std::max(0.5 * alpha, 1.0 / 64.0);
+      if (!canonical) alpha = std::max(0.5 * alpha, 1.0 / 64.0);
       if (!(pdev <= oldpdev)) {
         // No descent left: accept the previous iterate if it is converged to rounding.
         if (std::isfinite(pdev) && std::abs(pdev - oldpdev) <= 1e-8 * std::abs(oldpdev)) {
