@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from ._errors import DataError, FormulaError
-from ._formula import ParsedFormula, ReTerm, identifiers, parse_formula
+from ._formula import ParsedFormula, identifiers, parse_formula
 
 __all__ = ["Design", "GroupTerm", "build_design", "as_pandas", "lme4_column_name"]
 

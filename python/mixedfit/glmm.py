@@ -89,6 +89,37 @@ def glmer(formula: str, data, *, family="binomial", link=None, nagq: int = 1, we
                           response_kind="raw")
     if design.n_dropped_na:
         warnings.warn(f"dropped {design.n_dropped_na} row(s) with missing values", stacklevel=2)
+    y, pw = _response(fam, design)
+    if nagq > 1 and (len(design.terms) != 1 or design.terms[0].p != 1):
+        raise ValueError(
+            "nagq > 1 (adaptive Gauss-Hermite) is only available for a single scalar "
+            "random-effects term such as (1 | g); use nagq=1 (Laplace) for this model"
+        )
+    terms = [(t.codes, t.nlevels, t.Z) for t in design.terms]
+    prob = _core.GlmmProblem(design.X, y, pw, design.offset, terms, *fam.codes)
+    prob.set_pirls_control(control.pirls_tol, control.pirls_maxiter)
+    failures: list[str] = []
+    opt1, eta0 = _stage1(prob, fam, design, y, pw, nagq, control, failures)
+    ghz, ghw = _gauss_hermite(nagq) if nagq > 1 else (np.zeros(1), np.ones(1))
+    if nagq >= 1:
+        ps = [t.p for t in design.terms]
+        opt, st, obj, hess, u0 = _stage2(prob, fam, ps, opt1, eta0, y, nagq, ghz, ghw, control,
+                                         vcov_method, failures)
+        theta, beta = opt.x[: len(opt1.x)], opt.x[len(opt1.x):]
+    else:
+        opt, hess = opt1, None
+        obj = prob.stage1(opt1.x, eta0)
+        st = prob.state_at(opt1.x)
+        theta, beta, u0 = opt1.x, np.asarray(st["beta"]), np.ascontiguousarray(st["u"])
+    if not opt.converged:
+        warnings.warn(f"optimizer did not converge: {opt.message}", stacklevel=2)
+    return GlmerResult(design, prob, fam, nagq, theta, np.asarray(beta), obj, st, hess, opt,
+                       opt1, control, data_name if data_name is not None else "data", call,
+                       y, pw, (u0, ghz, ghw))
+
+
+def _response(fam, design) -> tuple[np.ndarray, np.ndarray]:
+    """The response and prior weights the core takes (binomial: proportions and trials)."""
     name = design.parsed.response
     if fam.name == "binomial":
         y, pw = binomial_response(design.response, design.weights, name)
@@ -101,28 +132,18 @@ def glmer(formula: str, data, *, family="binomial", link=None, nagq: int = 1, we
         y = design.response.to_numpy(dtype=float)
         check_response(fam, y, name)
         pw = np.ones_like(y) if design.weights is None else design.weights
-    y = np.ascontiguousarray(y, dtype=float)
-    pw = np.ascontiguousarray(pw, dtype=float)
-    if nagq > 1 and (len(design.terms) != 1 or design.terms[0].p != 1):
-        raise ValueError(
-            "nagq > 1 (adaptive Gauss-Hermite) is only available for a single scalar "
-            "random-effects term such as (1 | g); use nagq=1 (Laplace) for this model"
-        )
-    terms = [(t.codes, t.nlevels, t.Z) for t in design.terms]
-    fcode, lcode = fam.codes
-    prob = _core.GlmmProblem(design.X, y, pw, design.offset, terms, fcode, lcode)
-    prob.set_pirls_control(control.pirls_tol, control.pirls_maxiter)
+    return np.ascontiguousarray(y, dtype=float), np.ascontiguousarray(pw, dtype=float)
 
-    mu0 = fam.mustart(y, pw)
-    eta0 = np.ascontiguousarray(fam.linkfun(mu0))
+
+def _stage1(prob, fam, design, y, pw, nagq, control, failures):
+    """lme4's first stage: theta by BOBYQA with beta inside PIRLS (the nAGQ = 0 objective)."""
+    eta0 = np.ascontiguousarray(fam.linkfun(fam.mustart(y, pw)))
     if not np.all(np.isfinite(eta0)):
         raise DataError(f"cannot find valid starting values for family {fam.name!r} with link {fam.link!r}")
-
     ps = [t.p for t in design.terms]
-    lower_t = theta_lower(ps)
-    start_t = theta_start(ps)
-    failures = []
-
+    start = theta_start(ps)
+    if control.start is not None and nagq == 0:
+        start = np.asarray(control.start, dtype=float)
     seeded = [False]
 
     def f1(th):
@@ -136,9 +157,7 @@ def glmer(formula: str, data, *, family="binomial", link=None, nagq: int = 1, we
             failures.append(str(exc))
             return np.inf
 
-    if control.start is not None and nagq == 0:
-        start_t = np.asarray(control.start, dtype=float)
-    opt1 = bobyqa(f1, start_t, lower_t, control)
+    opt1 = bobyqa(f1, start, theta_lower(ps), control)
     if not np.isfinite(opt1.fun):
         sep = _separated_columns(design, y, pw) if fam.name == "binomial" else []
         if sep:
@@ -154,84 +173,73 @@ def glmer(formula: str, data, *, family="binomial", link=None, nagq: int = 1, we
             + "; try rescaling predictors, a simpler random-effects structure, or check the "
             "response for complete separation"
         )
+    return opt1, eta0
+
+
+def _stage2(prob, fam, ps, opt1, eta0, y, nagq, ghz, ghw, control, vcov_method, failures):
+    """lme4's second stage: (theta, beta) jointly on the Laplace / AGQ objective, then the
+    Hessian for the standard errors and one Newton step to polish the optimum."""
     theta1 = opt1.x
+    nt = len(theta1)
     prob.stage1(theta1, eta0)
     st1 = prob.state_at(theta1)
     beta1 = np.asarray(st1["beta"])
     u0 = np.ascontiguousarray(st1["u"])
-    # Stage-2 initial steps as lme4 scales its second stage: 0.02 for theta, 0.2 standard
-    # errors (from the stage-1 factor) for beta. Fewer evaluations, same or better optimum.
+    # Initial steps as lme4 scales its second stage: 0.02 for theta, 0.2 standard errors
+    # (from the stage-1 factor) for beta. Fewer evaluations, same or better optimum.
     scale1 = (st1["pearson"] + st1["ussq"]) / len(y) if fam.has_scale else 1.0
     se1 = np.sqrt(np.maximum(np.diag(np.asarray(st1["unscaled_vcov"])) * scale1, 0.0))
-    step2 = np.r_[np.full(len(theta1), 0.02), np.where(se1 > 0, 0.2 * se1, 0.02)]
-    ghz, ghw = _gauss_hermite(nagq) if nagq > 1 else (np.zeros(1), np.ones(1))
-    nt = len(theta1)
+    step2 = np.r_[np.full(nt, 0.02), np.where(se1 > 0, 0.2 * se1, 0.02)]
+    k = max(nagq, 1)
 
     def f2(par):
         # PIRLS starts from the previous evaluation's mode (converged to ~1e-12, so the value
         # does not depend on the start); the first call below seeds it from stage 1.
         try:
-            return prob.stage2(par[:nt], par[nt:], None, max(nagq, 1), ghz, ghw)
+            return prob.stage2(par[:nt], par[nt:], None, k, ghz, ghw)
         except NumericalError as exc:
             failures.append(str(exc))
             return np.inf
 
-    if nagq >= 1:
-        x0 = np.r_[theta1, beta1]
-        if control.start is not None:
-            x0 = np.asarray(control.start, dtype=float)
-            if x0.size != nt + len(beta1):
-                raise ValueError(f"control.start must have length {nt + len(beta1)} (theta, beta)")
-        lower = np.r_[lower_t, np.full(len(beta1), -np.inf)]
-        try:
-            prob.stage2(x0[:nt], x0[nt:], u0, max(nagq, 1), ghz, ghw)
-        except NumericalError:
-            pass
-        opt = bobyqa(f2, x0, lower, control, initial_step=step2)
-        if not np.isfinite(opt.fun):
-            raise ConvergenceError("PIRLS failed in the Laplace/AGQ stage"
-                                   + (f" ({failures[-1]})" if failures else ""))
+    x0 = np.r_[theta1, beta1]
+    if control.start is not None:
+        x0 = np.asarray(control.start, dtype=float)
+        if x0.size != nt + len(beta1):
+            raise ValueError(f"control.start must have length {nt + len(beta1)} (theta, beta)")
+    lower = np.r_[theta_lower(ps), np.full(len(beta1), -np.inf)]
+    try:
+        prob.stage2(x0[:nt], x0[nt:], u0, k, ghz, ghw)
+    except NumericalError:
+        pass
+    opt = bobyqa(f2, x0, lower, control, initial_step=step2)
+    if not np.isfinite(opt.fun):
+        raise ConvergenceError("PIRLS failed in the Laplace/AGQ stage"
+                               + (f" ({failures[-1]})" if failures else ""))
+    hess = None
+    if vcov_method == "hessian":
+        g, hess = _derivs(f2, opt.x)
         # BOBYQA's ftol test can stop early along flat directions (fixed effects with large
-        # standard errors). With the Hessian at hand one Newton step below finishes the job;
-        # without it, restart once with a trust region a tenth of the first.
-        if vcov_method != "hessian":
-            again = bobyqa(f2, opt.x, lower, control, initial_step=0.1 * step2)
-            if again.fun < opt.fun:
-                again.nevals += opt.nevals
-                opt = again
-            else:
-                opt.nevals += again.nevals
-        x = opt.x
-        hess = None
-        if vcov_method == "hessian":
-            g, H = _derivs(f2, x)
-            hess = H
-            # One Newton step on the smooth objective, kept only if it lowers it (the
-            # Hessian, and so the standard errors, stay those at the optimizer's point).
-            try:
-                xn = x - np.linalg.solve(H, g)
-                if np.all(xn >= lower) and np.all(np.isfinite(xn)):
-                    fn = f2(xn)
-                    if fn < opt.fun:
-                        x = xn
-                        opt.fun = fn
-                        opt.x = xn
-            except np.linalg.LinAlgError:
-                pass
-        theta, beta = x[:nt], x[nt:]
-        obj = prob.stage2(theta, beta, None, max(nagq, 1), ghz, ghw)
-        st = prob.state_at(theta)
+        # standard errors): one Newton step on the smooth objective, kept only if it lowers
+        # it (the Hessian, and so the standard errors, stay those at the optimizer's point).
+        try:
+            xn = opt.x - np.linalg.solve(hess, g)
+            if np.all(xn >= lower) and np.all(np.isfinite(xn)):
+                fn = f2(xn)
+                if fn < opt.fun:
+                    opt.x, opt.fun = xn, fn
+        except np.linalg.LinAlgError:
+            pass
     else:
-        opt = opt1
-        theta, beta = theta1, beta1
-        obj = prob.stage1(theta, eta0)
-        st = prob.state_at(theta)
-        hess = None
-    if not opt.converged:
-        warnings.warn(f"optimizer did not converge: {opt.message}", stacklevel=2)
-    return GlmerResult(design, prob, fam, nagq, theta, np.asarray(beta), obj, st, hess, opt,
-                       opt1, control, data_name if data_name is not None else "data", call,
-                       y, pw, (u0, ghz, ghw))
+        # Without a Hessian, restart once with a trust region a tenth of the first.
+        again = bobyqa(f2, opt.x, lower, control, initial_step=0.1 * step2)
+        if again.fun < opt.fun:
+            again.nevals += opt.nevals
+            opt = again
+        else:
+            opt.nevals += again.nevals
+    obj = prob.stage2(opt.x[:nt], opt.x[nt:], None, k, ghz, ghw)
+    st = prob.state_at(opt.x[:nt])
+    return opt, st, obj, hess, u0
 
 
 class GlmerResult(MixedResult):
