@@ -159,3 +159,12 @@ def test_nested_and_interaction_grouping_names():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         str(fit.summary())
+
+
+def test_response_without_residual_variation_is_a_clear_error(sleep):
+    df = sleep.copy()
+    df["const"] = 5.0
+    df["line"] = 2.0 * df["Days"] + 1.0
+    for resp in ("const", "line"):
+        with pytest.raises(mixedfit.DataError, match=f"'{resp}' is fitted exactly"):
+            mixedfit.lmer(f"{resp} ~ Days + (1 | Subject)", df)

@@ -8,6 +8,7 @@ import numpy as np
 
 from . import _core
 from ._design import build_design
+from ._errors import DataError
 from .optimize import bobyqa, theta_lower, theta_start
 from .options import Control
 from .results import LmerResult
@@ -22,6 +23,19 @@ def make_problem(design, y=None, weights=None) -> "_core.LmmProblem":
     if y is not None:
         prob.set_response(y, weights)
     return prob
+
+
+def _check_residual_variation(design, y) -> None:
+    """A response the fixed effects fit exactly (e.g. a constant) leaves no residual variance
+    to estimate; say so instead of failing inside the factorization."""
+    X = design.X if design.p else np.ones((design.n, 1))
+    coef, *_ = np.linalg.lstsq(X, y, rcond=None)
+    resid = y - X @ coef
+    if np.linalg.norm(resid) <= 1e-10 * max(np.linalg.norm(y), 1.0):
+        raise DataError(
+            f"response {design.parsed.response!r} is fitted exactly by the fixed effects "
+            "(e.g. it is constant): there is no residual variation for a linear mixed model"
+        )
 
 
 def lmer(formula: str, data, *, reml: bool = True, weights=None, offset=None, control=None,
@@ -46,6 +60,7 @@ def lmer(formula: str, data, *, reml: bool = True, weights=None, offset=None, co
     if design.n_dropped_na:
         warnings.warn(f"dropped {design.n_dropped_na} row(s) with missing values", stacklevel=2)
     y = design.y if design.offset is None else np.ascontiguousarray(design.y - design.offset)
+    _check_residual_variation(design, y)
     prob = make_problem(design, y, design.weights)
     ps = [t.p for t in design.terms]
     x0 = np.asarray(control.start, dtype=float) if control.start is not None else theta_start(ps)
