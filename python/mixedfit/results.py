@@ -252,9 +252,9 @@ class MixedResult:
             X = X[:, self.design.keep_fixed]
         offset = None
         for o in self.design.parsed.offsets:
-            import formulaic
+            from ._design import _eval_expression
 
-            ov = np.asarray(formulaic.model_matrix("0 + I(" + o + ")", nd), dtype=float)[:, 0]
+            ov = np.asarray(_eval_expression(o, nd, self.formula), dtype=float)
             offset = ov if offset is None else offset + ov
         parts = []
         for t, spec in zip(self.design.terms, self.design.term_specs):
