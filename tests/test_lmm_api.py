@@ -168,3 +168,14 @@ def test_response_without_residual_variation_is_a_clear_error(sleep):
     for resp in ("const", "line"):
         with pytest.raises(mixedfit.DataError, match=f"'{resp}' is fitted exactly"):
             mixedfit.lmer(f"{resp} ~ Days + (1 | Subject)", df)
+
+
+def test_formula_offset_in_fit_and_prediction(sleep):
+    df = sleep.copy()
+    df["o"] = np.sqrt(df["Days"])
+    fit = mixedfit.lmer("Reaction ~ Days + offset(3 * o) + (1 | Subject)", df)
+    same = mixedfit.lmer("Reaction ~ Days + (1 | Subject)", df, offset=3 * df["o"].to_numpy())
+    assert fit.reml_criterion == pytest.approx(same.reml_criterion, rel=1e-12)
+    np.testing.assert_allclose(fit.predict(df), fit.fitted().to_numpy(), rtol=REL)
+    shifted = mixedfit.lmer("I(Reaction - 3 * o) ~ Days + (1 | Subject)", df)
+    np.testing.assert_allclose(fit.fixef, shifted.fixef, rtol=1e-6)

@@ -196,6 +196,7 @@ def _check_aliased(X: np.ndarray, names: list[str]) -> np.ndarray:
 _EXPR_FUNCS = {
     "np": np, "log": np.log, "log10": np.log10, "log2": np.log2, "log1p": np.log1p,
     "exp": np.exp, "sqrt": np.sqrt, "abs": np.abs, "round": np.round,
+    "I": lambda x: x,  # formulaic's (and R's) "as is"
 }
 
 
