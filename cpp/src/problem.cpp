@@ -259,15 +259,20 @@ void Problem::fill_lambdas(const double* theta) {
 
 void Problem::scale_rest_lower() {
   if (rest_scalar_) {
+    // One pass: R = S A S on the lower triangle (S diagonal), read from A directly.
     scale_.setOnes(m_);
     for (Index r = 0; r < mZ_; ++r) scale_[r] = lambda_[row_term_[r]](0, 0);
+    R_.resize(m_, m_);
     for (Index j = 0; j < m_; ++j) {
       const double sj = scale_[j];
-      for (Index i = j; i < m_; ++i) R_(i, j) *= scale_[i] * sj;
+      const double* a = Arest_.data() + j * m_;
+      double* r = R_.data() + j * m_;
+      for (Index i = j; i < m_; ++i) r[i] = a[i] * scale_[i] * sj;
     }
     return;
   }
   // General case: symmetrize, then R <- Lambda_rest' R Lambda_rest block by block.
+  R_ = Arest_;
   R_.triangularView<Eigen::StrictlyUpper>() = R_.transpose();
   for (size_t k = 1; k < terms_.size(); ++k) {
     const int pk = terms_[k].p;
@@ -371,8 +376,7 @@ Status Problem::factor(const double* theta, bool with_response) {
   }
 
   // Rest block: Lambda' A Lambda + [I 0], minus B~ B~', then its dense Cholesky.
-  R_ = Arest_;
-  scale_rest_lower();
+  scale_rest_lower();  // R = Lambda' A_rest Lambda (lower triangle)
   for (Index r = 0; r < mZ_; ++r) R_(r, r) += 1.0;
   if (K > 1) {
     if (dense_) {
@@ -388,11 +392,12 @@ Status Problem::factor(const double* theta, bool with_response) {
         for (int b = 0; b < p0_; ++b) {
           const double* v = V + b * rc;
           const Index col = static_cast<Index>(c) * p0_ + b;
-          for (Index a = 0; a < rc; ++a) {
-            const double va = v[a];
-            const Index ra = idx[a];
-            for (Index a2 = 0; a2 <= a; ++a2) R_(ra, idx[a2]) -= va * v[a2];
-            for (Index t = 0; t <= p_; ++t) R_(mZ_ + t, ra) -= BXt_(t, col) * va;
+          // Column by column of R (rows idx are sorted, so each column is walked forward).
+          for (Index a2 = 0; a2 < rc; ++a2) {
+            const double va2 = v[a2];
+            double* Rc = R_.data() + idx[a2] * m_;
+            for (Index a = a2; a < rc; ++a) Rc[idx[a]] -= v[a] * va2;
+            for (Index t = 0; t <= p_; ++t) Rc[mZ_ + t] -= BXt_(t, col) * va2;
           }
         }
       }
