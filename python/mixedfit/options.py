@@ -17,7 +17,9 @@ class Control:
     maxeval : maximum number of objective evaluations (lme4: 1e5).
     singular_tol : a theta diagonal below this counts as singular (lme4's isSingular: 1e-4).
     pirls_tol, pirls_maxiter : GLMM inner loop convergence (relative change of the penalized
-        deviance) and iteration limit.
+        deviance; PIRLS also requires its step to fall below 1e-11 relative, so the Laplace
+        objective is exact to rounding) and iteration limit (Fisher scoring for non-canonical
+        links can need ~100 steps).
     start : optional starting theta (LMM) or (theta, beta) (GLMM stage 2).
     """
 
