@@ -239,30 +239,31 @@ def _write_csv(path, cols):
     os.replace(tmp, path)
 
 
-def simulate_crossed_1m(path, seed=20240501):
-    """1e6 rows, y = 1 + 0.5 x + u1[f1] + u2[f2] + e; sd(u1)=0.8, sd(u2)=0.5, sd(e)=1."""
-    rng = np.random.default_rng(seed)
-    n, k1, k2 = 1_000_000, 5000, 500
+def _crossed(rng, n, k1, k2):
+    """Two crossed factors, a standard-normal covariate and random effects with sd 0.8 and
+    0.5 (draws in the same order as before, so the cached data sets are unchanged)."""
     f1 = rng.integers(0, k1, n)
     f2 = rng.integers(0, k2, n)
     x = rng.standard_normal(n)
     u1 = 0.8 * rng.standard_normal(k1)
     u2 = 0.5 * rng.standard_normal(k2)
-    y = 1.0 + 0.5 * x + u1[f1] + u2[f2] + rng.standard_normal(n)
+    return f1, f2, x, u1[f1] + u2[f2]
+
+
+def simulate_crossed_1m(path, seed=20240501):
+    """1e6 rows, y = 1 + 0.5 x + u1[f1] + u2[f2] + e; sd(u1)=0.8, sd(u2)=0.5, sd(e)=1."""
+    rng = np.random.default_rng(seed)
+    f1, f2, x, re = _crossed(rng, 1_000_000, 5000, 500)
+    y = 1.0 + 0.5 * x + re + rng.standard_normal(x.size)
     _write_csv(path, {"y": y, "x": x, "f1": f1 + 1, "f2": f2 + 1})
 
 
 def simulate_binom_200k(path, seed=20240502):
     """2e5 binary rows, logit P(y=1) = -0.5 + 0.8 x + u1[f1] + u2[f2]; sd(u1)=0.8, sd(u2)=0.5."""
     rng = np.random.default_rng(seed)
-    n, k1, k2 = 200_000, 2000, 500
-    f1 = rng.integers(0, k1, n)
-    f2 = rng.integers(0, k2, n)
-    x = rng.standard_normal(n)
-    u1 = 0.8 * rng.standard_normal(k1)
-    u2 = 0.5 * rng.standard_normal(k2)
-    eta = -0.5 + 0.8 * x + u1[f1] + u2[f2]
-    y = (rng.random(n) < 1.0 / (1.0 + np.exp(-eta))).astype(np.int8)
+    f1, f2, x, re = _crossed(rng, 200_000, 2000, 500)
+    eta = -0.5 + 0.8 * x + re
+    y = (rng.random(x.size) < 1.0 / (1.0 + np.exp(-eta))).astype(np.int8)
     _write_csv(path, {"y": y, "x": x, "f1": f1 + 1, "f2": f2 + 1})
 
 

@@ -121,6 +121,21 @@ class TwinSolution:
         return [s2 * M for M in self.unscaled_condvar]
 
 
+def level_blocks(C: np.ndarray, terms, n: int) -> list[np.ndarray]:
+    """Per term, the per-level diagonal p_k x p_k blocks of C side by side, (p_k, p_k * nlev):
+    the layout in which the core reports conditional variances."""
+    out, off = [], 0
+    for codes, nlev, Zk in terms:
+        pk = np.asarray(Zk).reshape(n, -1).shape[1]
+        blk = np.zeros((pk, pk * nlev))
+        for j in range(nlev):
+            a = off + j * pk
+            blk[:, j * pk : (j + 1) * pk] = C[a : a + pk, a : a + pk]
+        out.append(blk)
+        off += pk * nlev
+    return out
+
+
 def twin(X, y, weights, terms, theta) -> TwinSolution:
     """Everything the core reports at theta, computed densely."""
     X = np.asarray(X, dtype=float)
@@ -155,16 +170,7 @@ def twin(X, y, weights, terms, theta) -> TwinSolution:
 
     OmegaZZ = ZL.T @ (w[:, None] * ZL) + np.eye(q)
     Cfull = Lam @ np.linalg.inv(OmegaZZ) @ Lam.T
-    cv = []
-    off = 0
-    for codes, nlev, Zk in terms:
-        pk = np.asarray(Zk).reshape(n, -1).shape[1]
-        out = np.zeros((pk, pk * nlev))
-        for j in range(nlev):
-            s = off + j * pk
-            out[:, j * pk : (j + 1) * pk] = Cfull[s : s + pk, s : s + pk]
-        cv.append(out)
-        off += pk * nlev
+    cv = level_blocks(Cfull, terms, n)
 
     return TwinSolution(
         n=n, p=p, ldL2=float(ldL2), ldRX2=float(ldRX2), pwrss=float(pwrss), ussq=ussq,

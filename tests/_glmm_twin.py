@@ -44,7 +44,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import integrate, special, stats
 
-from _dense_twin import dense_z, lambda_matrix
+from _dense_twin import dense_z, lambda_matrix, level_blocks
 
 __all__ = [
     "GlmmFamily",
@@ -289,16 +289,7 @@ def _mode_summary(m: Model, ZL: np.ndarray, beta, u, steps) -> Mode:
     assert sign > 0
     Lam = lambda_matrix(m.terms, m.theta)
     C = Lam @ np.linalg.inv(M) @ Lam.T
-    n = m.X.shape[0]
-    blocks, off = [], 0
-    for codes, nlev, Zk in m.terms:
-        pk = np.asarray(Zk).reshape(n, -1).shape[1]
-        out = np.zeros((pk, pk * nlev))
-        for j in range(nlev):
-            a = off + j * pk
-            out[:, j * pk : (j + 1) * pk] = C[a : a + pk, a : a + pk]
-        blocks.append(out)
-        off += pk * nlev
+    blocks = level_blocks(C, m.terms, m.X.shape[0])
     D = np.hstack([m.X, ZL])
     full = D.T @ (W[:, None] * D)
     full[p:, p:] += np.eye(q)
