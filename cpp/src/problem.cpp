@@ -138,107 +138,227 @@ Problem::Problem(Index n, Index p, const double* X, std::vector<TermData> terms)
   }
   lambda_.resize(K);
   for (int k = 0; k < K; ++k) lambda_[k] = Matrix::Identity(terms_[k].p, terms_[k].p);
+  // Row-major [X y] with rows padded to a fixed width, for set_response's one pass over the
+  // observations (X once here; the y slot is written per response).
+  xr_width_ = p_ + 1 <= 4 ? 4 : (p_ + 1 <= 8 ? 8 : (p_ + 1 <= 16 ? 16 : 0));
+  if (xr_width_ > 0) {
+    Xr_.setZero(static_cast<Index>(xr_width_) * n_);
+    for (Index i = 0; i < n_; ++i)
+      for (Index t = 0; t < p_; ++t) Xr_[i * xr_width_ + t] = X_[i + t * n_];
+  }
 }
+
+namespace {
+
+// One pass over the observations for scalar terms: A11, B, the rest block's Z rows and
+// [X y]' W [X y], with each observation's [x_i y_i] read as one padded row of width S.
+template <int S>
+void accumulate_scalar(Index n, Index p, int K, const double* __restrict Xr,
+                       const double* __restrict w, const std::int32_t* __restrict g0,
+                       const double* __restrict z0, const std::vector<const std::int32_t*>& gk,
+                       const std::vector<const double*>& zk, const std::vector<Index>& ok,
+                       const Index* __restrict cp, const Index* __restrict op,
+                       double* __restrict A11, double* __restrict BX, double* __restrict BZ,
+                       double* __restrict AR, Index ldr, Index mZ) {
+  const Index pp1 = p + 1;
+  const int Km1 = K - 1;
+  using Row = Eigen::Matrix<double, S, 1>;
+  Eigen::Matrix<double, S, S> acc = Eigen::Matrix<double, S, S>::Zero();
+  for (Index i = 0; i < n; ++i) {
+    const double* __restrict v = Xr + i * S;
+    const double wi = w ? w[i] : 1.0;
+    const int c = g0[i];
+    const double wz0 = wi * z0[i];
+    A11[c] += z0[i] * wz0;
+    double* __restrict bx = BX + static_cast<Index>(c) * pp1;
+    for (Index t = 0; t < pp1; ++t) bx[t] += v[t] * wz0;
+    {
+      // Column u of the outer product is (wi v) v_u: vectorized down the columns.
+      const Eigen::Map<const Row> vv(v);
+      const Row wv = wi * vv;
+      for (int u = 0; u < S; ++u) acc.col(u) += wv * v[u];
+    }
+    if (Km1 == 0) continue;
+    double* __restrict vals = BZ + cp[c];
+    const Index* __restrict opi = op + static_cast<size_t>(i) * Km1;
+    for (int k = 1; k < K; ++k) {
+      const double zki = zk[k][i];
+      const double wz = wi * zki;
+      vals[opi[k - 1]] += zki * wz0;
+      const Index s1 = ok[k] + gk[k][i];
+      for (int kk = 1; kk <= k; ++kk) AR[s1 + (ok[kk] + gk[kk][i]) * ldr] += wz * zk[kk][i];
+      double* __restrict col = AR + s1 * ldr + mZ;
+      for (Index t = 0; t < pp1; ++t) col[t] += v[t] * wz;
+    }
+  }
+  for (Index j = 0; j < pp1; ++j)
+    for (Index k = j; k < pp1; ++k) AR[(mZ + k) + (mZ + j) * ldr] = acc(k, j);
+}
+
+}  // namespace
 
 Status Problem::set_response(const double* y, const double* w, bool need_ldW) {
   const int K = nterms();
   const Index nb = colptr_[l0_];  // rows stored over all levels
+  // Validate in one vectorized pass. Zero weights are allowed (a GLMM's working weights can
+  // underflow); the LMM layer accepts only positive prior weights, so log|W| stays finite.
+  {
+    const Eigen::Map<const Vector> yv(y, n_);
+    if (!yv.allFinite()) return Status::NonFiniteInput;
+    ldW_ = 0.0;
+    if (w) {
+      const Eigen::Map<const Vector> wv(w, n_);
+      if (!wv.allFinite() || (n_ > 0 && !(wv.minCoeff() >= 0.0))) return Status::NonFiniteInput;
+      if (need_ldW) ldW_ = (wv.array() > 0.0).select(wv.array().log(), 0.0).sum();
+    }
+  }
   A11_.setZero(static_cast<Index>(l0_) * p0_ * p0_);
   BZ_.setZero(nb * p0_);
   BX_.setZero(p_ + 1, q0_);
   Arest_.setZero(m_, m_);
-  ldW_ = 0.0;
   const TermData& t0 = terms_[0];
   const Index pp1 = p_ + 1;
-  double* BX = BX_.data();
-  double* AR = Arest_.data();
-  const Index ldr = m_;
-  // Scalar terms only (the common case): straight-line accumulation per observation.
-  const bool scalar = p0_ == 1 && rest_scalar_;
-  for (Index i = 0; i < n_; ++i) {
-    const double wi = w ? w[i] : 1.0;
-    const double yi = y[i];
-    // Zero weights are allowed (a GLMM's working weights can underflow); the LMM layer
-    // accepts only positive prior weights, so log|W| stays finite there.
-    if (!std::isfinite(wi) || !(wi >= 0.0) || !std::isfinite(yi)) return Status::NonFiniteInput;
-    if (need_ldW && w && wi > 0.0) ldW_ += std::log(wi);
-    const int c = t0.g[i];
-    if (scalar) {
-      const double wz0 = wi * t0.Z[i];
-      A11_[c] += t0.Z[i] * wz0;
+  bool xy_done = false;
+  if (p0_ == 1 && rest_scalar_ && xr_width_ > 0) {
+    const Index S = xr_width_;
+    for (Index i = 0; i < n_; ++i) Xr_[i * S + p_] = y[i];
+    std::vector<const std::int32_t*> gk(K);
+    std::vector<const double*> zk(K);
+    std::vector<Index> ok(K);
+    for (int k = 1; k < K; ++k) {
+      gk[k] = terms_[k].g;
+      zk[k] = terms_[k].Z;
+      ok[k] = offset_[k];
+    }
+    auto run = [&](auto width) {
+      accumulate_scalar<decltype(width)::value>(
+          n_, p_, K, Xr_.data(), w, t0.g, t0.Z, gk, zk, ok, colptr_.data(), obs_pos_.data(),
+          A11_.data(), BX_.data(), BZ_.data(), Arest_.data(), m_, mZ_);
+    };
+    if (S == 4) run(std::integral_constant<int, 4>());
+    else if (S == 8) run(std::integral_constant<int, 8>());
+    else run(std::integral_constant<int, 16>());
+    xy_done = true;
+  } else if (p0_ == 1 && rest_scalar_) {
+    // Scalar terms only (the common case): straight-line accumulation per observation, with
+    // every pointer hoisted and marked unaliased so the sums stay in registers.
+    const double* __restrict z0 = t0.Z;
+    const std::int32_t* __restrict g0 = t0.g;
+    const double* __restrict X = X_;
+    double* __restrict A11 = A11_.data();
+    double* __restrict BX = BX_.data();
+    double* __restrict BZ = BZ_.data();
+    double* __restrict AR = Arest_.data();
+    const Index* __restrict cp = colptr_.data();
+    const Index* __restrict op = obs_pos_.data();
+    const Index ldr = m_, mZ = mZ_, p = p_, n = n_;
+    const int Km1 = K - 1;
+    // Rest terms' codes, values and row offsets.
+    std::vector<const std::int32_t*> gk(K);
+    std::vector<const double*> zk(K);
+    std::vector<Index> ok(K);
+    for (int k = 1; k < K; ++k) {
+      gk[k] = terms_[k].g;
+      zk[k] = terms_[k].Z;
+      ok[k] = offset_[k];
+    }
+    Index sk[16];
+    double wzk[16], zz[16];
+    const bool small_k = K <= 16;
+    for (Index i = 0; i < n; ++i) {
+      const double wi = w ? w[i] : 1.0;
+      const double yi = y[i];
+      const int c = g0[i];
+      const double wz0 = wi * z0[i];
+      A11[c] += z0[i] * wz0;
       double* bx = BX + static_cast<Index>(c) * pp1;
-      for (Index k = 0; k < p_; ++k) bx[k] += X_[i + k * n_] * wz0;
-      bx[p_] += yi * wz0;
+      for (Index k = 0; k < p; ++k) bx[k] += X[i + k * n] * wz0;
+      bx[p] += yi * wz0;
+      if (Km1 == 0) continue;
+      double* vals = BZ + cp[c];
+      const Index* opi = op + static_cast<size_t>(i) * Km1;
+      if (small_k) {
+        for (int k = 1; k < K; ++k) {
+          zz[k] = zk[k][i];
+          wzk[k] = wi * zz[k];
+          sk[k] = ok[k] + gk[k][i];
+          vals[opi[k - 1]] += zz[k] * wz0;
+        }
+        for (int k = 1; k < K; ++k) {
+          for (int kk = 1; kk <= k; ++kk) AR[sk[k] + sk[kk] * ldr] += wzk[k] * zz[kk];
+          double* col = AR + sk[k] * ldr + mZ;
+          for (Index t = 0; t < p; ++t) col[t] += X[i + t * n] * wzk[k];
+          col[p] += yi * wzk[k];
+        }
+        continue;
+      }
+      for (int k = 1; k < K; ++k) {
+        const double zki = zk[k][i];
+        const double wz = wi * zki;
+        vals[opi[k - 1]] += zki * wz0;
+        const Index s1 = ok[k] + gk[k][i];
+        for (int kk = 1; kk <= k; ++kk) AR[s1 + (ok[kk] + gk[kk][i]) * ldr] += wz * zk[kk][i];
+        double* col = AR + s1 * ldr + mZ;
+        for (Index t = 0; t < p; ++t) col[t] += X[i + t * n] * wz;
+        col[p] += yi * wz;
+      }
+    }
+  } else {
+    for (Index i = 0; i < n_; ++i) {
+      const double wi = w ? w[i] : 1.0;
+      const double yi = y[i];
+      const int c = t0.g[i];
+      double* blk = A11_.data() + static_cast<Index>(c) * p0_ * p0_;
+      for (int b = 0; b < p0_; ++b) {
+        const double wzb = wi * t0.Z[i + b * n_];
+        for (int a = b; a < p0_; ++a) blk[a + b * p0_] += t0.Z[i + a * n_] * wzb;
+        const Index col = static_cast<Index>(c) * p0_ + b;
+        for (Index k = 0; k < p_; ++k) BX_(k, col) += X_[i + k * n_] * wzb;
+        BX_(p_, col) += yi * wzb;
+      }
       if (K > 1) {
-        double* vals = BZ_.data() + colptr_[c];
-        const Index* op = obs_pos_.data() + static_cast<size_t>(i) * (K - 1);
+        const Index rc = colptr_[c + 1] - colptr_[c];
+        double* vals = BZ_.data() + colptr_[c] * p0_;
         for (int k = 1; k < K; ++k) {
           const TermData& tk = terms_[k];
-          const double zk = tk.Z[i];
-          const double wzk = wi * zk;
-          vals[op[k - 1]] += zk * wz0;
-          const Index sk = offset_[k] + tk.g[i];
+          const Index pos = obs_pos_[static_cast<size_t>(i) * (K - 1) + (k - 1)];
+          const Index sk = offset_[k] + static_cast<Index>(tk.g[i]) * tk.p;
+          for (int b = 0; b < p0_; ++b) {
+            const double wzb = wi * t0.Z[i + b * n_];
+            for (int a = 0; a < tk.p; ++a) vals[b * rc + pos + a] += tk.Z[i + a * n_] * wzb;
+          }
+          // rest ZZ (lower triangle): pairs of rest terms kk <= k
           for (int kk = 1; kk <= k; ++kk) {
             const TermData& tkk = terms_[kk];
-            AR[sk + (offset_[kk] + tkk.g[i]) * ldr] += wzk * tkk.Z[i];
+            const Index skk = offset_[kk] + static_cast<Index>(tkk.g[i]) * tkk.p;
+            for (int a = 0; a < tk.p; ++a) {
+              const double wza = wi * tk.Z[i + a * n_];
+              const int bmax = (kk == k) ? a : tkk.p - 1;
+              for (int b = 0; b <= bmax; ++b) Arest_(sk + a, skk + b) += wza * tkk.Z[i + b * n_];
+            }
           }
-          double* col = AR + sk * ldr + mZ_;
-          for (Index t = 0; t < p_; ++t) col[t] += X_[i + t * n_] * wzk;
-          col[p_] += yi * wzk;
-        }
-      }
-      continue;
-    }
-    double* blk = A11_.data() + static_cast<Index>(c) * p0_ * p0_;
-    for (int b = 0; b < p0_; ++b) {
-      const double wzb = wi * t0.Z[i + b * n_];
-      for (int a = b; a < p0_; ++a) blk[a + b * p0_] += t0.Z[i + a * n_] * wzb;
-      const Index col = static_cast<Index>(c) * p0_ + b;
-      for (Index k = 0; k < p_; ++k) BX_(k, col) += X_[i + k * n_] * wzb;
-      BX_(p_, col) += yi * wzb;
-    }
-    if (K > 1) {
-      const Index rc = colptr_[c + 1] - colptr_[c];
-      double* vals = BZ_.data() + colptr_[c] * p0_;
-      for (int k = 1; k < K; ++k) {
-        const TermData& tk = terms_[k];
-        const Index pos = obs_pos_[static_cast<size_t>(i) * (K - 1) + (k - 1)];
-        const Index sk = offset_[k] + static_cast<Index>(tk.g[i]) * tk.p;
-        for (int b = 0; b < p0_; ++b) {
-          const double wzb = wi * t0.Z[i + b * n_];
-          for (int a = 0; a < tk.p; ++a) vals[b * rc + pos + a] += tk.Z[i + a * n_] * wzb;
-        }
-        // rest ZZ (lower triangle): pairs of rest terms kk <= k
-        for (int kk = 1; kk <= k; ++kk) {
-          const TermData& tkk = terms_[kk];
-          const Index skk = offset_[kk] + static_cast<Index>(tkk.g[i]) * tkk.p;
+          // rest XZ and yZ
           for (int a = 0; a < tk.p; ++a) {
             const double wza = wi * tk.Z[i + a * n_];
-            const int bmax = (kk == k) ? a : tkk.p - 1;
-            for (int b = 0; b <= bmax; ++b) Arest_(sk + a, skk + b) += wza * tkk.Z[i + b * n_];
+            for (Index t = 0; t < p_; ++t) Arest_(mZ_ + t, sk + a) += X_[i + t * n_] * wza;
+            Arest_(mZ_ + p_, sk + a) += yi * wza;
           }
-        }
-        // rest XZ and yZ
-        for (int a = 0; a < tk.p; ++a) {
-          const double wza = wi * tk.Z[i + a * n_];
-          for (Index t = 0; t < p_; ++t) Arest_(mZ_ + t, sk + a) += X_[i + t * n_] * wza;
-          Arest_(mZ_ + p_, sk + a) += yi * wza;
         }
       }
     }
   }
-  // [X y]' W [X y], lower triangle, column by column (no n-sized temporaries).
-  for (Index j = 0; j <= p_; ++j) {
-    const double* xj = j < p_ ? X_ + j * n_ : y;
-    for (Index k = j; k <= p_; ++k) {
-      const double* xk = k < p_ ? X_ + k * n_ : y;
-      double acc = 0.0;
-      if (w) {
-        for (Index i = 0; i < n_; ++i) acc += w[i] * xj[i] * xk[i];
-      } else {
-        for (Index i = 0; i < n_; ++i) acc += xj[i] * xk[i];
+  // [X y]' W [X y], lower triangle, by vectorized dot products of columns (unless the
+  // one-pass accumulation above already formed it).
+  if (!xy_done) {
+    const Eigen::Map<const Vector> yv(y, n_);
+    Vector wcol(n_);
+    for (Index j = 0; j <= p_; ++j) {
+      const Eigen::Map<const Vector> xj(j < p_ ? X_ + j * n_ : y, n_);
+      if (w) wcol = Eigen::Map<const Vector>(w, n_).cwiseProduct(xj); else wcol = xj;
+      for (Index k = j; k <= p_; ++k) {
+        const Eigen::Map<const Vector> xk(k < p_ ? X_ + k * n_ : y, n_);
+        Arest_(mZ_ + k, mZ_ + j) = wcol.dot(xk);
       }
-      Arest_(mZ_ + k, mZ_ + j) = acc;
     }
   }
   have_A_ = true;
@@ -571,15 +691,333 @@ void Problem::linear_predictor(const double* beta, const double* b, double* eta)
     e.noalias() = Eigen::Map<const Matrix>(X_, n_, p_) * Eigen::Map<const Vector>(beta, p_);
   else
     e.setZero();
+  add_z_times(b, eta);
+}
+
+void Problem::add_z_times(const double* b, double* out) const {
   Index pos = 0;
   for (const auto& t : terms_) {
     const double* bk = b + pos;
     for (int a = 0; a < t.p; ++a) {
       const double* z = t.Z + static_cast<Index>(a) * n_;
-      for (Index i = 0; i < n_; ++i) eta[i] += z[i] * bk[static_cast<Index>(t.g[i]) * t.p + a];
+      for (Index i = 0; i < n_; ++i) out[i] += z[i] * bk[static_cast<Index>(t.g[i]) * t.p + a];
     }
     pos += static_cast<Index>(t.nlev) * t.p;
   }
+}
+
+void Problem::z_times(const double* v, double* out) const {
+  std::fill(out, out + n_, 0.0);
+  add_z_times(v, out);
+}
+
+void Problem::zt_times(const double* v, Vector& out) const {
+  out.setZero(q_);
+  Index pos = 0;
+  for (const auto& t : terms_) {
+    double* ok = out.data() + pos;
+    for (int a = 0; a < t.p; ++a) {
+      const double* z = t.Z + static_cast<Index>(a) * n_;
+      for (Index i = 0; i < n_; ++i) ok[static_cast<Index>(t.g[i]) * t.p + a] += z[i] * v[i];
+    }
+    pos += static_cast<Index>(t.nlev) * t.p;
+  }
+}
+
+void Problem::lambdat_times(const Vector& x, Vector& out) const {
+  out.resize(q_);
+  Index pos = 0;
+  for (size_t k = 0; k < terms_.size(); ++k) {
+    const int pk = terms_[k].p;
+    for (int d = 0; d < terms_[k].nlev; ++d) {
+      out.segment(pos, pk) =
+          lambda_[k].triangularView<Eigen::Lower>().transpose() * x.segment(pos, pk);
+      pos += pk;
+    }
+  }
+}
+
+void Problem::theta_entry(Index k, int& term, int& row, int& col, Index& start) const {
+  Index pos = 0, off = 0;
+  for (size_t t = 0; t < terms_.size(); ++t) {
+    const int p = terms_[t].p;
+    for (int j = 0; j < p; ++j)
+      for (int i = j; i < p; ++i) {
+        if (pos++ == k) {
+          term = static_cast<int>(t);
+          row = i;
+          col = j;
+          start = off;
+          return;
+        }
+      }
+    off += static_cast<Index>(terms_[t].nlev) * p;
+  }
+  term = row = col = -1;
+  start = 0;
+}
+
+void Problem::dlambda_times(Index k, const Vector& x, Vector& out, bool transpose) const {
+  // dLambda/dtheta_k has a 1 at (row, col) of every level block of its term.
+  out.setZero(q_);
+  int t, row, col;
+  Index start;
+  theta_entry(k, t, row, col, start);
+  if (t < 0) return;
+  const int p = terms_[t].p;
+  const int to = transpose ? col : row, from = transpose ? row : col;
+  for (int d = 0; d < terms_[t].nlev; ++d) {
+    const Index s = start + static_cast<Index>(d) * p;
+    out[s + to] = x[s + from];
+  }
+}
+
+void Problem::dlambda_z(Index k, const Vector& u, double* out) const {
+  int t, row, col;
+  Index start;
+  theta_entry(k, t, row, col, start);
+  if (t < 0) {
+    std::fill(out, out + n_, 0.0);
+    return;
+  }
+  // (dLambda_k u) is u's entry col of each level block, placed at entry row.
+  const TermData& td = terms_[t];
+  const double* z = td.Z + static_cast<Index>(row) * n_;
+  const double* ub = u.data() + start + col;
+  for (Index i = 0; i < n_; ++i) out[i] = z[i] * ub[static_cast<Index>(td.g[i]) * td.p];
+}
+
+void Problem::zt_times_rows(const RowMatrix& M, RowMatrix& out) const {
+  out.setZero(q_, M.cols());
+  Index pos = 0;
+  for (const auto& t : terms_) {
+    for (int a = 0; a < t.p; ++a) {
+      const double* z = t.Z + static_cast<Index>(a) * n_;
+      for (Index i = 0; i < n_; ++i)
+        out.row(pos + static_cast<Index>(t.g[i]) * t.p + a) += z[i] * M.row(i);
+    }
+    pos += static_cast<Index>(t.nlev) * t.p;
+  }
+}
+
+void Problem::z_times_rows(const RowMatrix& B, RowMatrix& out) const {
+  out.setZero(n_, B.cols());
+  Index pos = 0;
+  for (const auto& t : terms_) {
+    for (int a = 0; a < t.p; ++a) {
+      const double* z = t.Z + static_cast<Index>(a) * n_;
+      for (Index i = 0; i < n_; ++i)
+        out.row(i) += z[i] * B.row(pos + static_cast<Index>(t.g[i]) * t.p + a);
+    }
+    pos += static_cast<Index>(t.nlev) * t.p;
+  }
+}
+
+void Problem::lambda_rows(RowMatrix& B, bool transpose) const {
+  Index pos = 0;
+  for (size_t k = 0; k < terms_.size(); ++k) {
+    const int pk = terms_[k].p;
+    const Matrix& lam = lambda_[k];
+    for (int d = 0; d < terms_[k].nlev; ++d) {
+      if (pk == 1) {
+        B.row(pos) *= lam(0, 0);
+      } else if (transpose) {
+        B.middleRows(pos, pk) = lam.triangularView<Eigen::Lower>().transpose() * B.middleRows(pos, pk);
+      } else {
+        B.middleRows(pos, pk) = lam.triangularView<Eigen::Lower>() * B.middleRows(pos, pk);
+      }
+      pos += pk;
+    }
+  }
+}
+
+Status Problem::solve_system(Matrix& B, bool with_x) const {
+  if (!factored_) return Status::NotEvaluated;
+  const Index px = with_x ? p_ : 0;
+  const Index mr = mZ_ + px;
+  if (B.rows() != q_ + px) return Status::BadDimension;
+  const Index P = B.cols();
+  const int K = nterms();
+  const Index bs = static_cast<Index>(p0_) * p0_;
+  Matrix rest(mr, P);
+  rest.topRows(mZ_) = B.middleRows(q0_, mZ_);
+  if (px) rest.bottomRows(px) = B.bottomRows(px);
+  // Forward: L11 y0 = b0, then the rest rows lose L21 y0.
+  for (int c = 0; c < l0_; ++c) {
+    auto y0 = B.middleRows(static_cast<Index>(c) * p0_, p0_);
+    Eigen::Map<const Matrix> Lc(L11_.data() + c * bs, p0_, p0_);
+    Lc.triangularView<Eigen::Lower>().solveInPlace(y0);
+    if (K > 1) {
+      const Index c0 = colptr_[c], rc = colptr_[c + 1] - c0;
+      Eigen::Map<const Matrix> V(BZt_.data() + c0 * p0_, rc, p0_);
+      if (dense_) {
+        rest.topRows(mZ_).noalias() -= V * y0;
+      } else {
+        for (Index a = 0; a < rc; ++a) rest.row(rowidx_[c0 + a]).noalias() -= V.row(a) * y0;
+      }
+    }
+    if (px) rest.bottomRows(px).noalias() -= BXt_.block(0, static_cast<Index>(c) * p0_, px, p0_) * y0;
+  }
+  const auto Rl = R_.topLeftCorner(mr, mr).triangularView<Eigen::Lower>();
+  Rl.solveInPlace(rest);
+  Rl.adjoint().solveInPlace(rest);
+  // Backward: L11' x0 = y0 - L21' x_rest.
+  for (int c = 0; c < l0_; ++c) {
+    auto y0 = B.middleRows(static_cast<Index>(c) * p0_, p0_);
+    if (K > 1) {
+      const Index c0 = colptr_[c], rc = colptr_[c + 1] - c0;
+      Eigen::Map<const Matrix> V(BZt_.data() + c0 * p0_, rc, p0_);
+      if (dense_) {
+        y0.noalias() -= V.transpose() * rest.topRows(mZ_);
+      } else {
+        for (Index a = 0; a < rc; ++a) y0.noalias() -= V.row(a).transpose() * rest.row(rowidx_[c0 + a]);
+      }
+    }
+    if (px) y0.noalias() -= BXt_.block(0, static_cast<Index>(c) * p0_, px, p0_).transpose() * rest.bottomRows(px);
+    Eigen::Map<const Matrix> Lc(L11_.data() + c * bs, p0_, p0_);
+    Lc.triangularView<Eigen::Lower>().adjoint().solveInPlace(y0);
+  }
+  B.middleRows(q0_, mZ_) = rest.topRows(mZ_);
+  if (px) B.bottomRows(px) = rest.bottomRows(px);
+  return Status::Ok;
+}
+
+Status Problem::leverages(Vector& h, Matrix& T) const {
+  if (!factored_) return Status::NotEvaluated;
+  const int K = nterms();
+  const Index bs = static_cast<Index>(p0_) * p0_;
+  // Selected inverse of G = L L', L = [L11 0; L21 R]:
+  //   S22 = (R R')^{-1}, S21 = -S22 L21 L11^{-1}, S11_c = L_c^{-T} (L_c^{-1} - L21_c' S21_c).
+  // Only S11's diagonal blocks and S21 on L21's pattern are formed.
+  Matrix S22;
+  if (K > 1) {
+    Matrix Rinv = Matrix::Identity(mZ_, mZ_);
+    R_.topLeftCorner(mZ_, mZ_).triangularView<Eigen::Lower>().solveInPlace(Rinv);
+    S22.setZero(mZ_, mZ_);
+    S22.selfadjointView<Eigen::Lower>().rankUpdate(Rinv.transpose());
+    S22.triangularView<Eigen::StrictlyUpper>() = S22.transpose();
+  }
+  Vector S21(BZt_.size());
+  Vector S11(static_cast<Index>(l0_) * bs);
+  Matrix Tall;
+  if (K > 1 && dense_)
+    Tall.noalias() = S22 * Eigen::Map<const Matrix>(BZt_.data(), mZ_, q0_);
+  Matrix Sg, Tc, M(p0_, p0_);
+  for (int c = 0; c < l0_; ++c) {
+    Eigen::Map<const Matrix> Lc(L11_.data() + c * bs, p0_, p0_);
+    M.setIdentity();
+    Lc.triangularView<Eigen::Lower>().solveInPlace(M);  // L_c^{-1}
+    if (K > 1) {
+      const Index c0 = colptr_[c], rc = colptr_[c + 1] - c0;
+      Eigen::Map<const Matrix> V(BZt_.data() + c0 * p0_, rc, p0_);
+      if (dense_) {
+        Tc = Tall.middleCols(static_cast<Index>(c) * p0_, p0_);
+      } else {
+        const Index* idx = rowidx_.data() + c0;
+        Sg.resize(rc, rc);
+        for (Index b = 0; b < rc; ++b)
+          for (Index a = 0; a < rc; ++a) Sg(a, b) = S22(idx[a], idx[b]);
+        Tc.noalias() = Sg * V;
+      }
+      // S21_c = -Tc L_c^{-1}
+      Lc.triangularView<Eigen::Lower>().solveInPlace<Eigen::OnTheRight>(Tc);
+      Tc = -Tc;
+      Eigen::Map<Matrix>(S21.data() + c0 * p0_, rc, p0_) = Tc;
+      M.noalias() -= V.transpose() * Tc;
+    }
+    Lc.triangularView<Eigen::Lower>().adjoint().solveInPlace(M);
+    Eigen::Map<Matrix>(S11.data() + c * bs, p0_, p0_) = M;
+  }
+  // Per observation: v = Lambda' z_i on its support (term 0's block, then each rest term's
+  // block), w = G^{-1} v restricted to the same support.
+  h.resize(n_);
+  T.setZero(n_, ntheta_);
+  Index D = 0;
+  std::vector<Index> blk(K + 1, 0);
+  for (int k = 0; k < K; ++k) {
+    blk[k] = D;
+    D += terms_[k].p;
+  }
+  blk[K] = D;
+  std::vector<Index> tstart(K, 0);  // first theta index of each term
+  for (int k = 1; k < K; ++k) tstart[k] = tstart[k - 1] + terms_[k - 1].p * (terms_[k - 1].p + 1) / 2;
+  if (p0_ == 1 && rest_scalar_) {
+    // Scalar terms only: theta component k is term k's single entry.
+    std::vector<double> lam(K), v(K), w(K), z(K);
+    std::vector<Index> srow(K, 0);
+    for (int k = 0; k < K; ++k) lam[k] = lambda_[k](0, 0);
+    for (Index i = 0; i < n_; ++i) {
+      const int c = terms_[0].g[i];
+      for (int k = 0; k < K; ++k) {
+        z[k] = terms_[k].Z[i];
+        v[k] = lam[k] * z[k];
+        if (k > 0) srow[k] = offset_[k] + terms_[k].g[i];
+      }
+      double w0 = S11[c] * v[0];
+      if (K > 1) {
+        const double* s21 = S21.data() + colptr_[c];
+        const Index* op = obs_pos_.data() + static_cast<size_t>(i) * (K - 1);
+        for (int k = 1; k < K; ++k) {
+          const double sk = s21[op[k - 1]];
+          w0 += sk * v[k];
+          double wk = sk * v[0];
+          const double* s22 = S22.data() + srow[k];
+          for (int kk = 1; kk < K; ++kk) wk += s22[srow[kk] * mZ_] * v[kk];
+          w[k] = wk;
+        }
+      }
+      w[0] = w0;
+      double hi = 0.0;
+      for (int k = 0; k < K; ++k) {
+        hi += v[k] * w[k];
+        T(i, k) = z[k] * w[k];
+      }
+      h[i] = hi;
+    }
+    return Status::Ok;
+  }
+  Vector v(D), w(D), z(D);
+  std::vector<Index> srow(K, 0), spos(K, 0);
+  for (Index i = 0; i < n_; ++i) {
+    const int c = terms_[0].g[i];
+    for (int k = 0; k < K; ++k) {
+      const TermData& t = terms_[k];
+      for (int a = 0; a < t.p; ++a) z[blk[k] + a] = t.Z[i + static_cast<Index>(a) * n_];
+      v.segment(blk[k], t.p) =
+          lambda_[k].triangularView<Eigen::Lower>().transpose() * z.segment(blk[k], t.p);
+      if (k > 0) {
+        srow[k] = offset_[k] + static_cast<Index>(t.g[i]) * t.p;
+        spos[k] = obs_pos_[static_cast<size_t>(i) * (K - 1) + (k - 1)];
+      }
+    }
+    // w0 = S11_c v0 + sum_k S21_c[k rows]' v_k; w_k = S21_c[k rows] v0 + sum_kk S22[k, kk] v_kk
+    Eigen::Map<const Matrix> S11c(S11.data() + c * bs, p0_, p0_);
+    w.head(p0_).noalias() = S11c * v.head(p0_);
+    if (K > 1) {
+      const Index c0 = colptr_[c], rc = colptr_[c + 1] - c0;
+      Eigen::Map<const Matrix> S21c(S21.data() + c0 * p0_, rc, p0_);
+      for (int k = 1; k < K; ++k) {
+        const int pk = terms_[k].p;
+        const auto Sk = S21c.middleRows(spos[k], pk);
+        w.head(p0_).noalias() += Sk.transpose() * v.segment(blk[k], pk);
+        w.segment(blk[k], pk).noalias() = Sk * v.head(p0_);
+        for (int kk = 1; kk < K; ++kk) {
+          const int pkk = terms_[kk].p;
+          w.segment(blk[k], pk).noalias() +=
+              S22.block(srow[k], srow[kk], pk, pkk) * v.segment(blk[kk], pkk);
+        }
+      }
+    }
+    h[i] = v.dot(w);
+    // theta component (row a, col b) of term k: (E_ab' z)' w = z_a w_b on term k's block.
+    for (int k = 0; k < K; ++k) {
+      const int p = terms_[k].p;
+      Index th = tstart[k];
+      for (int b = 0; b < p; ++b)
+        for (int a = b; a < p; ++a) T(i, th++) = z[blk[k] + a] * w[blk[k] + b];
+    }
+  }
+  return Status::Ok;
 }
 
 }  // namespace mixedfit

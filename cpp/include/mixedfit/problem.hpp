@@ -22,6 +22,7 @@
 namespace mixedfit {
 
 using Matrix = Eigen::MatrixXd;
+using RowMatrix = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 using Vector = Eigen::VectorXd;
 using Index = Eigen::Index;
 
@@ -83,9 +84,37 @@ class Problem {
   const Vector& first_term_factor() const { return L11_; }
   const std::vector<TermData>& terms() const { return terms_; }
 
+  // --- Pieces for derivatives of the GLMM Laplace objective (at the last factored theta) ---
+  // Solve with the factored system, in place, for the columns of B: with_x = false, the
+  // random-effects part G = Lambda' Z'WZ Lambda + I (B has q rows, u's layout); with_x =
+  // true, the (u, beta) system (q + p rows, beta last).
+  Status solve_system(Matrix& B, bool with_x) const;
+  // With v_i = Lambda' z_i (z_i the i-th row of Z) and G as above: h_i = v_i' G^{-1} v_i, and
+  // T(i, k) = (dLambda/dtheta_k' z_i)' G^{-1} v_i for every theta component k. Needs the
+  // selected entries of G^{-1} only (those of the blocked factor's pattern).
+  Status leverages(Vector& h, Matrix& T) const;
+  // out = Z v (n) and out = Z' v (q, u's layout).
+  void z_times(const double* v, double* out) const;
+  void zt_times(const double* v, Vector& out) const;
+  // out = Lambda' x.
+  void lambdat_times(const Vector& x, Vector& out) const;
+  // out = (dLambda/dtheta_k) x, or its transpose times x.
+  void dlambda_times(Index k, const Vector& x, Vector& out, bool transpose) const;
+  // out (n) = Z (dLambda/dtheta_k) u.
+  void dlambda_z(Index k, const Vector& u, double* out) const;
+  // Several columns at once, rows contiguous: out (q x P) = Z' M (M n x P); out (n x P) = Z B.
+  void zt_times_rows(const RowMatrix& M, RowMatrix& out) const;
+  void z_times_rows(const RowMatrix& B, RowMatrix& out) const;
+  // B (q x P) <- Lambda B, or Lambda' B.
+  void lambda_rows(RowMatrix& B, bool transpose) const;
+
  private:
   void fill_lambdas(const double* theta);
   void scale_rest_lower();
+  void add_z_times(const double* b, double* out) const;
+  // theta component k: its term, its (row, col) in the term's template, and the term's first
+  // position in u.
+  void theta_entry(Index k, int& term, int& row, int& col, Index& start) const;
 
   Index n_, p_;
   const double* X_;
@@ -108,6 +137,8 @@ class Problem {
   Matrix BX_;                       // (p+1, q0): [X y]' W Z_0
   Matrix Arest_;                    // (m, m), lower triangle
   double ldW_ = 0;
+  Vector Xr_;                       // row-major [X y], rows padded to xr_width_ (0: unused)
+  int xr_width_ = 0;
   bool have_A_ = false;
 
   // Per-theta workspace.
