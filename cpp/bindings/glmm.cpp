@@ -121,6 +121,32 @@ struct PyGlmm {
     return obj;
   }
 
+  // Objective and its gradient: stage 1 in theta, stage 2 in (theta, beta); Laplace only.
+  py::tuple stage1_grad(DArr theta) {
+    const double obj = stage1(theta, py::none());
+    Vector grad;
+    Status s;
+    {
+      py::gil_scoped_release release;
+      s = g->gradient(true, theta.data(), grad);
+    }
+    raise_status(s, "gradient (nAGQ = 0 stage)");
+    return py::make_tuple(obj, to_numpy(grad));
+  }
+
+  py::tuple stage2_grad(DArr theta, DArr beta) {
+    DArr none_z, none_w;
+    const double obj = stage2(theta, beta, py::none(), 1, none_z, none_w);
+    Vector grad;
+    Status s;
+    {
+      py::gil_scoped_release release;
+      s = g->gradient(false, theta.data(), grad);
+    }
+    raise_status(s, "gradient (Laplace stage)");
+    return py::make_tuple(obj, to_numpy(grad));
+  }
+
   // State at the last evaluation: mode, linear predictor, mean, weights, deviance pieces, and
   // from the u-only factor the unscaled conditional variances; from the (beta, u) factor at
   // the same weights the unscaled vcov of beta.
@@ -195,6 +221,13 @@ void bind_glmm(py::module_& m) {
            py::arg("nagq"), py::arg("ghz"), py::arg("ghw"),
            "Laplace (nagq <= 1, lme4's aic scale) or AGQ (unit-deviance scale) objective; "
            "u_start=None starts PIRLS from the last stage-2 mode.")
+      .def("stage1_grad", &PyGlmm::stage1_grad, py::arg("theta"),
+           "(objective, gradient in theta) of the nAGQ = 0 stage, PIRLS warm-started from the "
+           "last stage-1 mode (binomial-logit and Poisson-log only).")
+      .def("stage2_grad", &PyGlmm::stage2_grad, py::arg("theta"), py::arg("beta"),
+           "(Laplace objective, gradient in (theta, beta)), PIRLS warm-started from the last "
+           "stage-2 mode (binomial-logit and Poisson-log only).")
+      .def_property_readonly("has_gradient", [](PyGlmm& s) { return s.g->has_gradient(); })
       .def("set_pirls_control",
            [](PyGlmm& s, double tol, int maxit) {
              if (!(tol > 0) || maxit < 1) throw py::value_error("PIRLS tol must be > 0, maxit >= 1");

@@ -200,6 +200,20 @@ bool Glmm::update_mu(const Vector& eta) {
   if (fam_.fam == FamilyKind::Binomial && fam_.link == LinkKind::Logit) {
     if (!eta.allFinite()) return false;
     const auto e = eta.array();
+    if (e.abs().maxCoeff() <= kLogitThresh) {
+      // No clamp active (the common case): with t = exp(-|eta|), mu = 1 / (1 + t) or
+      // t / (1 + t), mu (1 - mu) = t / (1 + t)^2 and -y log mu - (1 - y) log(1 - mu) =
+      // log(1 + exp(eta)) - y eta = max(eta, 0) + log1p(t) - y eta: one exp and one log1p.
+      const Eigen::ArrayXd t = (-e.abs()).exp();
+      const Eigen::ArrayXd inv = 1.0 / (1.0 + t);
+      mu_ = (e >= 0.0).select(inv, t * inv).matrix();
+      mueta_ = (t * inv * inv).matrix();
+      const auto y = Eigen::Map<const Eigen::ArrayXd>(y_, n_);
+      const auto w = Eigen::Map<const Eigen::ArrayXd>(pw_, n_);
+      devsum_ = 2.0 * (w * (e.max(0.0) + t.log1p() - y * e)).sum() + dev_const_;
+      return std::isfinite(devsum_) && mu_.array().minCoeff() > 0.0 &&
+             mu_.array().maxCoeff() < 1.0;
+    }
     Eigen::ArrayXd t = e.exp();  // Eigen's SIMD exp; then R's clamps, rarely active
     for (Index i = 0; i < n_; ++i) {
       if (e[i] < -kLogitThresh) t[i] = kEps;
@@ -473,6 +487,83 @@ Status Glmm::eval_stage2(const double* theta, const double* beta, const double* 
     }
   }
   obj = devc0.sum() + ldL2_ - 2.0 * mult.array().log().sum();
+  return Status::Ok;
+}
+
+bool Glmm::has_gradient() const {
+  return (fam_.fam == FamilyKind::Binomial && fam_.link == LinkKind::Logit) ||
+         (fam_.fam == FamilyKind::Poisson && fam_.link == LinkKind::Log);
+}
+
+Status Glmm::gradient(bool stage1, const double* theta, Vector& grad) {
+  // Objective F = sum_i dev_i(eta*) + |u*|^2 + log|G| (+ a constant), G = Lambda'Z'WZ Lambda + I
+  // with W at the mode. For a canonical link the score of dev_i in eta_i is -2 r_i, r_i =
+  // pw_i (y_i - mu_i), and W_i is also the observed information, so the mode's sensitivity
+  // solves the same system that PIRLS factors. For a parameter phi with d eta / d phi = g
+  // at fixed u (beta_j: X_j; theta_k: Z dLambda_k u):
+  //   dF/dphi = -2 r'g + tr(G^{-1} dG/dphi),
+  //   tr(G^{-1} dG/dphi) = 2 sum_i W_i T_ik [theta only] + sum_i W'_i h_i deta_i,
+  //   deta = g + [Z Lambda (X)] dmode, system * dmode = [dLambda_k' Z'r - Lambda'Z'W g; (-X'W g)].
+  // The factor is PIRLS's last one, at the weights wts_ of the iterate before the converged
+  // step (which moved by <= step_tol relative): its use here is exact to that order, as the
+  // objective's log|L|^2 is.
+  (void)theta;
+  if (!has_gradient()) return Status::BadDimension;
+  Problem& prob = stage1 ? pb_ : pu_;
+  const Index nt = prob.ntheta();
+  const Index np = stage1 ? 0 : p_;
+  const Index P = nt + np;
+  const Index q = prob.q();
+  const Index px = stage1 ? p_ : 0;
+  Status s;
+  Vector h;
+  Matrix T;
+  if ((s = prob.leverages(h, T)) != Status::Ok) return s;
+  const auto y = Eigen::Map<const Eigen::ArrayXd>(y_, n_);
+  const auto pw = Eigen::Map<const Eigen::ArrayXd>(pw_, n_);
+  const Eigen::ArrayXd r = pw * (y - mu_.array());
+  const Eigen::ArrayXd W = wts_.array();
+  // dW/deta: binomial-logit W = pw mu (1 - mu) -> W (1 - 2 mu); Poisson-log W = pw mu -> W.
+  const Eigen::ArrayXd Wd =
+      fam_.fam == FamilyKind::Binomial ? (W * (1.0 - 2.0 * mu_.array())).eval() : W;
+  const Eigen::Map<const Matrix> X(X_, n_, p_);
+  // g for every parameter (rows = observations, row-major for the Z products below).
+  RowMatrix G(n_, P);
+  {
+    Vector col(n_);
+    for (Index k = 0; k < nt; ++k) {
+      prob.dlambda_z(k, u_, col.data());
+      G.col(k) = col;
+    }
+    if (np) G.rightCols(np) = X;
+  }
+  grad.noalias() = -2.0 * (G.transpose() * r.matrix());
+  grad.head(nt).noalias() += 2.0 * (T.transpose() * W.matrix());
+  // Right-hand sides: dLambda_k' Z'r - Lambda' Z'(W g), and -X'(W g) for stage 1.
+  const RowMatrix WG = W.matrix().asDiagonal() * G;
+  RowMatrix ZtWG;
+  prob.zt_times_rows(WG, ZtWG);
+  prob.lambda_rows(ZtWG, true);
+  Matrix Rhs(q + px, P);
+  Rhs.topRows(q) = -ZtWG;
+  {
+    Vector Ztr, tmp;
+    prob.zt_times(r.data(), Ztr);
+    for (Index k = 0; k < nt; ++k) {
+      prob.dlambda_times(k, Ztr, tmp, true);
+      Rhs.col(k).head(q) += tmp;
+    }
+  }
+  if (px) Rhs.bottomRows(px).noalias() = -(X.transpose() * WG);
+  if ((s = prob.solve_system(Rhs, stage1)) != Status::Ok) return s;
+  // deta = g + Z Lambda du (+ X dbeta); the weight-derivative term sums W'_i h_i deta_i.
+  RowMatrix B = Rhs.topRows(q);
+  prob.lambda_rows(B, false);
+  RowMatrix D;
+  prob.z_times_rows(B, D);
+  D += G;
+  if (px) D.noalias() += X * Rhs.bottomRows(px);
+  grad.noalias() += D.transpose() * (Wd * h.array()).matrix();
   return Status::Ok;
 }
 

@@ -59,6 +59,15 @@ class Glmm {
   Status eval_stage2(const double* theta, const double* beta, const double* u_start, int nagq,
                      const double* ghz, const double* ghw, double& obj);
 
+  // Gradient of the Laplace objective at the last successful evaluation of the same stage
+  // (call right after eval_stage1 / eval_stage2 with nagq <= 1, same theta): stage 1 with
+  // respect to theta (beta and u at their joint mode), stage 2 with respect to (theta, beta)
+  // (u at its mode). Exact (implicit differentiation through the mode, including the
+  // dependence of log|L|^2 on the working weights) for the canonical binomial-logit and
+  // Poisson-log models; BadDimension for any other family or link.
+  Status gradient(bool stage1, const double* theta, Vector& grad);
+  bool has_gradient() const;
+
   const Vector& beta() const { return beta_; }
   const Vector& u() const { return u_; }
   const Vector& eta() const { return eta_; }
