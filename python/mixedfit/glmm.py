@@ -13,7 +13,7 @@ from . import _core
 from ._design import build_design
 from ._errors import ConvergenceError, DataError, NumericalError
 from .families import binomial_response, check_response, resolve_family
-from .optimize import bobyqa, theta_lower, theta_start
+from .optimize import OptResult, bobyqa, lbfgsb, theta_lower, theta_start
 from .options import Control
 from .results import MixedResult, VarCorr, _varcorr_terms
 
@@ -41,6 +41,40 @@ def _derivs(f, x: np.ndarray, delta: float = 1e-4) -> tuple[np.ndarray, np.ndarr
             v = (f(x + E[i] + E[j]) - f(x + E[i] - E[j]) - f(x - E[i] + E[j]) + f(x - E[i] - E[j]))
             H[i, j] = H[j, i] = v / (4 * delta**2)
     return g, H
+
+
+def _hessian_from_gradient(fg, x: np.ndarray, delta: float = 1e-4) -> np.ndarray:
+    """Central differences of an exact gradient (lme4's step; error O(delta^2))."""
+    k = x.size
+    H = np.empty((k, k))
+    for j in range(k):
+        e = np.zeros(k)
+        e[j] = delta
+        H[:, j] = (fg(x + e)[1] - fg(x - e)[1]) / (2 * delta)
+    return 0.5 * (H + H.T)
+
+
+def _on_bound(x: np.ndarray, lower: np.ndarray) -> bool:
+    fin = np.isfinite(lower)
+    return bool(np.any(x[fin] <= lower[fin]))
+
+
+def _positive_diagonal(par: np.ndarray, ps: list[int]) -> np.ndarray:
+    """Flip the sign of every template column whose diagonal entry is negative (theta first
+    in ``par``, lme4's order): Lambda -> Lambda D with D = diag(+-1) leaves the model as it is."""
+    out = np.array(par, dtype=float)
+    pos = 0
+    for p in ps:
+        for j in range(p):
+            ncol = p - j
+            if out[pos] < 0:
+                out[pos:pos + ncol] = -out[pos:pos + ncol]
+            pos += ncol
+    return out
+
+
+def _use_gradient(prob, nagq: int, control) -> bool:
+    return control.optimizer == "auto" and nagq <= 1 and prob.has_gradient
 
 
 def _separated_columns(design, y: np.ndarray, pw: np.ndarray) -> list[tuple[str, str]]:
@@ -157,7 +191,34 @@ def _stage1(prob, fam, design, y, pw, nagq, control, failures):
             failures.append(str(exc))
             return np.inf
 
-    opt1 = bobyqa(f1, start, theta_lower(ps), control)
+    opt1 = None
+    if _use_gradient(prob, nagq, control):
+        try:
+            prob.stage1(start, eta0)
+            seeded[0] = True
+            # Unbounded: the objective is even in each column of a term's template (Lambda's
+            # sign), so a diagonal entry may cross 0 and is mapped back to >= 0 afterwards.
+            # A bound would stop the search on it, where the gradient vanishes by that same
+            # symmetry whether or not 0 is the minimum.
+            free = np.full(start.size, -np.inf)
+            res = _newton(prob.stage1_grad, start, free)
+            if res is not None:
+                opt1 = OptResult(x=res[0], fun=float(res[1]), nevals=res[2],
+                                 message="Newton converged", converged=True)
+            else:
+                opt1 = lbfgsb(prob.stage1_grad, start, free, control)
+            opt1.x = _positive_diagonal(opt1.x, ps)
+        except NumericalError as exc:
+            failures.append(str(exc))
+        if opt1 is not None and (not opt1.converged or _on_bound(opt1.x, theta_lower(ps))):
+            # A failed run, or one that landed exactly on 0, where the gradient of a
+            # diagonal entry vanishes whether or not 0 is the minimum: take lme4's
+            # derivative-free path from its start instead.
+            again = bobyqa(f1, start, theta_lower(ps), control)
+            again.nevals += opt1.nevals
+            opt1 = again if again.fun <= opt1.fun else opt1
+    if opt1 is None:
+        opt1 = bobyqa(f1, start, theta_lower(ps), control)
     if not np.isfinite(opt1.fun):
         sep = _separated_columns(design, y, pw) if fam.name == "binomial" else []
         if sep:
@@ -211,6 +272,9 @@ def _stage2(prob, fam, ps, opt1, eta0, y, nagq, ghz, ghw, control, vcov_method, 
         prob.stage2(x0[:nt], x0[nt:], u0, k, ghz, ghw)
     except NumericalError:
         pass
+    if _use_gradient(prob, nagq, control):
+        return _stage2_gradient(prob, x0, nt, ps, lower, step2, u0, ghz, ghw, f2, control,
+                                vcov_method, failures)
     opt = bobyqa(f2, x0, lower, control, initial_step=step2)
     if not np.isfinite(opt.fun):
         raise ConvergenceError("PIRLS failed in the Laplace/AGQ stage"
@@ -238,6 +302,111 @@ def _stage2(prob, fam, ps, opt1, eta0, y, nagq, ghz, ghw, control, vcov_method, 
         else:
             opt.nevals += again.nevals
     obj = prob.stage2(opt.x[:nt], opt.x[nt:], None, k, ghz, ghw)
+    st = prob.state_at(opt.x[:nt])
+    return opt, st, obj, hess, u0
+
+
+def _newton(fg, x0: np.ndarray, lower: np.ndarray, maxit: int = 100):
+    """Minimize a smooth objective with an exact gradient from a reasonable start: Newton
+    steps on a Hessian from forward differences of the exact gradient, kept current by BFGS
+    updates, with a backtracking line search. Returns (x, f, nevals) or None when it cannot
+    go on (no positive curvature, a step into a bound, a failed search); the caller then
+    takes the general path."""
+    k = x0.size
+    f, g = fg(x0)
+    nev = 1
+    x = x0.copy()
+    H = np.empty((k, k))
+    delta = 1e-4
+    for j in range(k):
+        e = np.zeros(k)
+        e[j] = delta
+        H[:, j] = (fg(x + e)[1] - g) / delta
+    nev += k
+    H = 0.5 * (H + H.T)
+    for _ in range(maxit):
+        # Modified Newton: negative curvature (far from the optimum, e.g. at the start of
+        # stage 1) is turned positive, so the step is always a descent direction.
+        lam, V = np.linalg.eigh(H)
+        if not np.all(np.isfinite(lam)) or lam.max() <= 0:
+            return None
+        lam = np.maximum(np.abs(lam), 1e-8 * lam.max())
+        p = -(V @ ((V.T @ g) / lam))
+        dec = -float(g @ p)  # Newton decrement squared: ~2 (f - min f)
+        if dec < max(1e-9, 1e-13 * abs(f)):
+            return x, f, nev
+        t = 1.0
+        while True:
+            xn = x + t * p
+            if np.any(xn < lower):
+                return None
+            fn, gn = fg(xn)
+            nev += 1
+            # Armijo, or (close to the optimum, where f's rounding hides the decrease) a
+            # step the quadratic model trusts that does not increase f beyond rounding.
+            if fn <= f + 1e-4 * t * float(g @ p) or (
+                    t == 1.0 and dec < 1e-4 and fn <= f + 1e-9 * max(1.0, abs(f))):
+                break
+            t *= 0.5
+            if t < 1e-6:
+                return None
+        sv, yv = xn - x, gn - g
+        sy = float(sv @ yv)
+        if sy > 0:
+            Hs = H @ sv
+            H = H - np.outer(Hs, Hs) / float(sv @ Hs) + np.outer(yv, yv) / sy
+        x, f, g = xn, fn, gn
+    return None
+
+
+def _stage2_gradient(prob, x0, nt, ps, lower, step2, u0, ghz, ghw, f2, control, vcov_method,
+                     failures):
+    """Stage 2 with the exact gradient: Newton steps (L-BFGS-B where they cannot be taken),
+    then for the standard errors the Hessian from central differences of gradients and one
+    Newton step on the smooth objective."""
+    def fg(par):
+        return prob.stage2_grad(par[:nt], par[nt:])
+
+    opt = None
+    try:
+        res = _newton(fg, np.asarray(x0, dtype=float), np.full(len(x0), -np.inf))
+        if res is not None:
+            res = (_positive_diagonal(res[0], ps),) + tuple(res[1:])
+    except NumericalError as exc:
+        failures.append(str(exc))
+        res = None
+    if res is not None:
+        opt = OptResult(x=res[0], fun=float(res[1]), nevals=res[2], message="Newton converged",
+                        converged=True)
+    else:
+        opt = lbfgsb(fg, x0, lower, control)
+        if not opt.converged or _on_bound(opt.x, lower):
+            # As in stage 1: on a bound the gradient cannot tell a minimum; lme4's path.
+            again = bobyqa(f2, x0, lower, control, initial_step=step2)
+            again.nevals += opt.nevals
+            if again.fun <= opt.fun:
+                opt = again
+    if not np.isfinite(opt.fun):
+        raise ConvergenceError("PIRLS failed in the Laplace stage"
+                               + (f" ({failures[-1]})" if failures else ""))
+    hess = None
+    try:
+        fx, g = fg(opt.x)
+        opt.nevals += 1
+        if vcov_method == "hessian":
+            hess = _hessian_from_gradient(fg, opt.x)
+            opt.nevals += 2 * opt.x.size
+            xn = opt.x - np.linalg.solve(hess, g)
+            if np.all(xn >= lower) and np.all(np.isfinite(xn)):
+                fn = f2(xn)
+                opt.nevals += 1
+                if fn < fx:
+                    opt.x, opt.fun = xn, fn
+    except (NumericalError, np.linalg.LinAlgError) as exc:
+        failures.append(str(exc))
+        if vcov_method == "hessian" and hess is None:
+            _, hess = _derivs(f2, opt.x)
+    obj = prob.stage2(opt.x[:nt], opt.x[nt:], None, 1, ghz, ghw)
     st = prob.state_at(opt.x[:nt])
     return opt, st, obj, hess, u0
 
