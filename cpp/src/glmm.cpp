@@ -389,6 +389,20 @@ Status Glmm::pirls(Problem& prob, bool with_beta, const double* theta, bool star
   return Status::Ok;
 }
 
+bool Glmm::predict_start(int stage, const Vector& phi) {
+  // First-order prediction of the mode from the last gradient point: O(|dphi|^2) off, so
+  // PIRLS needs one step fewer at the nearby points of a Hessian or a Newton step. Only for
+  // moderate moves (PIRLS converges from anywhere; this only has to be a better start).
+  if (sens_stage_ != stage || sens_phi_.size() != phi.size()) return false;
+  const Vector d = phi - sens_phi_;
+  if (!(d.lpNorm<Eigen::Infinity>() <= 0.1 * (1.0 + sens_phi_.lpNorm<Eigen::Infinity>())))
+    return false;
+  const Index q = sens_u_.size();
+  u_ = sens_u_ + sens_.topRows(q) * d;
+  if (stage == 1) beta_ = sens_b_ + sens_.bottomRows(sens_.rows() - q) * d;
+  return u_.allFinite() && beta_.allFinite();
+}
+
 Status Glmm::eval_stage1(const double* theta, const double* eta_start, double& obj) {
   obj = std::nan("");
   for (Index j = 0; j < pb_.ntheta(); ++j)
@@ -399,9 +413,12 @@ Status Glmm::eval_stage1(const double* theta, const double* eta_start, double& o
     u_.setZero(pb_.q());
     beta_.setZero(p_);
   } else if (u1_warm_.size() == pb_.q()) {
-    // Warm start from the last stage-1 mode (beta, u), re-expressed at this theta.
-    u_ = u1_warm_;
-    beta_ = b1_warm_;
+    // Warm start from the last stage-1 mode (beta, u), or a prediction from the last
+    // gradient point, re-expressed at this theta.
+    if (!predict_start(1, Eigen::Map<const Vector>(theta, pb_.ntheta()))) {
+      u_ = u1_warm_;
+      beta_ = b1_warm_;
+    }
     pb_.install_theta(theta);
     Vector bvec;
     pb_.lambda_times(u_, bvec);
@@ -433,12 +450,16 @@ Status Glmm::eval_stage2(const double* theta, const double* beta, const double* 
   // Start from the given u, or (u_start == nullptr) from the mode of the last successful
   // stage-2 evaluation: the mode is found to ~1e-12 either way, so the objective does not
   // depend on the start beyond rounding, and a nearby start saves PIRLS iterations.
-  if (u_start)
+  if (u_start) {
     u_ = Eigen::Map<const Vector>(u_start, pu_.q());
-  else if (u_warm_.size() == pu_.q())
-    u_ = u_warm_;
-  else
+  } else if (u_warm_.size() == pu_.q()) {
+    Vector phi(pu_.ntheta() + p_);
+    phi.head(pu_.ntheta()) = Eigen::Map<const Vector>(theta, pu_.ntheta());
+    phi.tail(p_) = beta_;
+    if (!predict_start(2, phi)) u_ = u_warm_;
+  } else {
     u_.setZero(pu_.q());
+  }
   // eta at the start (needs lambda for theta: factor once to install it).
   for (Index j = 0; j < pu_.ntheta(); ++j)
     if (!std::isfinite(theta[j])) return Status::NonFiniteInput;
@@ -507,7 +528,6 @@ Status Glmm::gradient(bool stage1, const double* theta, Vector& grad) {
   // The factor is PIRLS's last one, at the weights wts_ of the iterate before the converged
   // step (which moved by <= step_tol relative): its use here is exact to that order, as the
   // objective's log|L|^2 is.
-  (void)theta;
   if (!has_gradient()) return Status::BadDimension;
   Problem& prob = stage1 ? pb_ : pu_;
   const Index nt = prob.ntheta();
@@ -556,6 +576,13 @@ Status Glmm::gradient(bool stage1, const double* theta, Vector& grad) {
   }
   if (px) Rhs.bottomRows(px).noalias() = -(X.transpose() * WG);
   if ((s = prob.solve_system(Rhs, stage1)) != Status::Ok) return s;
+  sens_ = Rhs;
+  sens_phi_.resize(P);
+  sens_phi_.head(nt) = Eigen::Map<const Vector>(theta, nt);
+  if (np) sens_phi_.tail(np) = beta_;
+  sens_u_ = u_;
+  sens_b_ = beta_;
+  sens_stage_ = stage1 ? 1 : 2;
   // deta = g + Z Lambda du (+ X dbeta); the weight-derivative term sums W'_i h_i deta_i.
   RowMatrix B = Rhs.topRows(q);
   prob.lambda_rows(B, false);

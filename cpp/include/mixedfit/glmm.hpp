@@ -98,6 +98,12 @@ class Glmm {
   std::vector<TermData> terms_;
   Family fam_;
   Problem pu_, pb_;
+  // The mode's sensitivity at the last gradient (stage 1: d(u, beta)/dtheta; stage 2:
+  // du/d(theta, beta)), to start PIRLS at nearby points from a first-order prediction.
+  Matrix sens_;
+  Vector sens_phi_, sens_u_, sens_b_;
+  int sens_stage_ = 0;
+  bool predict_start(int stage, const Vector& phi);
   Vector u_warm_;  // mode of the last successful stage-2 evaluation
   Vector u1_warm_, b1_warm_;  // mode of the last successful stage-1 evaluation
   Vector beta_, u_, eta_, mu_, mueta_, wts_, zwork_, fixed_, b_;
