@@ -164,23 +164,62 @@ void accumulate_scalar(Index n, Index p, int K, const double* __restrict Xr,
   const int Km1 = K - 1;
   using Row = Eigen::Matrix<double, S, 1>;
   Eigen::Matrix<double, S, S> acc = Eigen::Matrix<double, S, S>::Zero();
+  // Sums over runs of equal levels stay in registers and are stored when the level changes:
+  // data sorted by a grouping factor would otherwise chain every update through memory.
+  int cur_c = -1;
+  double a11 = 0.0;
+  Row bxacc = Row::Zero();
+  auto flush_c = [&]() {
+    if (cur_c < 0) return;
+    A11[cur_c] += a11;
+    double* __restrict bx = BX + static_cast<Index>(cur_c) * pp1;
+    for (Index t = 0; t < pp1; ++t) bx[t] += bxacc[t];
+  };
+  Index cur_s = -1;  // K == 2: the rest term's row
+  double rr = 0.0;
+  Row colacc = Row::Zero();
+  auto flush_s = [&]() {
+    if (cur_s < 0) return;
+    AR[cur_s + cur_s * ldr] += rr;
+    double* __restrict col = AR + cur_s * ldr + mZ;
+    for (Index t = 0; t < pp1; ++t) col[t] += colacc[t];
+  };
   for (Index i = 0; i < n; ++i) {
-    const double* __restrict v = Xr + i * S;
+    const Eigen::Map<const Row> vv(Xr + i * S);
     const double wi = w ? w[i] : 1.0;
     const int c = g0[i];
     const double wz0 = wi * z0[i];
-    A11[c] += z0[i] * wz0;
-    double* __restrict bx = BX + static_cast<Index>(c) * pp1;
-    for (Index t = 0; t < pp1; ++t) bx[t] += v[t] * wz0;
+    if (c != cur_c) {
+      flush_c();
+      cur_c = c;
+      a11 = 0.0;
+      bxacc.setZero();
+    }
+    a11 += z0[i] * wz0;
+    bxacc += wz0 * vv;
     {
       // Column u of the outer product is (wi v) v_u: vectorized down the columns.
-      const Eigen::Map<const Row> vv(v);
       const Row wv = wi * vv;
-      for (int u = 0; u < S; ++u) acc.col(u) += wv * v[u];
+      for (int u = 0; u < S; ++u) acc.col(u) += wv * vv[u];
     }
     if (Km1 == 0) continue;
     double* __restrict vals = BZ + cp[c];
     const Index* __restrict opi = op + static_cast<size_t>(i) * Km1;
+    if (Km1 == 1) {
+      const double zki = zk[1][i];
+      const double wz = wi * zki;
+      vals[opi[0]] += zki * wz0;
+      const Index s1 = ok[1] + gk[1][i];
+      if (s1 != cur_s) {
+        flush_s();
+        cur_s = s1;
+        rr = 0.0;
+        colacc.setZero();
+      }
+      rr += wz * zki;
+      colacc += wz * vv;
+      continue;
+    }
     for (int k = 1; k < K; ++k) {
       const double zki = zk[k][i];
       const double wz = wi * zki;
@@ -188,9 +227,11 @@ void accumulate_scalar(Index n, Index p, int K, const double* __restrict Xr,
       const Index s1 = ok[k] + gk[k][i];
       for (int kk = 1; kk <= k; ++kk) AR[s1 + (ok[kk] + gk[kk][i]) * ldr] += wz * zk[kk][i];
       double* __restrict col = AR + s1 * ldr + mZ;
-      for (Index t = 0; t < pp1; ++t) col[t] += v[t] * wz;
+      for (Index t = 0; t < pp1; ++t) col[t] += vv[t] * wz;
     }
   }
+  flush_c();
+  flush_s();
   for (Index j = 0; j < pp1; ++j)
     for (Index k = j; k < pp1; ++k) AR[(mZ + k) + (mZ + j) * ldr] = acc(k, j);
 }
@@ -204,11 +245,11 @@ Status Problem::set_response(const double* y, const double* w, bool need_ldW) {
   // underflow); the LMM layer accepts only positive prior weights, so log|W| stays finite.
   {
     const Eigen::Map<const Vector> yv(y, n_);
-    if (!yv.allFinite()) return Status::NonFiniteInput;
+    if (!all_finite(yv)) return Status::NonFiniteInput;
     ldW_ = 0.0;
     if (w) {
       const Eigen::Map<const Vector> wv(w, n_);
-      if (!wv.allFinite() || (n_ > 0 && !(wv.minCoeff() >= 0.0))) return Status::NonFiniteInput;
+      if (!all_finite(wv) || (n_ > 0 && !(wv.minCoeff() >= 0.0))) return Status::NonFiniteInput;
       if (need_ldW) ldW_ = (wv.array() > 0.0).select(wv.array().log(), 0.0).sum();
     }
   }

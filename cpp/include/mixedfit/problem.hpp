@@ -14,6 +14,7 @@
 #pragma once
 
 #include <Eigen/Dense>
+#include <cmath>
 #include <cstdint>
 #include <vector>
 
@@ -25,6 +26,15 @@ using Matrix = Eigen::MatrixXd;
 using RowMatrix = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 using Vector = Eigen::VectorXd;
 using Index = Eigen::Index;
+
+// All entries finite. Eigen's allFinite() tests element by element; a vectorized sum is
+// finite exactly when no entry is NaN or infinite (barring overflow of a huge sum, which the
+// exact test then settles).
+template <typename Derived>
+inline bool all_finite(const Eigen::DenseBase<Derived>& a) {
+  if (std::isfinite(a.sum())) return true;
+  return a.allFinite();
+}
 
 // One random-effects term: a grouping factor and its p-column model matrix.
 struct TermData {
