@@ -23,8 +23,10 @@ from mixedfit._rformat import abbreviate, format_pval, format_r, zapsmall
 GOLDEN = Path(__file__).resolve().parent / "golden"
 _NUM = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:e[-+]?\d+)?")
 
-# Models whose estimates agree with lme4's to every printed digit (the rest differ in the last
-# printed digit because our optimum or our Laplace objective is slightly better than lme4's).
+# Models whose estimates agree with lme4's to every printed digit when fitted on lme4's
+# derivative-free path (the rest differ in the last printed digit because our Laplace
+# objective is slightly better than lme4's). The default gradient-based optimizer reaches the
+# optimum more closely than BOBYQA's stopping rule, which can move a last printed digit.
 EXACT = {
     ("lmm", "sleepstudy_reml"): ("summary", "print"),
     ("lmm", "sleepstudy_ml"): ("print",),
@@ -37,11 +39,11 @@ EXACT = {
 }
 
 
-def _text(kind, mid, what):
+def _text(kind, mid, what, optimizer="auto"):
     ref = model_ref(kind, mid)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        fit = get_fit(kind, mid)
+        fit = get_fit(kind, mid, optimizer)
     fit.data_name = re.search(r"data = (\w+)", ref["call"]).group(1)
     # lme4 prints the formula as its call recorded it (e.g. (x || g) expanded).
     fit_formula = ref.get("formula_lme4") or ref["formula"]
@@ -71,7 +73,7 @@ def test_layout_matches_lme4(kind, mid, what):
 
 @pytest.mark.parametrize("kind,mid,what", [(k, m, w) for (k, m), ws in EXACT.items() for w in ws])
 def test_text_identical_to_lme4(kind, mid, what):
-    ours, theirs = _text(kind, mid, what)
+    ours, theirs = _text(kind, mid, what, optimizer="bobyqa")
     assert ours == theirs
 
 

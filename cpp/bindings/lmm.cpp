@@ -88,6 +88,22 @@ struct PyProblem {
     return prob->profiled_objective(reml);
   }
 
+  // Objective and its gradient in theta.
+  py::tuple objective_grad(py::array_t<double, py::array::c_style | py::array::forcecast> theta,
+                           bool reml) {
+    factor_checked(theta);
+    const double obj = prob->profiled_objective(reml);
+    Vector beta, u, grad;
+    Status s;
+    {
+      py::gil_scoped_release release;
+      s = prob->solve(beta, u);
+      if (s == Status::Ok) s = prob->objective_gradient(reml, beta, u, grad);
+    }
+    raise_status(s, "objective gradient");
+    return py::make_tuple(obj, py::array_t<double>(grad.size(), grad.data()));
+  }
+
   py::dict solution(py::array_t<double, py::array::c_style | py::array::forcecast> theta) {
     factor_checked(theta);
     Vector beta, u, b;
@@ -162,6 +178,8 @@ void bind_lmm(py::module_& m) {
            "Form A = [Z X y]' W [Z X y] (O(n)).")
       .def("objective", &PyProblem::objective, py::arg("theta"), py::arg("reml"),
            "Profiled deviance (ML) or REML criterion at theta, on lme4's scale.")
+      .def("objective_grad", &PyProblem::objective_grad, py::arg("theta"), py::arg("reml"),
+           "(objective, gradient in theta) at theta.")
       .def("solution", &PyProblem::solution, py::arg("theta"),
            "beta, u, b, unscaled vcov and conditional variances, and the components at theta.")
       .def("components", &PyProblem::components)

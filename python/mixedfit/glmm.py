@@ -13,7 +13,8 @@ from . import _core
 from ._design import build_design
 from ._errors import ConvergenceError, DataError, NumericalError
 from .families import binomial_response, check_response, resolve_family
-from .optimize import OptResult, bobyqa, lbfgsb, theta_lower, theta_start
+from .optimize import (OptResult, bobyqa, lbfgsb, minimize_theta, newton, positive_diagonal,
+                       theta_lower, theta_start)
 from .options import Control
 from .results import MixedResult, VarCorr, _varcorr_terms
 
@@ -52,25 +53,6 @@ def _hessian_from_gradient(fg, x: np.ndarray, delta: float = 1e-4) -> np.ndarray
         e[j] = delta
         H[:, j] = (fg(x + e)[1] - fg(x - e)[1]) / (2 * delta)
     return 0.5 * (H + H.T)
-
-
-def _on_bound(x: np.ndarray, lower: np.ndarray) -> bool:
-    fin = np.isfinite(lower)
-    return bool(np.any(x[fin] <= lower[fin]))
-
-
-def _positive_diagonal(par: np.ndarray, ps: list[int]) -> np.ndarray:
-    """Flip the sign of every template column whose diagonal entry is negative (theta first
-    in ``par``, lme4's order): Lambda -> Lambda D with D = diag(+-1) leaves the model as it is."""
-    out = np.array(par, dtype=float)
-    pos = 0
-    for p in ps:
-        for j in range(p):
-            ncol = p - j
-            if out[pos] < 0:
-                out[pos:pos + ncol] = -out[pos:pos + ncol]
-            pos += ncol
-    return out
 
 
 def _use_gradient(prob, nagq: int, control) -> bool:
@@ -196,27 +178,9 @@ def _stage1(prob, fam, design, y, pw, nagq, control, failures):
         try:
             prob.stage1(start, eta0)
             seeded[0] = True
-            # Unbounded: the objective is even in each column of a term's template (Lambda's
-            # sign), so a diagonal entry may cross 0 and is mapped back to >= 0 afterwards.
-            # A bound would stop the search on it, where the gradient vanishes by that same
-            # symmetry whether or not 0 is the minimum.
-            free = np.full(start.size, -np.inf)
-            res = _newton(prob.stage1_grad, start, free)
-            if res is not None:
-                opt1 = OptResult(x=res[0], fun=float(res[1]), nevals=res[2],
-                                 message="Newton converged", converged=True)
-            else:
-                opt1 = lbfgsb(prob.stage1_grad, start, free, control)
-            opt1.x = _positive_diagonal(opt1.x, ps)
+            opt1 = minimize_theta(prob.stage1_grad, f1, start, ps, control)
         except NumericalError as exc:
             failures.append(str(exc))
-        if opt1 is not None and (not opt1.converged or _on_bound(opt1.x, theta_lower(ps))):
-            # A failed run, or one that landed exactly on 0, where the gradient of a
-            # diagonal entry vanishes whether or not 0 is the minimum: take lme4's
-            # derivative-free path from its start instead.
-            again = bobyqa(f1, start, theta_lower(ps), control)
-            again.nevals += opt1.nevals
-            opt1 = again if again.fun <= opt1.fun else opt1
     if opt1 is None:
         opt1 = bobyqa(f1, start, theta_lower(ps), control)
     if not np.isfinite(opt1.fun):
@@ -306,59 +270,6 @@ def _stage2(prob, fam, ps, opt1, eta0, y, nagq, ghz, ghw, control, vcov_method, 
     return opt, st, obj, hess, u0
 
 
-def _newton(fg, x0: np.ndarray, lower: np.ndarray, maxit: int = 100):
-    """Minimize a smooth objective with an exact gradient from a reasonable start: Newton
-    steps on a Hessian from forward differences of the exact gradient, kept current by BFGS
-    updates, with a backtracking line search. Returns (x, f, nevals) or None when it cannot
-    go on (no positive curvature, a step into a bound, a failed search); the caller then
-    takes the general path."""
-    k = x0.size
-    f, g = fg(x0)
-    nev = 1
-    x = x0.copy()
-    H = np.empty((k, k))
-    delta = 1e-4
-    for j in range(k):
-        e = np.zeros(k)
-        e[j] = delta
-        H[:, j] = (fg(x + e)[1] - g) / delta
-    nev += k
-    H = 0.5 * (H + H.T)
-    for _ in range(maxit):
-        # Modified Newton: negative curvature (far from the optimum, e.g. at the start of
-        # stage 1) is turned positive, so the step is always a descent direction.
-        lam, V = np.linalg.eigh(H)
-        if not np.all(np.isfinite(lam)) or lam.max() <= 0:
-            return None
-        lam = np.maximum(np.abs(lam), 1e-8 * lam.max())
-        p = -(V @ ((V.T @ g) / lam))
-        dec = -float(g @ p)  # Newton decrement squared: ~2 (f - min f)
-        if dec < max(1e-9, 1e-13 * abs(f)):
-            return x, f, nev
-        t = 1.0
-        while True:
-            xn = x + t * p
-            if np.any(xn < lower):
-                return None
-            fn, gn = fg(xn)
-            nev += 1
-            # Armijo, or (close to the optimum, where f's rounding hides the decrease) a
-            # step the quadratic model trusts that does not increase f beyond rounding.
-            if fn <= f + 1e-4 * t * float(g @ p) or (
-                    t == 1.0 and dec < 1e-4 and fn <= f + 1e-9 * max(1.0, abs(f))):
-                break
-            t *= 0.5
-            if t < 1e-6:
-                return None
-        sv, yv = xn - x, gn - g
-        sy = float(sv @ yv)
-        if sy > 0:
-            Hs = H @ sv
-            H = H - np.outer(Hs, Hs) / float(sv @ Hs) + np.outer(yv, yv) / sy
-        x, f, g = xn, fn, gn
-    return None
-
-
 def _stage2_gradient(prob, x0, nt, ps, lower, step2, u0, ghz, ghw, f2, control, vcov_method,
                      failures):
     """Stage 2 with the exact gradient: Newton steps (L-BFGS-B where they cannot be taken),
@@ -369,9 +280,9 @@ def _stage2_gradient(prob, x0, nt, ps, lower, step2, u0, ghz, ghw, f2, control, 
 
     opt = None
     try:
-        res = _newton(fg, np.asarray(x0, dtype=float), np.full(len(x0), -np.inf))
+        res = newton(fg, np.asarray(x0, dtype=float), np.full(len(x0), -np.inf))
         if res is not None:
-            res = (_positive_diagonal(res[0], ps),) + tuple(res[1:])
+            res = (positive_diagonal(res[0], ps),) + tuple(res[1:])
     except NumericalError as exc:
         failures.append(str(exc))
         res = None
@@ -380,7 +291,7 @@ def _stage2_gradient(prob, x0, nt, ps, lower, step2, u0, ghz, ghw, f2, control, 
                         converged=True)
     else:
         opt = lbfgsb(fg, x0, lower, control)
-        if not opt.converged or _on_bound(opt.x, lower):
+        if not opt.converged or on_bound(opt.x, lower):
             # As in stage 1: on a bound the gradient cannot tell a minimum; lme4's path.
             again = bobyqa(f2, x0, lower, control, initial_step=step2)
             again.nevals += opt.nevals

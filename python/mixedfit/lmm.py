@@ -9,7 +9,7 @@ import numpy as np
 from . import _core
 from ._design import build_design
 from ._errors import DataError
-from .optimize import bobyqa, theta_lower, theta_start
+from .optimize import bobyqa, minimize_theta, theta_lower, theta_start
 from .options import Control
 from .results import LmerResult
 
@@ -68,7 +68,13 @@ def lmer(formula: str, data, *, reml: bool = True, weights=None, offset=None, co
     if x0.shape != lower.shape:
         raise ValueError(f"control.start must have length {lower.size} (theta), got {x0.size}")
     reml = bool(reml)
-    opt = bobyqa(lambda th: prob.objective(th, reml), x0, lower, control)
+    def f(th):
+        return prob.objective(th, reml)
+
+    if control.optimizer == "auto":
+        opt = minimize_theta(lambda th: prob.objective_grad(th, reml), f, x0, ps, control)
+    else:
+        opt = bobyqa(f, x0, lower, control)
     if not opt.converged:
         warnings.warn(f"optimizer did not converge: {opt.message}", stacklevel=2)
     sol = prob.solution(opt.x)

@@ -11,7 +11,9 @@ from scipy.optimize import minimize
 
 from .options import Control
 
-__all__ = ["OptResult", "bobyqa", "lbfgsb", "theta_lower", "theta_start"]
+__all__ = ["OptResult", "bobyqa", "lbfgsb", "minimize_theta", "newton", "on_bound",
+           "positive_diagonal",
+           "theta_lower", "theta_start"]
 
 
 @dataclass
@@ -148,3 +150,132 @@ def _projected_gradient_small(x, g, lower, f) -> bool:
     """Stationary to rounding: L-BFGS-B's line search can fail there without being wrong."""
     pg = np.where((x <= lower) & (g > 0), 0.0, g)
     return bool(np.max(np.abs(pg)) <= 1e-5 * max(1.0, abs(f)) ** 0.5)
+
+
+def on_bound(x: np.ndarray, lower: np.ndarray) -> bool:
+    fin = np.isfinite(lower)
+    return bool(np.any(x[fin] <= lower[fin]))
+
+
+def positive_diagonal(par: np.ndarray, ps: list[int]) -> np.ndarray:
+    """Flip the sign of every template column whose diagonal entry is negative (theta first
+    in ``par``, lme4's order): Lambda -> Lambda D with D = diag(+-1) leaves the model as it is."""
+    out = np.array(par, dtype=float)
+    pos = 0
+    for p in ps:
+        for j in range(p):
+            ncol = p - j
+            if out[pos] < 0:
+                out[pos:pos + ncol] = -out[pos:pos + ncol]
+            pos += ncol
+    return out
+
+
+def newton(fg, x0: np.ndarray, lower: np.ndarray, maxit: int = 100):
+    """Minimize a smooth objective with an exact gradient from a reasonable start: Newton
+    steps on a Hessian from forward differences of the exact gradient, kept current by BFGS
+    updates, with a backtracking line search. Returns (x, f, nevals) or None when it cannot
+    go on (no positive curvature, a step into a bound, a failed search); the caller then
+    takes the general path."""
+    k = x0.size
+    f, g = fg(x0)
+    nev = 1
+    x = x0.copy()
+    H = np.empty((k, k))
+    delta = 1e-4
+    for j in range(k):
+        e = np.zeros(k)
+        e[j] = delta
+        H[:, j] = (fg(x + e)[1] - g) / delta
+    nev += k
+    H = 0.5 * (H + H.T)
+    for _ in range(maxit):
+        # Modified Newton: negative curvature (far from the optimum, e.g. at the start of
+        # stage 1) is turned positive, so the step is always a descent direction.
+        lam, V = np.linalg.eigh(H)
+        big = np.max(np.abs(lam)) if lam.size else 0.0
+        if not np.all(np.isfinite(lam)) or not big > 0:
+            return None
+        lam = np.maximum(np.abs(lam), 1e-8 * big)
+        p = -(V @ ((V.T @ g) / lam))
+        dec = -float(g @ p)  # Newton decrement squared: ~2 (f - min f)
+        if dec < max(1e-9, 1e-13 * abs(f)):
+            return x, f, nev
+        t = 1.0
+        while True:
+            xn = x + t * p
+            if np.any(xn < lower):
+                return None
+            fn, gn = fg(xn)
+            nev += 1
+            # Armijo, or (close to the optimum, where f's rounding hides the decrease) a
+            # step the quadratic model trusts that does not increase f beyond rounding.
+            if fn <= f + 1e-4 * t * float(g @ p) or (
+                    t == 1.0 and dec < 1e-4 and fn <= f + 1e-9 * max(1.0, abs(f))):
+                break
+            t *= 0.5
+            if t < 1e-6:
+                return None
+        sv, yv = xn - x, gn - g
+        sy = float(sv @ yv)
+        if sy > 0:
+            Hs = H @ sv
+            H = H - np.outer(Hs, Hs) / float(sv @ Hs) + np.outer(yv, yv) / sy
+        x, f, g = xn, fn, gn
+    return None
+
+
+def _snap_to_boundary(fun, opt: OptResult, ps: list[int], tiny: float = 1e-4) -> None:
+    """A gradient search approaches a minimum on the boundary (a variance of 0) only
+    asymptotically; put tiny diagonal entries on 0, as lme4 reports them, where that does not
+    raise the objective beyond rounding. Changes ``opt`` in place."""
+    diag = []
+    pos = 0
+    for p in ps:
+        for j in range(p):
+            diag.append(pos)
+            pos += p - j
+    small = [i for i in diag if 0 < opt.x[i] < tiny]
+    if not small:
+        return
+    x = opt.x.copy()
+    x[small] = 0.0
+    try:
+        f0 = float(fun(x))
+    except Exception:  # noqa: BLE001 - keep the interior point
+        return
+    opt.nevals += 1
+    if np.isfinite(f0) and f0 <= opt.fun + 1e-10 * max(1.0, abs(opt.fun)):
+        opt.x, opt.fun = x, min(f0, opt.fun)
+
+
+def minimize_theta(fun_grad, fun, start: np.ndarray, ps: list[int], control: Control) -> OptResult:
+    """Minimize a profiled objective over theta with its exact gradient.
+
+    The search runs unbounded: the objective is even in each column of a term's template
+    (Lambda -> Lambda D, D = diag(+-1)), so a diagonal entry may cross 0 and is mapped back to
+    >= 0 afterwards. (With a bound the search would stop on it, where the gradient of that
+    entry vanishes by the same symmetry whether or not 0 is the minimum.) Modified Newton
+    first, L-BFGS-B if Newton cannot go on; a run that fails, or ends exactly on 0, is
+    replaced by lme4's derivative-free path (BOBYQA on ``fun`` from ``start``).
+    """
+    free = np.full(start.size, -np.inf)
+    lower = theta_lower(ps)
+    try:
+        res = newton(fun_grad, start, free)
+    except Exception:  # a failed evaluation far from the optimum: try the other methods
+        res = None
+    if res is not None:
+        opt = OptResult(x=res[0], fun=float(res[1]), nevals=res[2], message="Newton converged",
+                        converged=True)
+    else:
+        opt = lbfgsb(fun_grad, start, free, control)
+    opt.x = positive_diagonal(opt.x, ps)
+    if opt.converged:
+        _snap_to_boundary(fun, opt, ps)
+    if not opt.converged or on_bound(opt.x, lower):
+        again = bobyqa(fun, start, lower, control)
+        again.nevals += opt.nevals
+        if again.fun <= opt.fun or not opt.converged:
+            opt = again
+    return opt

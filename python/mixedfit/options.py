@@ -12,12 +12,14 @@ __all__ = ["Control"]
 class Control:
     """Optimizer and algorithm settings (lme4's defaults).
 
-    optimizer : ``"auto"`` (default) or ``"bobyqa"``. Both use NLopt's LN_BOBYQA (lme4's
-        default ``nloptwrap``) for LMMs. For GLMMs with a canonical link (binomial-logit,
-        Poisson-log) fitted by Laplace or nAGQ = 0, ``"auto"`` uses the objective's exact
-        gradient instead: L-BFGS-B in both stages and the Hessian by differences of gradients
-        (the same optimum and standard errors, with far fewer PIRLS runs); ``"bobyqa"`` keeps
-        lme4's derivative-free path there too.
+    optimizer : ``"auto"`` (default) or ``"bobyqa"``. ``"auto"`` uses the objective's exact
+        gradient where the core has it -- every LMM, and GLMMs with a canonical link
+        (binomial-logit, Poisson-log) fitted by Laplace or nAGQ = 0: modified Newton steps
+        on a Hessian from differences of gradients (L-BFGS-B as a fallback), and for a GLMM
+        the standard errors' Hessian by central differences of gradients. Same optimum as
+        lme4's path, far fewer evaluations. ``"bobyqa"`` is lme4's derivative-free path
+        (NLopt's LN_BOBYQA, as lme4's default ``nloptwrap``) everywhere; ``"auto"`` falls
+        back to it when the gradient path fails or ends on a boundary.
     ftol_abs, xtol_abs : absolute tolerances on the objective and on theta (lme4: 1e-8 each).
     maxeval : maximum number of objective evaluations (lme4: 1e5).
     singular_tol : a theta diagonal below this counts as singular (lme4's isSingular: 1e-4).

@@ -101,8 +101,12 @@ class Problem {
   Status solve_system(Matrix& B, bool with_x) const;
   // With v_i = Lambda' z_i (z_i the i-th row of Z) and G as above: h_i = v_i' G^{-1} v_i, and
   // T(i, k) = (dLambda/dtheta_k' z_i)' G^{-1} v_i for every theta component k. Needs the
-  // selected entries of G^{-1} only (those of the blocked factor's pattern).
-  Status leverages(Vector& h, Matrix& T) const;
+  // selected entries of G^{-1} only (those of the blocked factor's pattern). with_x: the
+  // same T for the (u, beta) system M and v_i = [Lambda' z_i; x_i] (h is then left empty).
+  Status leverages(Vector& h, Matrix& T, bool with_x = false) const;
+  // Gradient of profiled_objective(reml) in theta at the last factor and solve(), for the
+  // response and weights of the last set_response (which must still be alive).
+  Status objective_gradient(bool reml, const Vector& beta, const Vector& u, Vector& grad) const;
   // out = Z v (n) and out = Z' v (q, u's layout).
   void z_times(const double* v, double* out) const;
   void zt_times(const double* v, Vector& out) const;
@@ -122,6 +126,8 @@ class Problem {
   void fill_lambdas(const double* theta);
   void scale_rest_lower();
   void add_z_times(const double* b, double* out) const;
+  // d log|M| / dtheta (M: G, or with_x the (u, beta) system) when every term is scalar.
+  Status logdet_gradient_scalar(bool with_x, Vector& g) const;
   // theta component k: its term, its (row, col) in the term's template, and the term's first
   // position in u.
   void theta_entry(Index k, int& term, int& row, int& col, Index& start) const;
@@ -147,6 +153,8 @@ class Problem {
   Matrix BX_;                       // (p+1, q0): [X y]' W Z_0
   Matrix Arest_;                    // (m, m), lower triangle
   double ldW_ = 0;
+  const double* y_ = nullptr;       // the last response and weights (not owned)
+  const double* w_ = nullptr;
   Vector Xr_;                       // row-major [X y], rows padded to xr_width_ (0: unused)
   int xr_width_ = 0;
   bool have_A_ = false;
