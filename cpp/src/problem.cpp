@@ -52,6 +52,21 @@ inline void right_solve_lower_t(double* V, Index r, int p, const double* Lp) {
   L.transpose().triangularView<Eigen::Upper>().solveInPlace<Eigen::OnTheRight>(Vm);
 }
 
+// Inverse of a lower-triangular matrix, by block columns: column block j of L^{-1} solves
+// L[j:, j:] X = [I; 0], so the solves cost n^3 / 3 in all (a solve against the full
+// identity would cost n^3).
+void lower_tri_inverse(const Eigen::Ref<const Matrix>& L, Matrix& Linv) {
+  const Index n = L.rows();
+  Linv.setZero(n, n);
+  const Index nb = 128;
+  for (Index j0 = 0; j0 < n; j0 += nb) {
+    const Index jb = std::min(nb, n - j0);
+    auto X = Linv.block(j0, j0, n - j0, jb);
+    X.topRows(jb).setIdentity();
+    L.bottomRightCorner(n - j0, n - j0).triangularView<Eigen::Lower>().solveInPlace(X);
+  }
+}
+
 }  // namespace
 
 Problem::Problem(Index n, Index p, const double* X, std::vector<TermData> terms)
@@ -675,56 +690,53 @@ Status Problem::cond_var(std::vector<Matrix>& out) const {
   const int K = nterms();
   out.assign(K, Matrix());
   const Index bs = static_cast<Index>(p0_) * p0_;
-  // Term 0: L_c^{-T} (I + X_c' X_c) L_c^{-1} with X = R_ZZ^{-1} B~_Z, in column chunks.
+  // With R_ZZ^{-1} (block columns, n^3/3):
+  //   term 0, level c: L_c^{-T} (I + D_c' D_c) L_c^{-1}, D_c = R_ZZ^{-1} B~_c (B~_c sparse);
+  //   rest level blocks: B' B with B the block's columns of R_ZZ^{-1} (rows from the block on).
+  Matrix Rinv;
+  if (K > 1) lower_tri_inverse(R_.topLeftCorner(mZ_, mZ_), Rinv);
   out[0].resize(p0_, q0_);
-  const auto RZZ = R_.topLeftCorner(mZ_, mZ_).triangularView<Eigen::Lower>();
-  const Index chunk_levels =
-      K > 1 ? std::max<Index>(1, static_cast<Index>(8.0e6 / (static_cast<double>(mZ_) * p0_)))
-            : l0_;
-  Matrix D, G(p0_, p0_), Linv(p0_, p0_);
-  for (Index c_lo = 0; c_lo < l0_; c_lo += chunk_levels) {
-    const Index c_hi = std::min<Index>(l0_, c_lo + chunk_levels);
+  Matrix Dall;
+  if (K > 1 && dense_)
+    Dall = Rinv.triangularView<Eigen::Lower>() *
+           Eigen::Map<const Matrix>(BZt_.data(), mZ_, q0_);
+  Matrix D(mZ_, p0_), G(p0_, p0_), Linv(p0_, p0_);
+  for (Index c = 0; c < l0_; ++c) {
+    G.setIdentity();
     if (K > 1) {
-      D.setZero(mZ_, (c_hi - c_lo) * p0_);
-      for (Index c = c_lo; c < c_hi; ++c) {
-        const Index c0 = colptr_[c];
-        const Index rc = colptr_[c + 1] - c0;
+      if (dense_) {
+        const auto Dc = Dall.middleCols(c * p0_, p0_);
+        G.noalias() += Dc.transpose() * Dc;
+      } else {
+        D.setZero();
+        const Index c0 = colptr_[c], rc = colptr_[c + 1] - c0;
+        Index lo = mZ_;
         const double* V = BZt_.data() + c0 * p0_;
-        for (int b = 0; b < p0_; ++b)
-          for (Index a = 0; a < rc; ++a) {
-            const Index r = dense_ ? a : rowidx_[c0 + a];
-            D(r, (c - c_lo) * p0_ + b) = V[b * rc + a];
-          }
-      }
-      RZZ.solveInPlace(D);
-    }
-    for (Index c = c_lo; c < c_hi; ++c) {
-      G.setIdentity();
-      if (K > 1) {
-        const auto Dc = D.middleCols((c - c_lo) * p0_, p0_);
+        for (Index a = 0; a < rc; ++a) {
+          const Index r = rowidx_[c0 + a];
+          lo = std::min(lo, r);
+          for (int b = 0; b < p0_; ++b)
+            D.col(b).tail(mZ_ - r).noalias() += Rinv.col(r).tail(mZ_ - r) * V[b * rc + a];
+        }
+        const auto Dc = D.bottomRows(mZ_ - lo);
         G.noalias() += Dc.transpose() * Dc;
       }
-      Eigen::Map<const Matrix> Lc(L11_.data() + c * bs, p0_, p0_);
-      Linv.setIdentity();
-      Lc.triangularView<Eigen::Lower>().solveInPlace(Linv);
-      const Matrix C = Linv.transpose() * G * Linv;
-      const Matrix& lam = lambda_[0];
-      out[0].middleCols(c * p0_, p0_) = lam * C * lam.transpose();
     }
+    Eigen::Map<const Matrix> Lc(L11_.data() + c * bs, p0_, p0_);
+    Linv.setIdentity();
+    Lc.triangularView<Eigen::Lower>().solveInPlace(Linv);
+    const Matrix C = Linv.transpose() * G * Linv;
+    const Matrix& lam = lambda_[0];
+    out[0].middleCols(c * p0_, p0_) = lam * C * lam.transpose();
   }
-  if (K > 1) {
-    Matrix Rinv = Matrix::Identity(mZ_, mZ_);
-    RZZ.solveInPlace(Rinv);
-    for (int k = 1; k < K; ++k) {
-      const int pk = terms_[k].p;
-      out[k].resize(pk, static_cast<Index>(terms_[k].nlev) * pk);
-      for (int d = 0; d < terms_[k].nlev; ++d) {
-        const Index s = offset_[k] + static_cast<Index>(d) * pk;
-        const auto Bk = Rinv.block(s, s, mZ_ - s, pk);
-        const Matrix C = Bk.transpose() * Bk;
-        out[k].middleCols(static_cast<Index>(d) * pk, pk) =
-            lambda_[k] * C * lambda_[k].transpose();
-      }
+  for (int k = 1; k < K; ++k) {
+    const int pk = terms_[k].p;
+    out[k].resize(pk, static_cast<Index>(terms_[k].nlev) * pk);
+    for (int d = 0; d < terms_[k].nlev; ++d) {
+      const Index s0 = offset_[k] + static_cast<Index>(d) * pk;
+      const auto Bk = Rinv.block(s0, s0, mZ_ - s0, pk);
+      const Matrix C = Bk.transpose() * Bk;
+      out[k].middleCols(static_cast<Index>(d) * pk, pk) = lambda_[k] * C * lambda_[k].transpose();
     }
   }
   return Status::Ok;
@@ -1090,24 +1102,6 @@ Status Problem::leverages(Vector& h, Matrix& T, bool with_x) const {
   return Status::Ok;
 }
 
-namespace {
-
-// Inverse of a lower-triangular matrix, by block columns: column block j of L^{-1} solves
-// L[j:, j:] X = [I; 0], so the solves cost n^3 / 3 in all (a solve against the full
-// identity would cost n^3).
-void lower_tri_inverse(const Eigen::Ref<const Matrix>& L, Matrix& Linv) {
-  const Index n = L.rows();
-  Linv.setZero(n, n);
-  const Index nb = 128;
-  for (Index j0 = 0; j0 < n; j0 += nb) {
-    const Index jb = std::min(nb, n - j0);
-    auto X = Linv.block(j0, j0, n - j0, jb);
-    X.topRows(jb).setIdentity();
-    L.bottomRightCorner(n - j0, n - j0).triangularView<Eigen::Lower>().solveInPlace(X);
-  }
-}
-
-}  // namespace
 
 Status Problem::logdet_gradient_scalar(bool with_x, Vector& g) const {
   // Scalar terms: M - D = sum_i v_i v_i' with term k's entry of v_i equal to theta_k z_ik, so

@@ -171,7 +171,7 @@ def positive_diagonal(par: np.ndarray, ps: list[int]) -> np.ndarray:
     return out
 
 
-def newton(fg, x0: np.ndarray, lower: np.ndarray, maxit: int = 100):
+def newton(fg, x0: np.ndarray, lower: np.ndarray, maxit: int = 100, max_step: float = 0.25):
     """Minimize a smooth objective with an exact gradient from a reasonable start: Newton
     steps on a Hessian from forward differences of the exact gradient, kept current by BFGS
     updates, with a backtracking line search. Returns (x, f, nevals) or None when it cannot
@@ -198,6 +198,12 @@ def newton(fg, x0: np.ndarray, lower: np.ndarray, maxit: int = 100):
             return None
         lam = np.maximum(np.abs(lam), 1e-8 * big)
         p = -(V @ ((V.T @ g) / lam))
+        # A step far beyond the start's scale comes from a poor curvature model (the
+        # objective is not convex far from its minimum): cap it.
+        cap = max_step * max(1.0, float(np.max(np.abs(x))))
+        pmax = float(np.max(np.abs(p)))
+        if pmax > cap:
+            p = p * (cap / pmax)
         dec = -float(g @ p)  # Newton decrement squared: ~2 (f - min f)
         if dec < max(1e-9, 1e-13 * abs(f)):
             return x, f, nev
