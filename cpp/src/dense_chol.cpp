@@ -11,6 +11,10 @@
 #include <thread>
 #include <vector>
 
+#if defined(__linux__)
+#include <sched.h>
+#endif
+
 #if defined(__x86_64__) || defined(_M_X64) || defined(__i386__)
 #include <immintrin.h>
 #define MIXEDFIT_CPU_RELAX() _mm_pause()
@@ -25,8 +29,15 @@ namespace {
 using Matrix = Eigen::MatrixXd;
 using Index = Eigen::Index;
 
-// Below this order a single Eigen LLT beats splitting the work (measured on 2 cores).
-constexpr Index kMinTiledOrder = 256;
+// Below this order Eigen's LLT is used as is: with two threads on two cores the blocked
+// algorithm's best times are lower from about 256 on, but its median times only from about 384
+// (the second thread's start and the per-step barriers cost tens of microseconds).
+constexpr Index kMinBlockedOrder = 384;
+
+// Column-block width by order, measured on two cores: 48-64 is best up to about 800, 96-128
+// above 1000 (fewer steps and larger products; 64 costs 2-5% at 1145 and 2000).
+Index default_block(Index n) { return n < 1000 ? 64 : n < 1800 ? 96 : 128; }
+
 constexpr int kMaxDefaultThreads = 8;
 
 int initial_threads() {
@@ -35,8 +46,14 @@ int initial_threads() {
     const long v = std::strtol(env, &end, 10);
     if (end != env && *end == '\0' && v > 0) return static_cast<int>(std::min<long>(v, 1 << 16));
   }
-  const unsigned hw = std::thread::hardware_concurrency();  // 0 when unknown
-  return std::max(1, std::min(static_cast<int>(hw), kMaxDefaultThreads));
+  int hw = static_cast<int>(std::thread::hardware_concurrency());  // 0 when unknown
+#if defined(__linux__)
+  // The CPUs this process may run on (taskset, cpusets) can be fewer than the machine's.
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof(set), &set) == 0 && CPU_COUNT(&set) > 0)
+    hw = hw > 0 ? std::min(hw, CPU_COUNT(&set)) : CPU_COUNT(&set);
+#endif
+  return std::max(1, std::min(hw, kMaxDefaultThreads));
 }
 
 std::atomic<int>& thread_setting() {
@@ -59,111 +76,147 @@ bool llt_in_place(Eigen::Ref<Matrix> A) {
   return llt.info() == Eigen::Success && pivots_ok(A);
 }
 
-// Blocked left-looking factorization with column blocks handed out in order.
+// Blocked right-looking factorization with a one-block lookahead.
 //
-// Column block j (width w, rows j0..n-1) is owned by one thread, which (1) subtracts the
-// contributions of the already factored blocks 0..j-1 -- as they become ready, in as few and as
-// large products as possible -- then (2) factors its diagonal block with Eigen's LLT and
-// (3) solves the rows below it against that factor. Block j can only be finished after j-1, so
-// `done` (the number of finished blocks) grows in order; a thread that needs more finished
-// blocks than there are waits for it (spinning briefly, then sleeping). With two threads this keeps one
-// thread on the critical path (update by j-1, factor j) while the other does the bulk of the
-// updates for the next block: the same flops as the right-looking algorithm, with no barrier.
-struct Tiled {
-  Eigen::Ref<Matrix>& A;
-  Index n, nb, nblocks;
-  std::atomic<Index> next{0};  // next column block to claim
-  std::atomic<Index> done{0};  // column blocks 0..done-1 are final
-  std::atomic<bool> failed{false};
-  std::atomic<int> sleepers{0};  // threads blocked in wait_more
-  std::mutex mutex;
-  std::condition_variable cv;
-  static constexpr int kSpins = 2048;  // about 50 us of pause instructions
-
-  Tiled(Eigen::Ref<Matrix>& a, Index block)
-      : A(a), n(a.rows()), nb(block), nblocks((a.rows() + block - 1) / block) {}
-
-  // Waits until more than `have` blocks are finished; returns the count, or -1 on failure.
-  // Spins for a few tens of microseconds (most waits are shorter), then sleeps, so that a
-  // waiting thread gives its core back when the machine is busier than we assumed.
-  Index wait_more(Index have) {
-    for (int spins = 0; spins < kSpins; ++spins) {
-      const Index d = done.load(std::memory_order_acquire);
-      if (d > have) return d;
-      if (failed.load(std::memory_order_relaxed)) return -1;
-      MIXEDFIT_CPU_RELAX();
-    }
-    std::unique_lock<std::mutex> lock(mutex);
-    sleepers.fetch_add(1);  // seq_cst, ordered against publish()'s store and load
-    cv.wait(lock, [&] { return done.load() > have || failed.load(); });
-    sleepers.fetch_sub(1);
-    return failed.load() ? -1 : done.load();
+// Step s makes column block s (width nb) final and applies block s-1 to everything right of
+// it. Its tasks are handed out in order, through one counter per step, to whichever thread
+// asks next:
+//   task 0      update column block s by block s-1, then factor its diagonal block (Eigen LLT);
+//   then        update each later column block j by block s-1 (a triangular product on the
+//               diagonal tile, a product below it), tallest first;
+//   then        solve the rows below the diagonal block s in chunks: X L_ss' = A(rows, s).
+// The solves wait for task 0's factor, which is usually ready by then because the updates
+// came first; so the diagonal factorization, the only serial kernel, overlaps with the
+// updates. A barrier ends each step (the next step reads the panel this one solved).
+// Waits spin briefly, then sleep, so a thread gives its core back when the machine is busier
+// than the thread count assumes.
+class Blocked {
+ public:
+  Blocked(Eigen::Ref<Matrix>& a, Index block)
+      : A_(a), n_(a.rows()), nb_(block), nblocks_((a.rows() + block - 1) / block),
+        next_(static_cast<size_t>(nblocks_)) {
+    for (auto& c : next_) c.store(0, std::memory_order_relaxed);
   }
 
-  // Makes `done` = d (or the failure) visible and wakes sleeping waiters, if any.
-  void publish(Index d) {
-    if (d < 0)
-      failed.store(true);
-    else
-      done.store(d);
-    if (sleepers.load() > 0) {
-      std::lock_guard<std::mutex> lock(mutex);  // a waiter between its check and its wait holds it
-      cv.notify_all();
-    }
+  Index nblocks() const { return nblocks_; }
+  bool ok() const { return !failed_.load() && factored_.load() == nblocks_; }
+
+  // Fixes the number of threads that will call work(), and lets the waiting ones begin.
+  void start(int threads) {
+    threads_ = threads;
+    started_.store(true);
+    wake();
+  }
+
+  void join_when_started() {
+    if (wait([&] { return started_.load(std::memory_order_acquire); })) work();
   }
 
   void work() {
-    for (;;) {
-      const Index j = next.fetch_add(1, std::memory_order_relaxed);
-      if (j >= nblocks) return;
-      const Index j0 = j * nb;
-      const Index w = std::min(nb, n - j0);
-      const Index below = n - j0 - w;
-      // (1) A(j0:, j-block) -= L(j0:, 0:j0) L(j-block, 0:j0)', in chunks as blocks finish.
-      Index have = 0;
-      while (have < j) {
-        Index d = done.load(std::memory_order_acquire);
-        if (d <= have) {
-          d = wait_more(have);
-          if (d < 0) return;
+    for (Index s = 0; s < nblocks_; ++s) {
+      const Index s0 = s * nb_, w = std::min(nb_, n_ - s0), below = n_ - s0 - w;
+      const Index nupdate = s > 0 ? nblocks_ - s : 1;  // task 0, then blocks s+1.. if s > 0
+      Index rows = 0, nsolve = 0;
+      if (below > 0) {
+        rows = std::max<Index>(kSolveRows, (below + 2 * threads_ - 1) / (2 * threads_));
+        rows = (rows + 7) / 8 * 8;
+        nsolve = (below + rows - 1) / rows;
+      }
+      for (;;) {
+        const Index t = next_[s].fetch_add(1, std::memory_order_relaxed);
+        if (t >= nupdate + nsolve) break;
+        if (t == 0) {
+          if (s > 0) update(s, s - 1);
+          if (!llt_in_place(A_.block(s0, s0, w, w))) {
+            failed_.store(true);
+            wake();
+            return;
+          }
+          factored_.store(s + 1);
+          wake();
+        } else if (t < nupdate) {
+          update(s + t, s - 1);
+        } else {
+          const Index r0 = (t - nupdate) * rows, r = std::min(rows, below - r0);
+          if (!wait([&] { return factored_.load(std::memory_order_acquire) > s; })) return;
+          A_.block(s0, s0, w, w).transpose().triangularView<Eigen::Upper>()
+              .solveInPlace<Eigen::OnTheRight>(A_.block(s0 + w + r0, s0, r, w));
         }
-        const Index k0 = have * nb, kw = d * nb - k0;
-        const auto Ljk = A.block(j0, k0, w, kw);
-        A.block(j0, j0, w, w).triangularView<Eigen::Lower>() -= Ljk * Ljk.transpose();
-        if (below > 0)
-          A.block(j0 + w, j0, below, w).noalias() -= A.block(j0 + w, k0, below, kw) * Ljk.transpose();
-        have = d;
       }
-      if (failed.load(std::memory_order_relaxed)) return;
-      // (2) diagonal block, (3) the rows below: X L' = A21.
-      Eigen::Ref<Matrix> D = A.block(j0, j0, w, w);
-      if (!llt_in_place(D)) {
-        publish(-1);
+      const long target = static_cast<long>(s + 1) * threads_;
+      if (arrived_.fetch_add(1) + 1 == target)
+        wake();
+      else if (!wait([&] { return arrived_.load(std::memory_order_acquire) >= target; }))
         return;
-      }
-      if (below > 0)
-        D.transpose().triangularView<Eigen::Upper>().solveInPlace<Eigen::OnTheRight>(
-            A.block(j0 + w, j0, below, w));
-      publish(j + 1);
     }
   }
+
+ private:
+  static constexpr Index kSolveRows = 64;  // smallest chunk of rows per triangular solve
+  static constexpr int kSpins = 2048;      // about 50 us of pause instructions
+
+  // Column block j -= (block p of the rows of j and below) (block p of the rows of j)'.
+  void update(Index j, Index p) {
+    const Index j0 = j * nb_, wj = std::min(nb_, n_ - j0), bj = n_ - j0 - wj, p0 = p * nb_;
+    const auto Lj = A_.block(j0, p0, wj, nb_);
+    A_.block(j0, j0, wj, wj).triangularView<Eigen::Lower>() -= Lj * Lj.transpose();
+    if (bj > 0)
+      A_.block(j0 + wj, j0, bj, wj).noalias() -= A_.block(j0 + wj, p0, bj, nb_) * Lj.transpose();
+  }
+
+  // Waits until ready() (true) or a failure (false).
+  template <class Ready>
+  bool wait(Ready ready) {
+    for (int i = 0; i < kSpins; ++i) {
+      if (ready()) return true;
+      if (failed_.load(std::memory_order_relaxed)) return false;
+      MIXEDFIT_CPU_RELAX();
+    }
+    std::unique_lock<std::mutex> lock(mutex_);
+    sleepers_.fetch_add(1);  // seq_cst: wake() either sees it or its change is seen by ready()
+    cv_.wait(lock, [&] { return ready() || failed_.load(); });
+    sleepers_.fetch_sub(1);
+    return !failed_.load();
+  }
+
+  // Called after changing factored_, arrived_ or failed_.
+  void wake() {
+    if (sleepers_.load() > 0) {
+      std::lock_guard<std::mutex> lock(mutex_);  // a waiter between its check and its sleep holds it
+      cv_.notify_all();
+    }
+  }
+
+  Eigen::Ref<Matrix>& A_;
+  const Index n_, nb_, nblocks_;
+  int threads_ = 1;                       // set by start()
+  std::atomic<bool> started_{false};
+  std::vector<std::atomic<Index>> next_;  // per step: next task to hand out
+  std::atomic<Index> factored_{0};        // diagonal blocks 0..factored_-1 are factored
+  std::atomic<long> arrived_{0};          // barrier arrivals, all steps together
+  std::atomic<bool> failed_{false};
+  std::atomic<int> sleepers_{0};
+  std::mutex mutex_;
+  std::condition_variable cv_;
 };
 
-bool cholesky_tiled(Eigen::Ref<Matrix>& A, int threads, Index block) {
-  Tiled t(A, block);
-  const int extra = static_cast<int>(std::min<Index>(threads, t.nblocks)) - 1;
+bool cholesky_blocked(Eigen::Ref<Matrix>& A, int threads, Index block) {
+  Blocked job(A, block);
+  threads = static_cast<int>(std::min<Index>(threads, job.nblocks()));
   std::vector<std::thread> pool;
-  pool.reserve(extra > 0 ? extra : 0);
-  for (int i = 0; i < extra; ++i) {
+  pool.reserve(static_cast<size_t>(threads - 1));
+  for (int i = 1; i < threads; ++i) {
     try {
-      pool.emplace_back([&t] { t.work(); });
+      pool.emplace_back([&job] { job.join_when_started(); });
     } catch (const std::system_error&) {
-      break;  // no more threads available: the ones we have (at least this one) finish the job
+      break;  // the system refuses more threads: go on with those we have
     }
   }
-  t.work();
+  // Every thread takes part in every step's barrier, so the count is fixed before work starts.
+  job.start(static_cast<int>(pool.size()) + 1);
+  job.work();
   for (auto& th : pool) th.join();
-  return !t.failed.load() && t.done.load() == t.nblocks;
+  return job.ok();
 }
 
 }  // namespace
@@ -178,10 +231,10 @@ bool cholesky_lower(Eigen::Ref<Eigen::MatrixXd> A, int threads, int block) {
   if (n == 0) return true;
   threads = std::max(1, threads);
   if (block <= 0) {
-    if (threads == 1 || n < kMinTiledOrder) return llt_in_place(A);
-    block = kDenseCholBlock;
+    if (threads == 1 || n < kMinBlockedOrder) return llt_in_place(A);
+    block = static_cast<int>(default_block(n));
   }
-  return cholesky_tiled(A, threads, block);
+  return cholesky_blocked(A, threads, block);
 }
 
 }  // namespace mixedfit
