@@ -20,9 +20,6 @@ int num_threads();
 // reject them before they get here).
 void set_num_threads(int n);
 
-// Default column-block width of the blocked factorization.
-constexpr int kDenseCholBlock = 96;
-
 // In-place lower Cholesky A = L L' of a symmetric positive definite matrix.
 //
 // Only the lower triangle of A is read; on success it holds L. The strict upper triangle is
@@ -32,9 +29,10 @@ constexpr int kDenseCholBlock = 96;
 // positive or not finite (NaN/Inf anywhere on the way ends there too); A's contents are then
 // unspecified.
 //
-// block == 0 chooses automatically: Eigen's LLT when threads == 1 or A is small, else the
-// blocked algorithm with the default block width. block > 0 forces the blocked algorithm with
-// that width, on any size and thread count (tests use it to exercise the tiling).
+// block == 0 chooses automatically: Eigen's LLT when threads == 1 or A is small (order < 384),
+// else the blocked algorithm with a column-block width chosen by order (64 to 128).
+// block > 0 forces the blocked algorithm with that width, on any size and thread count (tests
+// use it to exercise the blocking).
 bool cholesky_lower(Eigen::Ref<Eigen::MatrixXd> A, int threads, int block = 0);
 
 }  // namespace mixedfit
