@@ -3,6 +3,10 @@ failure modes, and the thread-count setting."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -124,3 +128,22 @@ def test_fit_does_not_depend_on_threads(restore_threads):
     np.testing.assert_allclose(objs[1], objs[0], rtol=1e-12)
     np.testing.assert_allclose(objs[2], objs[0], rtol=1e-12)
     np.testing.assert_allclose(objs[1][0], fit.reml_criterion, rtol=1e-12)
+
+
+@pytest.mark.parametrize("env, want", [("3", 3), ("1", 1), ("0", None), ("two", None)])
+def test_environment_variable(env, want):
+    # A fresh process loads the extension alone (not the package: faster), with the variable set.
+    code = (
+        "import importlib.util, sys\n"
+        f"spec = importlib.util.spec_from_file_location('mixedfit._core', {_core.__file__!r})\n"
+        "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)\n"
+        "print(m.get_num_threads())\n"
+    )
+    env_vars = {**os.environ, "MIXEDFIT_NUM_THREADS": env}
+    out = subprocess.run([sys.executable, "-c", code], env=env_vars, capture_output=True,
+                         text=True, check=True).stdout
+    got = int(out)
+    if want is None:  # ignored: the default, at least 1
+        assert got >= 1
+    else:
+        assert got == want
