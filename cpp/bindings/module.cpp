@@ -5,6 +5,7 @@ namespace mixedfit_py {
 py::handle NumericalError;
 void bind_lmm(py::module_& m);
 void bind_glmm(py::module_& m);
+void bind_dense(py::module_& m);
 }  // namespace mixedfit_py
 
 PYBIND11_MODULE(_core, m) {
@@ -15,4 +16,5 @@ PYBIND11_MODULE(_core, m) {
       py::exception<std::runtime_error>(m, "NumericalError", PyExc_ArithmeticError).release();
   mixedfit_py::bind_lmm(m);
   mixedfit_py::bind_glmm(m);
+  mixedfit_py::bind_dense(m);
 }

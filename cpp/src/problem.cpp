@@ -1,5 +1,7 @@
 #include "mixedfit/problem.hpp"
 
+#include "mixedfit/dense_chol.hpp"
+
 #include <algorithm>
 #include <cmath>
 
@@ -589,8 +591,7 @@ Status Problem::factor(const double* theta, bool with_response) {
     // and L_XX, and a response in the span of [Z X] would leave no positive last pivot.
     Eigen::Ref<Matrix> lead = R_.topLeftCorner(with_response ? m_ : m_ - 1,
                                                 with_response ? m_ : m_ - 1);
-    Eigen::LLT<Eigen::Ref<Matrix>, Eigen::Lower> llt(lead);
-    if (llt.info() != Eigen::Success) return Status::NotPositiveDefinite;
+    if (!cholesky_lower(lead, num_threads())) return Status::NotPositiveDefinite;
   }
   // Components from the diagonal.
   double ld = 0.0;
