@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <thread>
 
 namespace mixedfit {
 
@@ -57,16 +58,34 @@ inline void right_solve_lower_t(double* V, Index r, int p, const double* Lp) {
 // Inverse of a lower-triangular matrix, by block columns: column block j of L^{-1} solves
 // L[j:, j:] X = [I; 0], so the solves cost n^3 / 3 in all (a solve against the full
 // identity would cost n^3).
+// The block columns are independent: with more than one thread (num_threads()) and a large
+// matrix, a second thread takes about half of the work (block j costs (n - j0)^2 jb).
 void lower_tri_inverse(const Eigen::Ref<const Matrix>& L, Matrix& Linv) {
   const Index n = L.rows();
   Linv.setZero(n, n);
   const Index nb = 128;
-  for (Index j0 = 0; j0 < n; j0 += nb) {
+  auto solve_block = [&](Index j0) {
     const Index jb = std::min(nb, n - j0);
     auto X = Linv.block(j0, j0, n - j0, jb);
     X.topRows(jb).setIdentity();
     L.bottomRightCorner(n - j0, n - j0).triangularView<Eigen::Lower>().solveInPlace(X);
+  };
+  std::vector<Index> starts;
+  for (Index j0 = 0; j0 < n; j0 += nb) starts.push_back(j0);
+  if (num_threads() < 2 || n < 384) {
+    for (Index j0 : starts) solve_block(j0);
+    return;
   }
+  // Greedy split by cost, largest first: the costs fall with j0.
+  std::vector<Index> mine, theirs;
+  double a = 0.0, b = 0.0;
+  for (Index j0 : starts) {
+    const double cost = static_cast<double>(n - j0) * static_cast<double>(n - j0);
+    if (a <= b) { mine.push_back(j0); a += cost; } else { theirs.push_back(j0); b += cost; }
+  }
+  std::thread other([&]() { for (Index j0 : theirs) solve_block(j0); });
+  for (Index j0 : mine) solve_block(j0);
+  other.join();
 }
 
 }  // namespace
@@ -1127,18 +1146,35 @@ Status Problem::logdet_gradient_scalar(bool with_x, Vector& g) const {
     for (int c = 0; c < l0_; ++c)
       tr0 += (1.0 + Y.col(c).squaredNorm()) / (L11_[c] * L11_[c]);
   } else {
-    Vector y(mr);
-    for (int c = 0; c < l0_; ++c) {
-      y.setZero();
-      Index lo = mr;
-      auto add = [&](Index col, double val) {
-        y.tail(mr - col).noalias() += Rinv.col(col).tail(mr - col) * val;
-        lo = std::min(lo, col);
-      };
-      if (K > 1)
-        for (Index a = colptr_[c]; a < colptr_[c + 1]; ++a) add(rowidx_[a], BZt_[a]);
-      for (Index t = 0; t < px; ++t) add(mZ_ + t, BXt_(t, c));
-      tr0 += (1.0 + y.tail(mr - lo).squaredNorm()) / (L11_[c] * L11_[c]);
+    // Levels in two halves on two threads when there is enough work (memory-bound reads of
+    // R^{-1}'s columns).
+    auto levels = [&](int c_lo, int c_hi) {
+      Vector y(mr);
+      double acc = 0.0;
+      for (int c = c_lo; c < c_hi; ++c) {
+        y.setZero();
+        Index lo = mr;
+        auto add = [&](Index col, double val) {
+          y.tail(mr - col).noalias() += Rinv.col(col).tail(mr - col) * val;
+          lo = std::min(lo, col);
+        };
+        if (K > 1)
+          for (Index a = colptr_[c]; a < colptr_[c + 1]; ++a) add(rowidx_[a], BZt_[a]);
+        for (Index t = 0; t < px; ++t) add(mZ_ + t, BXt_(t, c));
+        acc += (1.0 + y.tail(mr - lo).squaredNorm()) / (L11_[c] * L11_[c]);
+      }
+      return acc;
+    };
+    const double work = static_cast<double>(colptr_[l0_]) * static_cast<double>(mr);
+    if (num_threads() >= 2 && work > 4.0e6) {
+      const int half = l0_ / 2;
+      double other = 0.0;
+      std::thread t([&]() { other = levels(half, l0_); });
+      tr0 = levels(0, half);
+      t.join();
+      tr0 += other;
+    } else {
+      tr0 = levels(0, l0_);
     }
   }
   g.resize(K);
