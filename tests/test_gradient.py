@@ -173,7 +173,7 @@ def test_lmm_gradient_matches_differences(formula, weights, reml):
 def test_lmm_auto_matches_bobyqa(formula, weights):
     df = lmm_frame(1)
     w = None if weights is None else df[weights].to_numpy()
-    auto = mixedfit.lmer(formula, df, weights=w)
+    auto = mixedfit.lmer(formula, df, weights=w, control={"optimizer": "gradient"})
     ref = mixedfit.lmer(formula, df, weights=w, control={"optimizer": "bobyqa"})
     assert auto.optinfo.fun <= ref.optinfo.fun + 1e-8 * abs(ref.optinfo.fun)
     np.testing.assert_allclose(auto.fixef, ref.fixef, rtol=1e-4, atol=1e-5)
@@ -185,8 +185,18 @@ def test_lmm_singular_fit_reports_zero():
     n = 200
     df = pd.DataFrame({"y": rng.normal(size=n), "x": rng.normal(size=n),
                        "g": rng.integers(0, 10, n).astype(str)})
-    fit = mixedfit.lmer("y ~ x + (1 | g)", df)
+    fit = mixedfit.lmer("y ~ x + (1 | g)", df, control={"optimizer": "gradient"})
     ref = mixedfit.lmer("y ~ x + (1 | g)", df, control={"optimizer": "bobyqa"})
     if ref.theta[0] == 0.0:
         assert fit.theta[0] == 0.0
     assert fit.optinfo.fun <= ref.optinfo.fun + 1e-9 * abs(ref.optinfo.fun)
+
+
+def test_auto_chooses_by_size():
+    from mixedfit.lmm import _use_gradient
+    small = build_design("y ~ x + (1 | g)", lmm_frame(), weights=None, offset=None, lmm=True)
+    big = build_design("y ~ x + (1 | g)", lmm_frame(n=6000), weights=None, offset=None, lmm=True)
+    auto = mixedfit.Control()
+    assert not _use_gradient(small, auto) and _use_gradient(big, auto)
+    assert _use_gradient(small, mixedfit.Control(optimizer="gradient"))
+    assert not _use_gradient(big, mixedfit.Control(optimizer="bobyqa"))

@@ -56,7 +56,7 @@ def _hessian_from_gradient(fg, x: np.ndarray, delta: float = 1e-4) -> np.ndarray
 
 
 def _use_gradient(prob, nagq: int, control) -> bool:
-    return control.optimizer == "auto" and nagq <= 1 and prob.has_gradient
+    return control.optimizer in ("auto", "gradient") and nagq <= 1 and prob.has_gradient
 
 
 def _separated_columns(design, y: np.ndarray, pw: np.ndarray) -> list[tuple[str, str]]:

@@ -38,6 +38,14 @@ def _check_residual_variation(design, y) -> None:
         )
 
 
+def _use_gradient(design, control) -> bool:
+    """The gradient path pays when an evaluation is expensive (see Control.optimizer)."""
+    if control.optimizer != "auto":
+        return control.optimizer == "gradient"
+    rest = sum(t.nlevels * t.p for t in design.terms[1:])
+    return design.n >= 5000 or rest >= 200
+
+
 def lmer(formula: str, data, *, reml: bool = True, weights=None, offset=None, control=None,
          data_name: str | None = None) -> LmerResult:
     """Fit a linear mixed model with lme4's formula syntax.
@@ -71,7 +79,7 @@ def lmer(formula: str, data, *, reml: bool = True, weights=None, offset=None, co
     def f(th):
         return prob.objective(th, reml)
 
-    if control.optimizer == "auto":
+    if _use_gradient(design, control):
         opt = minimize_theta(lambda th: prob.objective_grad(th, reml), f, x0, ps, control)
     else:
         opt = bobyqa(f, x0, lower, control)
