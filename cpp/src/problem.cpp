@@ -582,7 +582,20 @@ Status Problem::factor(const double* theta, bool with_response) {
   if (K > 1) {
     if (dense_) {
       Eigen::Map<const Matrix> BZ(BZt_.data(), mZ_, q0_);
-      R_.topLeftCorner(mZ_, mZ_).selfadjointView<Eigen::Lower>().rankUpdate(BZ, -1.0);
+      const double flops = static_cast<double>(mZ_) * mZ_ * q0_;
+      if (num_threads() >= 2 && flops > 5.0e7) {
+        // Two threads, each over half of term 0's levels (the update's inner dimension).
+        const Index h = q0_ / 2;
+        Matrix S2 = Matrix::Zero(mZ_, mZ_);
+        std::thread t([&]() {
+          S2.selfadjointView<Eigen::Lower>().rankUpdate(BZ.rightCols(q0_ - h), 1.0);
+        });
+        R_.topLeftCorner(mZ_, mZ_).selfadjointView<Eigen::Lower>().rankUpdate(BZ.leftCols(h), -1.0);
+        t.join();
+        R_.topLeftCorner(mZ_, mZ_).triangularView<Eigen::Lower>() -= S2;
+      } else {
+        R_.topLeftCorner(mZ_, mZ_).selfadjointView<Eigen::Lower>().rankUpdate(BZ, -1.0);
+      }
       R_.block(mZ_, 0, p_ + 1, mZ_).noalias() -= BXt_ * BZ.transpose();
     } else {
       for (int c = 0; c < l0_; ++c) {
@@ -1142,9 +1155,23 @@ Status Problem::logdet_gradient_scalar(bool with_x, Vector& g) const {
     Matrix L21(mr, q0_);
     L21.topRows(mZ_) = Eigen::Map<const Matrix>(BZt_.data(), mZ_, q0_);
     if (px) L21.bottomRows(px) = BXt_.topRows(px);
-    const Matrix Y = Rinv.triangularView<Eigen::Lower>() * L21;
-    for (int c = 0; c < l0_; ++c)
-      tr0 += (1.0 + Y.col(c).squaredNorm()) / (L11_[c] * L11_[c]);
+    auto part = [&](Index c_lo, Index c_hi) {
+      const Matrix Y = Rinv.triangularView<Eigen::Lower>() * L21.middleCols(c_lo, c_hi - c_lo);
+      double acc = 0.0;
+      for (Index c = c_lo; c < c_hi; ++c)
+        acc += (1.0 + Y.col(c - c_lo).squaredNorm()) / (L11_[c] * L11_[c]);
+      return acc;
+    };
+    if (num_threads() >= 2 && static_cast<double>(mr) * mr * q0_ > 5.0e7) {
+      const Index h = q0_ / 2;
+      double other = 0.0;
+      std::thread t([&]() { other = part(h, q0_); });
+      tr0 = part(0, h);
+      t.join();
+      tr0 += other;
+    } else {
+      tr0 = part(0, q0_);
+    }
   } else {
     // Levels in two halves on two threads when there is enough work (memory-bound reads of
     // R^{-1}'s columns).
