@@ -76,7 +76,7 @@ def test_gradient_matches_differences(family, formula, seed):
 def test_objective_even_in_template_columns():
     df = simulate(3, "poisson")
     fit = mixedfit.glmer("y ~ x + (x | g) + (1 | h)", df, family="poisson")
-    prob, nt = fit._prob, fit.theta.size
+    prob = fit._prob
     th = fit.theta.copy()
     flipped = th.copy()
     flipped[0:2] *= -1       # first column of the (x | g) template
@@ -200,3 +200,23 @@ def test_auto_chooses_by_size():
     assert not _use_gradient(small, auto) and _use_gradient(big, auto)
     assert _use_gradient(small, mixedfit.Control(optimizer="gradient"))
     assert not _use_gradient(big, mixedfit.Control(optimizer="bobyqa"))
+
+
+def test_fallbacks_when_newton_cannot_go_on(monkeypatch):
+    """Newton giving up (no positive curvature, a failed search) hands over to L-BFGS-B and,
+    if that fails or ends on a bound, to lme4's BOBYQA path: same optimum either way."""
+    import mixedfit.glmm as glmm_mod
+    import mixedfit.optimize as opt_mod
+
+    df = simulate(2, "binomial")
+    formula = "y ~ x + z + (1 | g) + (1 | h)"
+    ref = mixedfit.glmer(formula, df, family="binomial", control={"optimizer": "bobyqa"})
+    monkeypatch.setattr(glmm_mod, "newton", lambda *a, **k: None)
+    monkeypatch.setattr(opt_mod, "newton", lambda *a, **k: None)
+    fit = mixedfit.glmer(formula, df, family="binomial")
+    assert "Newton" not in fit.optinfo.message
+    assert fit.optinfo.fun <= ref.optinfo.fun + 1e-7 * abs(ref.optinfo.fun)
+    np.testing.assert_allclose(fit.beta, ref.beta, atol=2e-4)
+    lm = mixedfit.lmer("y ~ x + (x | g)", lmm_frame(), control={"optimizer": "gradient"})
+    lm_ref = mixedfit.lmer("y ~ x + (x | g)", lmm_frame(), control={"optimizer": "bobyqa"})
+    assert lm.optinfo.fun <= lm_ref.optinfo.fun + 1e-8 * abs(lm_ref.optinfo.fun)

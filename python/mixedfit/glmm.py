@@ -13,8 +13,8 @@ from . import _core
 from ._design import build_design
 from ._errors import ConvergenceError, DataError, NumericalError
 from .families import binomial_response, check_response, resolve_family
-from .optimize import (OptResult, bobyqa, lbfgsb, minimize_theta, newton, positive_diagonal,
-                       theta_lower, theta_start)
+from .optimize import (OptResult, bobyqa, lbfgsb, minimize_theta, newton, on_bound,
+                       positive_diagonal, snap_to_boundary, theta_lower, theta_start)
 from .options import Control
 from .results import MixedResult, VarCorr, _varcorr_terms
 
@@ -289,6 +289,7 @@ def _stage2_gradient(prob, x0, nt, ps, lower, step2, u0, ghz, ghw, f2, control, 
     if res is not None:
         opt = OptResult(x=res[0], fun=float(res[1]), nevals=res[2], message="Newton converged",
                         converged=True)
+        snap_to_boundary(f2, opt, ps)
     else:
         opt = lbfgsb(fg, x0, lower, control)
         if not opt.converged or on_bound(opt.x, lower):

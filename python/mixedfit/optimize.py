@@ -1,5 +1,5 @@
-"""The outer optimizers: NLopt's BOBYQA with lme4's settings, and SciPy's L-BFGS-B for
-objectives with an exact gradient."""
+"""The outer optimizers: NLopt's BOBYQA with lme4's settings, and for objectives with an
+exact gradient modified Newton steps (SciPy's L-BFGS-B as their fallback)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,7 @@ from scipy.optimize import minimize
 from .options import Control
 
 __all__ = ["OptResult", "bobyqa", "lbfgsb", "minimize_theta", "newton", "on_bound",
-           "positive_diagonal",
-           "theta_lower", "theta_start"]
+           "positive_diagonal", "snap_to_boundary", "theta_lower", "theta_start"]
 
 
 @dataclass
@@ -98,7 +97,6 @@ def bobyqa(fun, x0: np.ndarray, lower: np.ndarray, control: Control,
     return OptResult(x=np.asarray(x), fun=float(fx), nevals=count[0], message=msg, converged=conv)
 
 
-
 class _Abort(Exception):
     """Raised inside L-BFGS-B's callback when the objective cannot be evaluated."""
 
@@ -153,6 +151,7 @@ def _projected_gradient_small(x, g, lower, f) -> bool:
 
 
 def on_bound(x: np.ndarray, lower: np.ndarray) -> bool:
+    """Some bounded entry sits exactly on its bound."""
     fin = np.isfinite(lower)
     return bool(np.any(x[fin] <= lower[fin]))
 
@@ -231,10 +230,10 @@ def newton(fg, x0: np.ndarray, lower: np.ndarray, maxit: int = 100, max_step: fl
     return None
 
 
-def _snap_to_boundary(fun, opt: OptResult, ps: list[int], tiny: float = 1e-4) -> None:
+def snap_to_boundary(fun, opt: OptResult, ps: list[int], tiny: float = 1e-4) -> None:
     """A gradient search approaches a minimum on the boundary (a variance of 0) only
     asymptotically; put tiny diagonal entries on 0, as lme4 reports them, where that does not
-    raise the objective beyond rounding. Changes ``opt`` in place."""
+    raise the objective beyond rounding. Changes ``opt`` in place (theta first in ``opt.x``)."""
     diag = []
     pos = 0
     for p in ps:
@@ -277,11 +276,13 @@ def minimize_theta(fun_grad, fun, start: np.ndarray, ps: list[int], control: Con
     else:
         opt = lbfgsb(fun_grad, start, free, control)
     opt.x = positive_diagonal(opt.x, ps)
-    if opt.converged:
-        _snap_to_boundary(fun, opt, ps)
     if not opt.converged or on_bound(opt.x, lower):
+        # Failed, or stopped exactly on 0 (where that entry's gradient vanishes whatever
+        # the curvature): lme4's path decides.
         again = bobyqa(fun, start, lower, control)
         again.nevals += opt.nevals
         if again.fun <= opt.fun or not opt.converged:
             opt = again
+    else:
+        snap_to_boundary(fun, opt, ps)
     return opt
