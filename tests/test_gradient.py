@@ -220,3 +220,33 @@ def test_fallbacks_when_newton_cannot_go_on(monkeypatch):
     lm = mixedfit.lmer("y ~ x + (x | g)", lmm_frame(), control={"optimizer": "gradient"})
     lm_ref = mixedfit.lmer("y ~ x + (x | g)", lmm_frame(), control={"optimizer": "bobyqa"})
     assert lm.optinfo.fun <= lm_ref.optinfo.fun + 1e-8 * abs(lm_ref.optinfo.fun)
+
+
+@pytest.mark.parametrize("n,l0,l1", [(20000, 1000, 450), (60000, 300, 450)])
+def test_threaded_paths_match_one_thread(n, l0, l1):
+    """Designs large enough for every two-thread path (R^{-1} by block columns, the level
+    sums, the dense coupling downdate in the second case): same objective and gradient as
+    with one thread, to rounding."""
+    rng = np.random.default_rng(7)
+    g = rng.integers(0, l0, n)
+    h = rng.integers(0, l1, n)
+    x = rng.normal(size=n)
+    df = pd.DataFrame({"y": x + rng.normal(size=l0)[g] + rng.normal(size=l1)[h] + rng.normal(size=n),
+                       "x": x, "g": g, "h": h})
+    d = build_design("y ~ x + (1 | g) + (1 | h)", df, weights=None, offset=None, lmm=True)
+    prob = make_problem(d, d.y, None)
+    th = np.array([0.7, 0.4])
+    before = mixedfit.get_num_threads()
+    try:
+        out = {}
+        for k in (1, 2):
+            mixedfit.set_num_threads(k)
+            out[k] = (prob.objective_grad(th, True), prob.solution(th)["unscaled_condvar"])
+    finally:
+        mixedfit.set_num_threads(before)
+    (v1, g1), cv1 = out[1]
+    (v2, g2), cv2 = out[2]
+    assert v2 == pytest.approx(v1, rel=1e-12)
+    np.testing.assert_allclose(g2, g1, rtol=1e-9, atol=1e-9)
+    for a, b in zip(cv1, cv2):
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
