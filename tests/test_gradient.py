@@ -192,12 +192,19 @@ def test_lmm_singular_fit_reports_zero():
     assert fit.optinfo.fun <= ref.optinfo.fun + 1e-9 * abs(ref.optinfo.fun)
 
 
-def test_auto_chooses_by_size():
+def test_auto_chooses_by_evaluation_cost():
     from mixedfit.lmm import _use_gradient
     small = build_design("y ~ x + (1 | g)", lmm_frame(), weights=None, offset=None, lmm=True)
-    big = build_design("y ~ x + (1 | g)", lmm_frame(n=6000), weights=None, offset=None, lmm=True)
+    # Many rows but one small term: an evaluation is still cheap.
+    rows = build_design("y ~ x + (1 | g)", lmm_frame(n=20000), weights=None, offset=None, lmm=True)
+    rng = np.random.default_rng(0)
+    # Two large crossed factors: the second forms a dense block of 250.
+    df = lmm_frame(n=5000).assign(a=rng.integers(0, 300, 5000).astype(str),
+                                  b=rng.integers(0, 250, 5000).astype(str))
+    big = build_design("y ~ x + (1 | a) + (1 | b)", df, weights=None, offset=None, lmm=True)
     auto = mixedfit.Control()
-    assert not _use_gradient(small, auto) and _use_gradient(big, auto)
+    assert not _use_gradient(small, auto) and not _use_gradient(rows, auto)
+    assert _use_gradient(big, auto)
     assert _use_gradient(small, mixedfit.Control(optimizer="gradient"))
     assert not _use_gradient(big, mixedfit.Control(optimizer="bobyqa"))
 

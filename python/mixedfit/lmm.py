@@ -39,11 +39,15 @@ def _check_residual_variation(design, y) -> None:
 
 
 def _use_gradient(design, control) -> bool:
-    """The gradient path pays when an evaluation is expensive (see Control.optimizer)."""
+    """The gradient path pays when an evaluation is expensive (see Control.optimizer). An LMM
+    evaluation never touches the n rows: its cost is the dense rest block's factorization
+    (m^3 / 3, m = random effects outside the first term + p + 1) and the coupling downdate
+    (at most q_0 m); below ~2e6 flops it takes microseconds and BOBYQA is cheaper."""
     if control.optimizer != "auto":
         return control.optimizer == "gradient"
-    rest = sum(t.nlevels * t.p for t in design.terms[1:])
-    return design.n >= 5000 or rest >= 200
+    m = sum(t.nlevels * t.p for t in design.terms[1:]) + design.p + 1
+    q0 = design.terms[0].nlevels * design.terms[0].p
+    return m**3 / 3.0 + q0 * m >= 2.0e6
 
 
 def lmer(formula: str, data, *, reml: bool = True, weights=None, offset=None, control=None,
