@@ -257,3 +257,26 @@ def test_threaded_paths_match_one_thread(n, l0, l1):
     np.testing.assert_allclose(g2, g1, rtol=1e-9, atol=1e-9)
     for a, b in zip(cv1, cv2):
         np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
+
+
+def test_gradient_two_crossed_factors_sparse_path():
+    """Two crossed scalar terms with a sparse coupling block and a rest block of >= 64 levels
+    take the core's shortcut (no dense S22): same checks as above."""
+    rng = np.random.default_rng(5)
+    n = 6000
+    g = rng.integers(0, 300, n)
+    h = rng.integers(0, 120, n)
+    x = rng.normal(size=n)
+    eta = 0.2 + 0.5 * x + rng.normal(0, 0.6, 300)[g] + rng.normal(0, 0.5, 120)[h]
+    df = pd.DataFrame({"y": rng.binomial(1, special.expit(eta)), "x": x, "g": g, "h": h})
+    d = build_design("y ~ x + (1 | g) + (1 | h)", df, weights=None, offset=None, lmm=True)
+    assert not make_problem(d, d.y.astype(float), None).rest_dense
+    fit = mixedfit.glmer("y ~ x + (1 | g) + (1 | h)", df, family="binomial")
+    prob, nt = fit._prob, 2
+    x0 = np.r_[fit.theta * 1.1 + 0.05, fit.beta + 0.05]
+    _, grad = prob.stage2_grad(x0[:nt], x0[nt:])
+    fd = central(lambda v: prob.stage2(v[:nt], v[nt:], None, 1, NONE, NONE), x0)
+    assert np.max(np.abs(grad - fd)) <= 1e-5 * max(1.0, np.max(np.abs(fd)))
+    _, g1 = prob.stage1_grad(x0[:nt])
+    fd1 = central(lambda v: prob.stage1(v, None), x0[:nt])
+    assert np.max(np.abs(g1 - fd1)) <= 1e-5 * max(1.0, np.max(np.abs(fd1)))

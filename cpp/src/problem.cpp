@@ -972,9 +972,68 @@ Status Problem::solve_system(Matrix& B, bool with_x) const {
   return Status::Ok;
 }
 
+Status Problem::leverages_two_scalar(Vector& h, Matrix& T) const {
+  // Two scalar terms with a sparse coupling block (e.g. two crossed factors): an observation
+  // touches only S11_c, S21 at (c, its level of term 1) and S22's diagonal. With
+  // y_c = R^{-1} L21_c (L21_c: the few rows of level c's pattern):
+  //   S11_c = (1 + |y_c|^2) / L_c^2,  S21_c[r] = -(R^{-T} y_c)_r / L_c,  diag(S22) = column
+  // norms of R^{-1} -- no dense S22 and no gathers from it.
+  Matrix Rinv;
+  lower_tri_inverse(R_.topLeftCorner(mZ_, mZ_), Rinv);
+  const Vector d22 = Rinv.colwise().squaredNorm().transpose();
+  Vector S11(l0_), S21(colptr_[l0_]);
+  auto levels = [&](int c_lo, int c_hi) {
+    Vector y(mZ_);
+    for (int c = c_lo; c < c_hi; ++c) {
+      y.setZero();
+      Index lo = mZ_;
+      for (Index a = colptr_[c]; a < colptr_[c + 1]; ++a) {
+        const Index r = rowidx_[a];
+        y.tail(mZ_ - r).noalias() += Rinv.col(r).tail(mZ_ - r) * BZt_[a];
+        lo = std::min(lo, r);
+      }
+      const double Lc = L11_[c];
+      S11[c] = (1.0 + y.tail(mZ_ - lo).squaredNorm()) / (Lc * Lc);
+      for (Index a = colptr_[c]; a < colptr_[c + 1]; ++a) {
+        const Index r = rowidx_[a];
+        S21[a] = -Rinv.col(r).tail(mZ_ - r).dot(y.tail(mZ_ - r)) / Lc;
+      }
+    }
+  };
+  const double work = static_cast<double>(colptr_[l0_]) * static_cast<double>(mZ_);
+  if (num_threads() >= 2 && work > 4.0e6) {
+    const int half = l0_ / 2;
+    std::thread t([&]() { levels(half, l0_); });
+    levels(0, half);
+    t.join();
+  } else {
+    levels(0, l0_);
+  }
+  h.resize(n_);
+  T.resize(n_, 2);
+  const double lam0 = lambda_[0](0, 0), lam1 = lambda_[1](0, 0);
+  const TermData& t0 = terms_[0];
+  const TermData& t1 = terms_[1];
+  for (Index i = 0; i < n_; ++i) {
+    const int c = t0.g[i];
+    const Index s1 = offset_[1] + t1.g[i];
+    const double z0 = t0.Z[i], z1 = t1.Z[i];
+    const double v0 = lam0 * z0, v1 = lam1 * z1;
+    const double s21 = S21[colptr_[c] + obs_pos_[static_cast<size_t>(i)]];
+    const double w0 = S11[c] * v0 + s21 * v1;
+    const double w1 = s21 * v0 + d22[s1] * v1;
+    h[i] = v0 * w0 + v1 * w1;
+    T(i, 0) = z0 * w0;
+    T(i, 1) = z1 * w1;
+  }
+  return Status::Ok;
+}
+
 Status Problem::leverages(Vector& h, Matrix& T, bool with_x) const {
   if (!factored_) return Status::NotEvaluated;
   const int K = nterms();
+  if (!with_x && K == 2 && p0_ == 1 && rest_scalar_ && !dense_ && mZ_ >= 64)
+    return leverages_two_scalar(h, T);
   const Index bs = static_cast<Index>(p0_) * p0_;
   const Index px = with_x ? p_ : 0;
   const Index mr = mZ_ + px;  // leading part of the rest block: rest Z rows (and X rows)

@@ -126,6 +126,8 @@ class Problem {
   void fill_lambdas(const double* theta);
   void scale_rest_lower();
   void add_z_times(const double* b, double* out) const;
+  // leverages() for two scalar terms with a sparse coupling block, without a dense S22.
+  Status leverages_two_scalar(Vector& h, Matrix& T) const;
   // d log|M| / dtheta (M: G, or with_x the (u, beta) system) when every term is scalar.
   Status logdet_gradient_scalar(bool with_x, Vector& g) const;
   // theta component k: its term, its (row, col) in the term's template, and the term's first
