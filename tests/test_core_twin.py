@@ -538,3 +538,18 @@ def test_strided_single_column_is_refused(which):
         terms = [(g0, 4, Z0), (g1, 3, fixed)]
     prob = make_problem(X, terms, y, w)
     compare(prob, X, y, w, terms, np.full(prob.ntheta, 0.7))
+
+
+@pytest.mark.parametrize("p", [3, 7, 15, 16, 20])
+def test_wide_fixed_effects_every_accumulation_path(p):
+    """set_response reads [x y] as padded rows of width 4, 8 or 16 for scalar terms and falls
+    back to term-by-term accumulation beyond 15 columns: every width against the twin."""
+    rng = np.random.default_rng(100 + p)
+    n = 150
+    X = fixed_x(rng, n, p)
+    g = rng.integers(0, 12, n)
+    h = rng.integers(0, 5, n)
+    terms = [term(g, 12, term_z(rng, n, 1)), term(h, 5, term_z(rng, n, 1))]
+    y = rng.normal(size=n) + g * 0.1
+    w = rng.uniform(0.5, 2.0, n)
+    compare(make_problem(X, terms, y, w), X, y, w, terms, [0.8, 0.5])

@@ -320,71 +320,9 @@ Status Problem::set_response(const double* y, const double* w, bool need_ldW) {
     else if (S == 8) run(std::integral_constant<int, 8>());
     else run(std::integral_constant<int, 16>());
     xy_done = true;
-  } else if (p0_ == 1 && rest_scalar_) {
-    // Scalar terms only (the common case): straight-line accumulation per observation, with
-    // every pointer hoisted and marked unaliased so the sums stay in registers.
-    const double* __restrict z0 = t0.Z;
-    const std::int32_t* __restrict g0 = t0.g;
-    const double* __restrict X = X_;
-    double* __restrict A11 = A11_.data();
-    double* __restrict BX = BX_.data();
-    double* __restrict BZ = BZ_.data();
-    double* __restrict AR = Arest_.data();
-    const Index* __restrict cp = colptr_.data();
-    const Index* __restrict op = obs_pos_.data();
-    const Index ldr = m_, mZ = mZ_, p = p_, n = n_;
-    const int Km1 = K - 1;
-    // Rest terms' codes, values and row offsets.
-    std::vector<const std::int32_t*> gk(K);
-    std::vector<const double*> zk(K);
-    std::vector<Index> ok(K);
-    for (int k = 1; k < K; ++k) {
-      gk[k] = terms_[k].g;
-      zk[k] = terms_[k].Z;
-      ok[k] = offset_[k];
-    }
-    Index sk[16];
-    double wzk[16], zz[16];
-    const bool small_k = K <= 16;
-    for (Index i = 0; i < n; ++i) {
-      const double wi = w ? w[i] : 1.0;
-      const double yi = y[i];
-      const int c = g0[i];
-      const double wz0 = wi * z0[i];
-      A11[c] += z0[i] * wz0;
-      double* bx = BX + static_cast<Index>(c) * pp1;
-      for (Index k = 0; k < p; ++k) bx[k] += X[i + k * n] * wz0;
-      bx[p] += yi * wz0;
-      if (Km1 == 0) continue;
-      double* vals = BZ + cp[c];
-      const Index* opi = op + static_cast<size_t>(i) * Km1;
-      if (small_k) {
-        for (int k = 1; k < K; ++k) {
-          zz[k] = zk[k][i];
-          wzk[k] = wi * zz[k];
-          sk[k] = ok[k] + gk[k][i];
-          vals[opi[k - 1]] += zz[k] * wz0;
-        }
-        for (int k = 1; k < K; ++k) {
-          for (int kk = 1; kk <= k; ++kk) AR[sk[k] + sk[kk] * ldr] += wzk[k] * zz[kk];
-          double* col = AR + sk[k] * ldr + mZ;
-          for (Index t = 0; t < p; ++t) col[t] += X[i + t * n] * wzk[k];
-          col[p] += yi * wzk[k];
-        }
-        continue;
-      }
-      for (int k = 1; k < K; ++k) {
-        const double zki = zk[k][i];
-        const double wz = wi * zki;
-        vals[opi[k - 1]] += zki * wz0;
-        const Index s1 = ok[k] + gk[k][i];
-        for (int kk = 1; kk <= k; ++kk) AR[s1 + (ok[kk] + gk[kk][i]) * ldr] += wz * zk[kk][i];
-        double* col = AR + s1 * ldr + mZ;
-        for (Index t = 0; t < p; ++t) col[t] += X[i + t * n] * wz;
-        col[p] += yi * wz;
-      }
-    }
   } else {
+    // Vector-valued terms, or more than 15 fixed-effect columns: per observation, term by
+    // term.
     for (Index i = 0; i < n_; ++i) {
       const double wi = w ? w[i] : 1.0;
       const double yi = y[i];
