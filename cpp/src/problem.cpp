@@ -88,6 +88,19 @@ void lower_tri_inverse(const Eigen::Ref<const Matrix>& L, Matrix& Linv) {
   other.join();
 }
 
+// f(lo, hi) over [0, n): on the calling thread alone, or in two halves with one more thread
+// when `parallel`; the sum of the results.
+template <typename F>
+double split_sum(bool parallel, Index n, F f) {
+  if (!parallel) return f(Index{0}, n);
+  const Index h = n / 2;
+  double other = 0.0;
+  std::thread t([&]() { other = f(h, n); });
+  const double mine = f(Index{0}, h);
+  t.join();
+  return mine + other;
+}
+
 }  // namespace
 
 Problem::Problem(Index n, Index p, const double* X, std::vector<TermData> terms)
@@ -910,6 +923,22 @@ Status Problem::solve_system(Matrix& B, bool with_x) const {
   return Status::Ok;
 }
 
+Index Problem::rinv_times_coupling(const Matrix& Rinv, int c, Index px, Vector& y) const {
+  // y = R^{-1} L21_c for scalar term 0: level c's few rest-Z rows (and the px X rows), each a
+  // column of R^{-1} from its own row down. Returns the first row that can be nonzero.
+  const Index mr = mZ_ + px;
+  y.setZero(mr);
+  Index lo = mr;
+  auto add = [&](Index col, double val) {
+    y.tail(mr - col).noalias() += Rinv.col(col).tail(mr - col) * val;
+    lo = std::min(lo, col);
+  };
+  if (nterms() > 1)
+    for (Index a = colptr_[c]; a < colptr_[c + 1]; ++a) add(rowidx_[a], BZt_[a]);
+  for (Index t = 0; t < px; ++t) add(mZ_ + t, BXt_(t, c));
+  return lo;
+}
+
 Status Problem::leverages_two_scalar(Vector& h, Matrix& T) const {
   // Two scalar terms with a sparse coupling block (e.g. two crossed factors): an observation
   // touches only S11_c, S21 at (c, its level of term 1) and S22's diagonal. With
@@ -920,16 +949,10 @@ Status Problem::leverages_two_scalar(Vector& h, Matrix& T) const {
   lower_tri_inverse(R_.topLeftCorner(mZ_, mZ_), Rinv);
   const Vector d22 = Rinv.colwise().squaredNorm().transpose();
   Vector S11(l0_), S21(colptr_[l0_]);
-  auto levels = [&](int c_lo, int c_hi) {
+  auto levels = [&](Index c_lo, Index c_hi) {
     Vector y(mZ_);
-    for (int c = c_lo; c < c_hi; ++c) {
-      y.setZero();
-      Index lo = mZ_;
-      for (Index a = colptr_[c]; a < colptr_[c + 1]; ++a) {
-        const Index r = rowidx_[a];
-        y.tail(mZ_ - r).noalias() += Rinv.col(r).tail(mZ_ - r) * BZt_[a];
-        lo = std::min(lo, r);
-      }
+    for (Index c = c_lo; c < c_hi; ++c) {
+      const Index lo = rinv_times_coupling(Rinv, static_cast<int>(c), 0, y);
       const double Lc = L11_[c];
       S11[c] = (1.0 + y.tail(mZ_ - lo).squaredNorm()) / (Lc * Lc);
       for (Index a = colptr_[c]; a < colptr_[c + 1]; ++a) {
@@ -937,16 +960,10 @@ Status Problem::leverages_two_scalar(Vector& h, Matrix& T) const {
         S21[a] = -Rinv.col(r).tail(mZ_ - r).dot(y.tail(mZ_ - r)) / Lc;
       }
     }
+    return 0.0;
   };
   const double work = static_cast<double>(colptr_[l0_]) * static_cast<double>(mZ_);
-  if (num_threads() >= 2 && work > 4.0e6) {
-    const int half = l0_ / 2;
-    std::thread t([&]() { levels(half, l0_); });
-    levels(0, half);
-    t.join();
-  } else {
-    levels(0, l0_);
-  }
+  split_sum(num_threads() >= 2 && work > 4.0e6, l0_, levels);
   h.resize(n_);
   T.resize(n_, 2);
   const double lam0 = lambda_[0](0, 0), lam1 = lambda_[1](0, 0);
@@ -1159,47 +1176,21 @@ Status Problem::logdet_gradient_scalar(bool with_x, Vector& g) const {
         acc += (1.0 + Y.col(c - c_lo).squaredNorm()) / (L11_[c] * L11_[c]);
       return acc;
     };
-    if (num_threads() >= 2 && static_cast<double>(mr) * mr * q0_ > 5.0e7) {
-      const Index h = q0_ / 2;
-      double other = 0.0;
-      std::thread t([&]() { other = part(h, q0_); });
-      tr0 = part(0, h);
-      t.join();
-      tr0 += other;
-    } else {
-      tr0 = part(0, q0_);
-    }
+    tr0 = split_sum(num_threads() >= 2 && static_cast<double>(mr) * mr * q0_ > 5.0e7, q0_, part);
   } else {
     // Levels in two halves on two threads when there is enough work (memory-bound reads of
     // R^{-1}'s columns).
-    auto levels = [&](int c_lo, int c_hi) {
+    auto levels = [&](Index c_lo, Index c_hi) {
       Vector y(mr);
       double acc = 0.0;
-      for (int c = c_lo; c < c_hi; ++c) {
-        y.setZero();
-        Index lo = mr;
-        auto add = [&](Index col, double val) {
-          y.tail(mr - col).noalias() += Rinv.col(col).tail(mr - col) * val;
-          lo = std::min(lo, col);
-        };
-        if (K > 1)
-          for (Index a = colptr_[c]; a < colptr_[c + 1]; ++a) add(rowidx_[a], BZt_[a]);
-        for (Index t = 0; t < px; ++t) add(mZ_ + t, BXt_(t, c));
+      for (Index c = c_lo; c < c_hi; ++c) {
+        const Index lo = rinv_times_coupling(Rinv, static_cast<int>(c), px, y);
         acc += (1.0 + y.tail(mr - lo).squaredNorm()) / (L11_[c] * L11_[c]);
       }
       return acc;
     };
     const double work = static_cast<double>(colptr_[l0_]) * static_cast<double>(mr);
-    if (num_threads() >= 2 && work > 4.0e6) {
-      const int half = l0_ / 2;
-      double other = 0.0;
-      std::thread t([&]() { other = levels(half, l0_); });
-      tr0 = levels(0, half);
-      t.join();
-      tr0 += other;
-    } else {
-      tr0 = levels(0, l0_);
-    }
+    tr0 = split_sum(num_threads() >= 2 && work > 4.0e6, l0_, levels);
   }
   g.resize(K);
   auto term_grad = [&](int k, double qk, double trk) {

@@ -126,6 +126,9 @@ class Problem {
   void fill_lambdas(const double* theta);
   void scale_rest_lower();
   void add_z_times(const double* b, double* out) const;
+  // y = R^{-1} L21_c for level c of a scalar term 0 (sparse coupling); returns y's first row
+  // that can be nonzero.
+  Index rinv_times_coupling(const Matrix& Rinv, int c, Index px, Vector& y) const;
   // leverages() for two scalar terms with a sparse coupling block, without a dense S22.
   Status leverages_two_scalar(Vector& h, Matrix& T) const;
   // d log|M| / dtheta (M: G, or with_x the (u, beta) system) when every term is scalar.
