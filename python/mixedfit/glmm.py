@@ -13,8 +13,7 @@ from . import _core
 from ._design import build_design
 from ._errors import ConvergenceError, DataError, NumericalError
 from .families import binomial_response, check_response, resolve_family
-from .optimize import (OptResult, bobyqa, lbfgsb, minimize_theta, newton, on_bound,
-                       positive_diagonal, snap_to_boundary, theta_lower, theta_start)
+from .optimize import bobyqa, minimize_theta, theta_lower, theta_start
 from .options import Control
 from .results import MixedResult, VarCorr, _varcorr_terms
 
@@ -272,32 +271,13 @@ def _stage2(prob, fam, ps, opt1, eta0, y, nagq, ghz, ghw, control, vcov_method, 
 
 def _stage2_gradient(prob, x0, nt, ps, lower, step2, u0, ghz, ghw, f2, control, vcov_method,
                      failures):
-    """Stage 2 with the exact gradient: Newton steps (L-BFGS-B where they cannot be taken),
-    then for the standard errors the Hessian from central differences of gradients and one
-    Newton step on the smooth objective."""
+    """Stage 2 with the exact gradient (as stage 1: Newton, L-BFGS-B, then lme4's BOBYQA
+    path), then for the standard errors the Hessian from central differences of gradients
+    and one Newton step on the smooth objective."""
     def fg(par):
         return prob.stage2_grad(par[:nt], par[nt:])
 
-    opt = None
-    try:
-        res = newton(fg, np.asarray(x0, dtype=float), np.full(len(x0), -np.inf))
-        if res is not None:
-            res = (positive_diagonal(res[0], ps),) + tuple(res[1:])
-    except NumericalError as exc:
-        failures.append(str(exc))
-        res = None
-    if res is not None:
-        opt = OptResult(x=res[0], fun=float(res[1]), nevals=res[2], message="Newton converged",
-                        converged=True)
-        snap_to_boundary(f2, opt, ps)
-    else:
-        opt = lbfgsb(fg, x0, lower, control)
-        if not opt.converged or on_bound(opt.x, lower):
-            # As in stage 1: on a bound the gradient cannot tell a minimum; lme4's path.
-            again = bobyqa(f2, x0, lower, control, initial_step=step2)
-            again.nevals += opt.nevals
-            if again.fun <= opt.fun:
-                opt = again
+    opt = minimize_theta(fg, f2, x0, ps, control, initial_step=step2)
     if not np.isfinite(opt.fun):
         raise ConvergenceError("PIRLS failed in the Laplace stage"
                                + (f" ({failures[-1]})" if failures else ""))

@@ -254,18 +254,23 @@ def snap_to_boundary(fun, opt: OptResult, ps: list[int], tiny: float = 1e-4) -> 
         opt.x, opt.fun = x, min(f0, opt.fun)
 
 
-def minimize_theta(fun_grad, fun, start: np.ndarray, ps: list[int], control: Control) -> OptResult:
-    """Minimize a profiled objective over theta with its exact gradient.
+def minimize_theta(fun_grad, fun, start: np.ndarray, ps: list[int], control: Control,
+                   initial_step: np.ndarray | None = None) -> OptResult:
+    """Minimize a profiled objective over theta -- or (theta, beta), theta first, beta
+    unbounded -- with its exact gradient.
 
     The search runs unbounded: the objective is even in each column of a term's template
     (Lambda -> Lambda D, D = diag(+-1)), so a diagonal entry may cross 0 and is mapped back to
     >= 0 afterwards. (With a bound the search would stop on it, where the gradient of that
     entry vanishes by the same symmetry whether or not 0 is the minimum.) Modified Newton
     first, L-BFGS-B if Newton cannot go on; a run that fails, or ends exactly on 0, is
-    replaced by lme4's derivative-free path (BOBYQA on ``fun`` from ``start``).
+    replaced by lme4's derivative-free path (BOBYQA on ``fun`` from ``start``, with
+    ``initial_step`` if given).
     """
+    start = np.asarray(start, dtype=float)
     free = np.full(start.size, -np.inf)
     lower = theta_lower(ps)
+    lower = np.r_[lower, np.full(start.size - lower.size, -np.inf)]
     try:
         res = newton(fun_grad, start, free)
     except Exception:  # a failed evaluation far from the optimum: try the other methods
@@ -279,7 +284,7 @@ def minimize_theta(fun_grad, fun, start: np.ndarray, ps: list[int], control: Con
     if not opt.converged or on_bound(opt.x, lower):
         # Failed, or stopped exactly on 0 (where that entry's gradient vanishes whatever
         # the curvature): lme4's path decides.
-        again = bobyqa(fun, start, lower, control)
+        again = bobyqa(fun, start, lower, control, initial_step=initial_step)
         again.nevals += opt.nevals
         if again.fun <= opt.fun or not opt.converged:
             opt = again
