@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from ._core import NumericalError
 
-__all__ = ["MixedfitError", "FormulaError", "DataError", "NumericalError", "ConvergenceError"]
+__all__ = ["MixedfitError", "FormulaError", "DataError", "NumericalError", "ConvergenceError",
+           "ConvergenceWarning", "SingularFitWarning"]
 
 
 class MixedfitError(ValueError):
@@ -21,3 +22,12 @@ class DataError(MixedfitError):
 
 class ConvergenceError(RuntimeError):
     """An iterative algorithm (PIRLS, the optimizer) did not converge; the message says what to try."""
+
+
+class ConvergenceWarning(UserWarning):
+    """The optimizer stopped without converging (e.g. it reached ``maxeval``); the fit's
+    ``converged`` is False and ``optinfo`` says which optimizer stopped and why."""
+
+
+class SingularFitWarning(UserWarning):
+    """A variance parameter is on its boundary (lme4's "boundary (singular) fit")."""

@@ -224,10 +224,18 @@ def render_summary(fit, digits: int = 4) -> str:
     if 1 < len(fit.beta) <= 12:  # lme4.summary.cor.max
         lines.append("")
         lines.extend(_corr_fixed(fit))
-    if fit.is_singular():
-        lines.append("optimizer (nloptwrap) convergence code: 0 (OK)")
+    singular = fit.is_singular()
+    if singular or not fit.converged:
+        lines.append(f"optimizer ({fit.optinfo.method}) convergence code: {_convergence_code(fit)}")
+    if singular:
         lines.append("boundary (singular) fit: see help('isSingular')")
     return "\n".join(lines) + "\n"
+
+
+def _convergence_code(fit) -> str:
+    """lme4's "0 (OK)", or the code and message of an optimizer that stopped early."""
+    opt = fit.optinfo
+    return "0 (OK)" if opt.converged else f"{opt.code} ({opt.message})"
 
 
 def render_print(fit, digits: int = 4) -> str:
@@ -250,9 +258,11 @@ def render_print(fit, digits: int = 4) -> str:
         chunk = slice(start, start + per_line)
         lines.append("".join(n.rjust(w) + "  " for n in names[chunk]))
         lines.append("".join(v.rjust(w) + "  " for v in vals[chunk]))
-    if fit.is_singular():
-        lines.append("optimizer (nloptwrap) convergence code: 0 (OK) ; 0 optimizer warnings; "
-                     "1 lme4 warnings ")
+    singular = fit.is_singular()
+    if singular or not fit.converged:
+        lines.append(f"optimizer ({fit.optinfo.method}) convergence code: {_convergence_code(fit)}"
+                     f" ; {0 if fit.converged else 1} optimizer warnings; "
+                     f"{1 if singular else 0} lme4 warnings ")
     return "\n".join(lines) + "\n"
 
 

@@ -8,9 +8,10 @@ import numpy as np
 
 from . import _core
 from ._design import build_design
-from ._errors import DataError
-from .optimize import bobyqa, minimize_theta, theta_lower, theta_start
-from .options import Control
+from ._standardize import ScaledLmmProblem
+from .optimize import (bobyqa, minimize_theta, report_convergence, snap_to_boundary,
+                       theta_lower, theta_start)
+from .options import Control, check_bool, start_vector
 from .results import LmerResult
 
 __all__ = ["lmer", "make_problem"]
@@ -23,19 +24,6 @@ def make_problem(design, y=None, weights=None) -> "_core.LmmProblem":
     if y is not None:
         prob.set_response(y, weights)
     return prob
-
-
-def _check_residual_variation(design, y) -> None:
-    """A response the fixed effects fit exactly (e.g. a constant) leaves no residual variance
-    to estimate; say so instead of failing inside the factorization."""
-    X = design.X if design.p else np.ones((design.n, 1))
-    coef, *_ = np.linalg.lstsq(X, y, rcond=None)
-    resid = y - X @ coef
-    if np.linalg.norm(resid) <= 1e-10 * max(np.linalg.norm(y), 1.0):
-        raise DataError(
-            f"response {design.parsed.response!r} is fitted exactly by the fixed effects "
-            "(e.g. it is constant): there is no residual variation for a linear mixed model"
-        )
 
 
 def _use_gradient(design, control) -> bool:
@@ -66,29 +54,34 @@ def lmer(formula: str, data, *, reml: bool = True, weights=None, offset=None, co
     control : :class:`mixedfit.Control` or dict of its fields.
     """
     control = Control.coerce(control)
+    reml = check_bool(reml, "reml")
     call = dict(formula=formula, data=data, weights=weights, offset=offset, control=control,
                 data_name=data_name)
     design = build_design(formula, data, weights=weights, offset=offset, lmm=True)
     if design.n_dropped_na:
         warnings.warn(f"dropped {design.n_dropped_na} row(s) with missing values", stacklevel=2)
     y = design.y if design.offset is None else np.ascontiguousarray(design.y - design.offset)
-    _check_residual_variation(design, y)
-    prob = make_problem(design, y, design.weights)
+    prob = ScaledLmmProblem(design, y, design.weights, design.parsed.response)
     ps = [t.p for t in design.terms]
-    x0 = np.asarray(control.start, dtype=float) if control.start is not None else theta_start(ps)
-    lower = theta_lower(ps)
-    if x0.shape != lower.shape:
-        raise ValueError(f"control.start must have length {lower.size} (theta), got {x0.size}")
-    reml = bool(reml)
-    def f(th):
-        return prob.objective(th, reml)
-
-    if _use_gradient(design, control):
-        opt = minimize_theta(lambda th: prob.objective_grad(th, reml), f, x0, ps, control)
-    else:
-        opt = bobyqa(f, x0, lower, control)
-    if not opt.converged:
-        warnings.warn(f"optimizer did not converge: {opt.message}", stacklevel=2)
+    x0 = start_vector(control, theta_lower(ps).size, "theta")
+    x0 = theta_start(ps) if x0 is None else x0
+    opt = _optimize(prob, design, ps, x0, reml, control)
+    report_convergence(opt, ps, control, stacklevel=2)
     sol = prob.solution(opt.x)
     return LmerResult(design, prob, reml, opt.x, opt, sol, control,
                       data_name if data_name is not None else "data", call)
+
+
+def _optimize(prob, design, ps, x0, reml, control):
+    """Minimize the criterion over theta on the standardized problem (the same numbers for
+    y, a + c y and any reparametrization of X), then report it in the data's units."""
+    def f(th):
+        return prob.scaled_objective(th, reml)
+
+    if _use_gradient(design, control):
+        opt = minimize_theta(lambda th: prob.scaled_objective_grad(th, reml), f, x0, ps, control)
+    else:
+        opt = bobyqa(f, x0, theta_lower(ps), control)
+    snap_to_boundary(f, opt, ps)
+    opt.fun += prob.offset(reml)
+    return opt

@@ -3,25 +3,32 @@ exact gradient modified Newton steps (SciPy's L-BFGS-B as their fallback)."""
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import nlopt
 import numpy as np
 from scipy.optimize import minimize
 
+from ._errors import ConvergenceWarning, SingularFitWarning
 from .options import Control
 
-__all__ = ["OptResult", "bobyqa", "lbfgsb", "minimize_theta", "newton", "on_bound",
+__all__ = ["OptResult", "bobyqa", "report_convergence", "lbfgsb", "minimize_theta", "newton", "on_bound",
            "positive_diagonal", "snap_to_boundary", "theta_lower", "theta_start"]
 
 
 @dataclass
 class OptResult:
+    """What an optimizer run ended with. ``method``: the optimizer whose point was kept
+    (``"nloptwrap"`` is NLopt's BOBYQA with lme4's settings, as lme4 names it); ``code``:
+    0 when it converged, otherwise the optimizer's own code (NLopt's, e.g. 5 for maxeval)."""
     x: np.ndarray
     fun: float
     nevals: int
     message: str
     converged: bool
+    method: str = "nloptwrap"
+    code: int = 0
 
 
 def theta_lower(ps: list[int]) -> np.ndarray:
@@ -49,8 +56,11 @@ _RESULTS = {
     nlopt.STOPVAL_REACHED: "stopval reached",
     nlopt.FTOL_REACHED: "ftol reached",
     nlopt.XTOL_REACHED: "xtol reached",
-    nlopt.MAXEVAL_REACHED: "maximum number of evaluations reached",
-    nlopt.MAXTIME_REACHED: "maximum time reached",
+    # lme4 passes on the text of R's nloptr for a run that stopped early.
+    nlopt.MAXEVAL_REACHED: ("NLOPT_MAXEVAL_REACHED: Optimization stopped because maxeval "
+                            "(above) was reached."),
+    nlopt.MAXTIME_REACHED: ("NLOPT_MAXTIME_REACHED: Optimization stopped because maxtime "
+                            "(above) was reached."),
 }
 
 
@@ -89,12 +99,14 @@ def bobyqa(fun, x0: np.ndarray, lower: np.ndarray, control: Control,
         res = opt.last_optimize_result()
         msg = _RESULTS.get(res, f"nlopt code {res}")
         fx = opt.last_optimum_value()
-        conv = res > 0 and res != nlopt.MAXEVAL_REACHED
+        conv = res > 0 and res not in (nlopt.MAXEVAL_REACHED, nlopt.MAXTIME_REACHED)
+        code = 0 if conv else int(res)
     except nlopt.RoundoffLimited:
-        x, fx, msg, conv = best[1], best[0], "roundoff limited", True
+        x, fx, msg, conv, code = best[1], best[0], "roundoff limited", True, 0
     if best[0] < fx:
         x, fx = best[1], best[0]
-    return OptResult(x=np.asarray(x), fun=float(fx), nevals=count[0], message=msg, converged=conv)
+    return OptResult(x=np.asarray(x), fun=float(fx), nevals=count[0], message=msg,
+                     converged=conv, method="nloptwrap", code=code)
 
 
 class _Abort(Exception):
@@ -141,7 +153,8 @@ def lbfgsb(fun_grad, x0: np.ndarray, lower: np.ndarray, control: Control) -> Opt
             conv = _projected_gradient_small(best[1], best[2], lower, best[0])
     except _Abort as exc:
         msg, conv = f"evaluation failed: {exc}", False
-    return OptResult(x=best[1], fun=float(best[0]), nevals=count[0], message=msg, converged=conv)
+    return OptResult(x=best[1], fun=float(best[0]), nevals=count[0], message=msg,
+                     converged=conv, method="L-BFGS-B", code=0 if conv else 1)
 
 
 def _projected_gradient_small(x, g, lower, f) -> bool:
@@ -277,7 +290,7 @@ def minimize_theta(fun_grad, fun, start: np.ndarray, ps: list[int], control: Con
         res = None
     if res is not None:
         opt = OptResult(x=res[0], fun=float(res[1]), nevals=res[2], message="Newton converged",
-                        converged=True)
+                        converged=True, method="Newton")
     else:
         opt = lbfgsb(fun_grad, start, free, control)
     opt.x = positive_diagonal(opt.x, ps)
@@ -288,6 +301,26 @@ def minimize_theta(fun_grad, fun, start: np.ndarray, ps: list[int], control: Con
         again.nevals += opt.nevals
         if again.fun <= opt.fun or not opt.converged:
             opt = again
-    else:
-        snap_to_boundary(fun, opt, ps)
+    snap_to_boundary(fun, opt, ps)
     return opt
+
+
+def singular_entries(theta: np.ndarray, ps: list[int], tol: float) -> np.ndarray:
+    """Mask of the theta entries (theta first in the vector) that are variance parameters
+    within ``tol`` of their bound 0 (lme4's isSingular)."""
+    lower = theta_lower(ps)
+    return (lower == 0) & (np.asarray(theta, dtype=float)[: lower.size] < tol)
+
+
+def report_convergence(opt: OptResult, ps: list[int], control: Control,
+                       stacklevel: int = 2) -> None:
+    """Warn at fit time as lme4 does: a run that stopped before converging (with the
+    optimizer's code and message) and a fit on the boundary of the parameter space."""
+    if not opt.converged:
+        warnings.warn(ConvergenceWarning(
+            f"convergence code {opt.code} from {opt.method}: {opt.message}; the estimates are "
+            "where the optimizer stopped, not a verified optimum (raise control maxeval, or "
+            "rescale the predictors)"), stacklevel=stacklevel + 1)
+    if np.any(singular_entries(opt.x, ps, control.singular_tol)):
+        warnings.warn(SingularFitWarning("boundary (singular) fit: see help('isSingular')"),
+                      stacklevel=stacklevel + 1)

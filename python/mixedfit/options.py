@@ -5,7 +5,29 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-__all__ = ["Control"]
+import numpy as np
+
+from ._errors import DataError
+
+__all__ = ["Control", "check_bool", "start_vector"]
+
+
+def check_bool(value, name: str) -> bool:
+    """``value`` if it is a boolean (Python's or NumPy's); anything else -- ``"no"``, 0, None --
+    is refused, since ``bool("no")`` is True and a silent REML fit is not what was asked."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    raise DataError(f"{name} must be True or False, got {value!r}")
+
+
+def start_vector(control: "Control", size: int, what: str) -> np.ndarray | None:
+    """``control.start`` as a float vector of ``size`` entries, or None when not given."""
+    if control.start is None:
+        return None
+    x0 = np.asarray(control.start, dtype=float)
+    if x0.shape != (size,):
+        raise DataError(f"control.start must have length {size} ({what}), got {x0.size}")
+    return x0
 
 
 @dataclass(frozen=True)
@@ -51,12 +73,14 @@ class Control:
                              "use 'auto', 'gradient' or 'bobyqa'")
         for name in ("ftol_abs", "xtol_abs", "singular_tol", "pirls_tol"):
             v = getattr(self, name)
-            if not (isinstance(v, (int, float)) and v >= 0):
+            if not (isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0):
                 raise ValueError(f"control.{name} must be a non-negative number, got {v!r}")
         for name in ("maxeval", "pirls_maxiter"):
             v = getattr(self, name)
-            if not (isinstance(v, int) and v > 0):
+            if not (isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v > 0):
                 raise ValueError(f"control.{name} must be a positive integer, got {v!r}")
+        if self.start is not None:
+            object.__setattr__(self, "start", _checked_start(self.start))
 
     @classmethod
     def coerce(cls, control) -> "Control":
@@ -70,3 +94,18 @@ class Control:
             except TypeError as exc:
                 raise ValueError(f"bad control setting: {exc}") from None
         raise TypeError(f"control must be a mixedfit.Control or a dict, got {type(control).__name__}")
+
+
+def _checked_start(start) -> tuple:
+    """control.start as a tuple of finite floats, or a DataError naming the bad entry."""
+    if isinstance(start, (str, bytes)):
+        raise DataError(f"control.start must be numbers, got the text {start!r}")
+    try:
+        values = np.asarray(start, dtype=float).ravel()
+    except (TypeError, ValueError):
+        raise DataError(f"control.start must be numbers, got {start!r}") from None
+    bad = [i for i, v in enumerate(values) if not np.isfinite(v)]
+    if bad:
+        raise DataError(f"control.start[{bad[0]}] is {values[bad[0]]!r}: every entry must be "
+                        "a finite number")
+    return tuple(float(v) for v in values)

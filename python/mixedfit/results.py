@@ -122,6 +122,12 @@ class MixedResult:
                 )
         return out
 
+    @property
+    def converged(self) -> bool:
+        """Whether the optimizer converged (``optinfo`` says which optimizer ran and how it
+        stopped: ``method``, ``code``, ``message``, ``nevals``)."""
+        return bool(self.optinfo.converged)
+
     def is_singular(self, tol: float | None = None) -> bool:
         """True when a variance parameter is at (or within ``tol`` of) its boundary, as lme4."""
         tol = self.control.singular_tol if tol is None else tol

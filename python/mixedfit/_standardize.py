@@ -1,0 +1,159 @@
+"""Fit on standardized data, answer in the data's units.
+
+A response whose mean is large next to its spread (``y + 1e8``), or tiny in absolute terms
+(``y * 1e-12``), and covariates far from their origin (``x + 1e6``) make the one-pass cross
+products ``[Z X y]' W [Z X y]`` lose digits to cancellation. The likelihood does not care
+where the origin is or what the units are, so the core is handed a well-scaled copy:
+
+* ``X = Xs R / sqrt(n)`` with ``Xs' W Xs = n I`` (a weighted QR factorization), so the fixed
+  effects are orthogonal columns of unit root-mean-square;
+* ``y = X b0 + s ys``: ``b0`` the weighted least-squares fit, ``s`` the root-mean-square of its
+  residuals, so ``ys`` is centred on the fixed effects and of unit size.
+
+With ``beta = b0 + s R^{-1} sqrt(n) beta_s``, ``b = s b_s`` and ``sigma = s sigma_s`` the model
+is the same; theta does not change. The criteria differ by constants of the data:
+``log|RX|^2`` by ``2 log|det R / sqrt(n)^p|`` and the residual sum of squares by ``s^2``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy.linalg import solve_triangular
+
+from . import _core
+from ._errors import DataError
+
+__all__ = ["FixedScaling", "ScaledLmmProblem", "fixed_scaling"]
+
+# Residuals smaller than this many units in the last place of the response are rounding.
+_ROUNDING_ULPS = 64.0
+
+
+class FixedScaling:
+    """``X = Xs T`` with ``Xs' W Xs = n I``; ``T = R / sqrt(n)`` upper triangular (p x p)."""
+
+    def __init__(self, Xs: np.ndarray, T: np.ndarray):
+        self.Xs = Xs
+        self.T = T
+        p = T.shape[0]
+        self.log_abs_det = float(np.sum(np.log(np.abs(np.diag(T))))) if p else 0.0
+
+    def to_scaled(self, beta: np.ndarray) -> np.ndarray:
+        """Coefficients of Xs for coefficients ``beta`` of X."""
+        return self.T @ np.asarray(beta, dtype=float)
+
+    def from_scaled(self, beta_s: np.ndarray) -> np.ndarray:
+        """Coefficients of X for coefficients ``beta_s`` of Xs."""
+        if self.T.size == 0:
+            return np.zeros(0)
+        return solve_triangular(self.T, np.asarray(beta_s, dtype=float))
+
+    def cov_from_scaled(self, V_s: np.ndarray) -> np.ndarray:
+        """Covariance of beta from that of beta_s: T^{-1} V_s T^{-T}."""
+        if self.T.size == 0:
+            return np.zeros((0, 0))
+        A = solve_triangular(self.T, np.asarray(V_s, dtype=float))
+        return solve_triangular(self.T, A.T).T
+
+
+def fixed_scaling(X: np.ndarray, weights: np.ndarray | None = None) -> FixedScaling:
+    """The weighted QR scaling of the fixed-effects matrix (Xs column-major, as the core reads)."""
+    n, p = X.shape
+    if p == 0:
+        return FixedScaling(np.asfortranarray(X), np.zeros((0, 0)))
+    sw = np.ones(n) if weights is None else np.sqrt(np.asarray(weights, dtype=float))
+    Q, R = np.linalg.qr(sw[:, None] * X)
+    root_n = math.sqrt(n)
+    Xs = np.asfortranarray(Q * (root_n / sw[:, None]))
+    return FixedScaling(Xs, R / root_n)
+
+
+def _response_shift(fs: FixedScaling, y: np.ndarray, weights, name: str):
+    """(b0, s, ys): the weighted least-squares fit of y on X, the root-mean-square of its
+    residuals, and the standardized residuals. A response the fixed effects fit to rounding
+    (e.g. a constant) has no residual variance to estimate: DataError."""
+    n = y.size
+    w = np.ones(n) if weights is None else np.asarray(weights, dtype=float)
+    if fs.T.size:
+        bs0 = (fs.Xs * w[:, None]).T @ y / n  # Xs' W Xs = n I
+        fitted0 = fs.Xs @ bs0
+        b0 = fs.from_scaled(bs0)
+    else:
+        fitted0 = np.zeros(n)
+        b0 = np.zeros(0)
+    resid = y - fitted0
+    s = math.sqrt(float(np.sum(w * resid * resid)) / n)
+    rounding = _ROUNDING_ULPS * np.finfo(float).eps * float(np.max(np.abs(y)))
+    if not s > rounding:
+        raise DataError(
+            f"response {name!r} is fitted exactly by the fixed effects (e.g. it is constant): "
+            "there is no residual variation for a linear mixed model"
+        )
+    return b0, s, np.ascontiguousarray(resid / s)
+
+
+class ScaledLmmProblem:
+    """The core LMM problem on standardized data, with the core's interface in data units.
+
+    ``objective``, ``objective_grad``, ``solution`` and ``linear_predictor`` answer exactly as
+    the core would for the original data, without its cancellation. The optimizer works on
+    ``scaled_objective`` (the same function less a constant), which is the same for ``y``,
+    ``a + c y`` and any reparametrization of the fixed effects.
+    """
+
+    def __init__(self, design, y: np.ndarray, weights: np.ndarray | None, name: str = "y"):
+        self.n, self.p = design.n, design.p
+        self._X = design.X
+        self.fixed = fixed_scaling(design.X, weights)
+        self.b0, self.scale, self.y_scaled = _response_shift(self.fixed, y, weights, name)
+        terms = [(t.codes, t.nlevels, t.Z) for t in design.terms]
+        self.core = _core.LmmProblem(self.fixed.Xs, terms)
+        self.core.set_response(self.y_scaled, weights)
+        self.q = self.core.q
+        self.ntheta = self.core.ntheta
+        self.rest_dense = self.core.rest_dense
+
+    # ---- the constants between the scaled and the original criteria ------------------------
+    def offset(self, reml: bool) -> float:
+        """objective(theta) - scaled_objective(theta), the same for every theta."""
+        log_s2 = 2.0 * math.log(self.scale)
+        if reml:
+            return (self.n - self.p) * log_s2 + 2.0 * self.fixed.log_abs_det
+        return self.n * log_s2
+
+    # ---- the core's interface ----------------------------------------------------------------
+    def scaled_objective(self, theta, reml: bool) -> float:
+        return float(self.core.objective(np.asarray(theta, dtype=float), bool(reml)))
+
+    def scaled_objective_grad(self, theta, reml: bool):
+        return self.core.objective_grad(np.asarray(theta, dtype=float), bool(reml))
+
+    def objective(self, theta, reml: bool) -> float:
+        return self.scaled_objective(theta, reml) + self.offset(reml)
+
+    def objective_grad(self, theta, reml: bool):
+        val, grad = self.scaled_objective_grad(theta, reml)
+        return float(val) + self.offset(reml), grad
+
+    def solution(self, theta) -> dict:
+        """The core's solution at theta, mapped back to the data's units."""
+        sol = dict(self.core.solution(np.asarray(theta, dtype=float)))
+        s, s2 = self.scale, self.scale**2
+        sol["beta"] = self.b0 + s * self.fixed.from_scaled(sol["beta"])
+        for key in ("u", "b"):
+            sol[key] = s * np.asarray(sol[key])
+        for key in ("pwrss", "wrss", "ussq"):
+            sol[key] = s2 * float(sol[key])
+        sol["ldRX2"] = float(sol["ldRX2"]) + 2.0 * self.fixed.log_abs_det
+        sol["unscaled_vcov"] = self.fixed.cov_from_scaled(sol["unscaled_vcov"])
+        return sol
+
+    def linear_predictor(self, beta, b) -> np.ndarray:
+        """X beta + Z b in the data's units."""
+        zb = self.core.linear_predictor(np.zeros(self.p), np.asarray(b, dtype=float))
+        return self._X @ np.asarray(beta, dtype=float) + zb
+
+    def input_addresses(self) -> list:
+        return self.core.input_addresses()
