@@ -11,10 +11,12 @@ import pandas as pd
 
 from . import _core
 from ._design import build_design
-from ._errors import ConvergenceError, DataError, NumericalError
+from ._errors import ConvergenceError, ConvergenceWarning, DataError, NumericalError
+from ._standardize import fixed_scaling
 from .families import binomial_response, check_response, resolve_family
-from .optimize import bobyqa, minimize_theta, theta_lower, theta_start
-from .options import Control
+from .optimize import (bobyqa, minimize_theta, report_convergence, snap_to_boundary,
+                       theta_lower, theta_start)
+from .options import Control, check_bool, start_vector
 from .results import MixedResult, VarCorr, _varcorr_terms
 
 __all__ = ["glmer", "GlmerResult"]
@@ -92,9 +94,7 @@ def glmer(formula: str, data, *, family="binomial", link=None, nagq: int = 1, we
     """
     control = Control.coerce(control)
     fam = resolve_family(family, link)
-    if not isinstance(nagq, (int, np.integer)) or nagq < 0:
-        raise ValueError(f"nagq must be a non-negative integer, got {nagq!r}")
-    nagq = 0 if fast else int(nagq)
+    nagq = 0 if check_bool(fast, "fast") else _checked_nagq(nagq)
     if vcov_method not in ("hessian", "factor"):
         raise ValueError(f"vcov_method must be 'hessian' or 'factor', got {vcov_method!r}")
     call = dict(formula=formula, data=data, family=fam.name, link=fam.link, nagq=nagq,
@@ -111,7 +111,10 @@ def glmer(formula: str, data, *, family="binomial", link=None, nagq: int = 1, we
             "random-effects term such as (1 | g); use nagq=1 (Laplace) for this model"
         )
     terms = [(t.codes, t.nlevels, t.Z) for t in design.terms]
-    prob = _core.GlmmProblem(design.X, y, pw, design.offset, terms, *fam.codes)
+    # The core works on orthogonal fixed-effect columns of unit size (X = Xs T): far-off
+    # origins and mixed units of covariates cost PIRLS no digits; beta is mapped back.
+    fixed = fixed_scaling(design.X)
+    prob = _core.GlmmProblem(fixed.Xs, y, pw, design.offset, terms, *fam.codes)
     prob.set_pirls_control(control.pirls_tol, control.pirls_maxiter)
     failures: list[str] = []
     opt1, eta0 = _stage1(prob, fam, design, y, pw, nagq, control, failures)
@@ -119,18 +122,31 @@ def glmer(formula: str, data, *, family="binomial", link=None, nagq: int = 1, we
     if nagq >= 1:
         ps = [t.p for t in design.terms]
         opt, st, obj, hess, u0 = _stage2(prob, fam, ps, opt1, eta0, y, nagq, ghz, ghw, control,
-                                         vcov_method, failures)
+                                         vcov_method, failures, fixed)
         theta, beta = opt.x[: len(opt1.x)], opt.x[len(opt1.x):]
     else:
         opt, hess = opt1, None
         obj = prob.stage1(opt1.x, eta0)
         st = prob.state_at(opt1.x)
         theta, beta, u0 = opt1.x, np.asarray(st["beta"]), np.ascontiguousarray(st["u"])
-    if not opt.converged:
-        warnings.warn(f"optimizer did not converge: {opt.message}", stacklevel=2)
+    report_convergence(opt, [t.p for t in design.terms], control, stacklevel=2)
     return GlmerResult(design, prob, fam, nagq, theta, np.asarray(beta), obj, st, hess, opt,
                        opt1, control, data_name if data_name is not None else "data", call,
-                       y, pw, (u0, ghz, ghw))
+                       y, pw, (u0, ghz, ghw), fixed)
+
+
+# lme4 refuses more quadrature nodes than this (nAGQ <= 25).
+MAX_NAGQ = 25
+
+
+def _checked_nagq(nagq) -> int:
+    """nagq as an int in 0..25 (lme4's range), or a DataError naming the value."""
+    if isinstance(nagq, (bool, np.bool_)) or not isinstance(nagq, (int, np.integer)):
+        raise DataError(f"nagq must be an integer from 0 to {MAX_NAGQ}, got {nagq!r}")
+    if not 0 <= nagq <= MAX_NAGQ:
+        raise DataError(f"nagq must be an integer from 0 to {MAX_NAGQ} (lme4's limit: more "
+                        f"quadrature nodes add nothing), got {nagq!r}")
+    return int(nagq)
 
 
 def _response(fam, design) -> tuple[np.ndarray, np.ndarray]:
@@ -147,7 +163,17 @@ def _response(fam, design) -> tuple[np.ndarray, np.ndarray]:
         y = design.response.to_numpy(dtype=float)
         check_response(fam, y, name)
         pw = np.ones_like(y) if design.weights is None else design.weights
+    _check_not_constant(y, pw, name)
     return np.ascontiguousarray(y, dtype=float), np.ascontiguousarray(pw, dtype=float)
+
+
+def _check_not_constant(y: np.ndarray, pw: np.ndarray, name: str) -> None:
+    """lme4's "Response is constant": an all-0 or all-1 binomial response or an all-0
+    Poisson response has its fixed effects at infinity, no matter the model."""
+    observed = y[np.asarray(pw) > 0]
+    if observed.size and np.all(observed == observed[0]):
+        raise DataError(f"Response is constant: every value of {name!r} is {observed[0]:g}; "
+                        "a GLMM needs variation in the response")
 
 
 def _stage1(prob, fam, design, y, pw, nagq, control, failures):
@@ -182,6 +208,7 @@ def _stage1(prob, fam, design, y, pw, nagq, control, failures):
             failures.append(str(exc))
     if opt1 is None:
         opt1 = bobyqa(f1, start, theta_lower(ps), control)
+        snap_to_boundary(f1, opt1, ps)
     if not np.isfinite(opt1.fun):
         sep = _separated_columns(design, y, pw) if fam.name == "binomial" else []
         if sep:
@@ -200,7 +227,8 @@ def _stage1(prob, fam, design, y, pw, nagq, control, failures):
     return opt1, eta0
 
 
-def _stage2(prob, fam, ps, opt1, eta0, y, nagq, ghz, ghw, control, vcov_method, failures):
+def _stage2(prob, fam, ps, opt1, eta0, y, nagq, ghz, ghw, control, vcov_method, failures,
+            fixed):
     """lme4's second stage: (theta, beta) jointly on the Laplace / AGQ objective, then the
     Hessian for the standard errors and one Newton step to polish the optimum."""
     theta1 = opt1.x
@@ -226,10 +254,9 @@ def _stage2(prob, fam, ps, opt1, eta0, y, nagq, ghz, ghw, control, vcov_method, 
             return np.inf
 
     x0 = np.r_[theta1, beta1]
-    if control.start is not None:
-        x0 = np.asarray(control.start, dtype=float)
-        if x0.size != nt + len(beta1):
-            raise ValueError(f"control.start must have length {nt + len(beta1)} (theta, beta)")
+    start = start_vector(control, x0.size, "theta, beta")
+    if start is not None:  # given in the data's units
+        x0 = np.r_[start[:nt], fixed.to_scaled(start[nt:])]
     lower = np.r_[theta_lower(ps), np.full(len(beta1), -np.inf)]
     try:
         prob.stage2(x0[:nt], x0[nt:], u0, k, ghz, ghw)
@@ -264,6 +291,7 @@ def _stage2(prob, fam, ps, opt1, eta0, y, nagq, ghz, ghw, control, vcov_method, 
             opt = again
         else:
             opt.nevals += again.nevals
+    snap_to_boundary(f2, opt, ps)  # after the polishing step, which can leave 0 by a hair
     obj = prob.stage2(opt.x[:nt], opt.x[nt:], None, k, ghz, ghw)
     st = prob.state_at(opt.x[:nt])
     return opt, st, obj, hess, u0
@@ -298,9 +326,48 @@ def _stage2_gradient(prob, x0, nt, ps, lower, step2, u0, ghz, ghw, f2, control, 
         failures.append(str(exc))
         if vcov_method == "hessian" and hess is None:
             _, hess = _derivs(f2, opt.x)
+    snap_to_boundary(f2, opt, ps)  # after the polishing step, which can leave 0 by a hair
     obj = prob.stage2(opt.x[:nt], opt.x[nt:], None, 1, ghz, ghw)
     st = prob.state_at(opt.x[:nt])
     return opt, st, obj, hess, u0
+
+
+def _hessian_in_data_units(hess: np.ndarray, nt: int, fixed) -> np.ndarray:
+    """The Hessian in (theta, beta) from that in (theta, beta_s), beta_s = T beta: J' H J with
+    J = diag(I, T)."""
+    J = np.eye(hess.shape[0])
+    J[nt:, nt:] = fixed.T
+    return J.T @ hess @ J
+
+
+# lme4's check.conv.hess tolerance.
+HESSIAN_TOL = 1e-6
+
+
+def check_hessian(hess: np.ndarray) -> None:
+    """lme4's checks of the Hessian at the optimum, with its texts: a model nearly
+    unidentifiable in these units (very large eigenvalue, or a large eigenvalue ratio) warns
+    to rescale variables; negative eigenvalues mean the optimizer did not reach a minimum."""
+    try:
+        ev = np.linalg.eigvalsh(0.5 * (hess + hess.T))
+    except np.linalg.LinAlgError:
+        return
+    if not np.all(np.isfinite(ev)):
+        return
+    tol = HESSIAN_TOL
+    negative = int(np.sum(ev < -tol))
+    if negative:
+        msg = (f"Model failed to converge: degenerate Hessian with {negative} negative "
+               "eigenvalues")
+    elif np.any(np.abs(ev) < tol):
+        msg = "Hessian is numerically singular: parameters are not uniquely determined"
+    elif ev.max() * tol > 1:
+        msg = "Model is nearly unidentifiable: very large eigenvalue - Rescale variables?"
+    elif ev.min() / ev.max() < tol:
+        msg = "Model is nearly unidentifiable: large eigenvalue ratio - Rescale variables?"
+    else:
+        return
+    warnings.warn(ConvergenceWarning(msg), stacklevel=4)
 
 
 class GlmerResult(MixedResult):
@@ -320,15 +387,17 @@ class GlmerResult(MixedResult):
     reml = False
 
     def __init__(self, design, prob, fam, nagq, theta, beta, obj, st, hess, opt, opt1, control,
-                 data_name, call, y, pw, stage2_args):
+                 data_name, call, y, pw, stage2_args, fixed):
         self.design = design
         self._prob = prob
+        self._fixed = fixed  # the core's beta is fixed.to_scaled(beta)
         self._fam = fam
         self.family = fam.name
         self.link = fam.link
         self.nagq = nagq
         self.theta = np.asarray(theta, dtype=float)
-        self.beta = np.asarray(beta, dtype=float)
+        self._beta_scaled = np.asarray(beta, dtype=float)
+        self.beta = fixed.from_scaled(beta)
         self.optinfo = opt
         self.optinfo_stage1 = opt1
         self.control = control
@@ -362,11 +431,16 @@ class GlmerResult(MixedResult):
         s2 = self.sigma**2
         self._condvar = [s2 * np.asarray(m) for m in st["unscaled_condvar"]]
         names = design.fixed_names
-        self.vcov_factor = pd.DataFrame(s2 * np.asarray(st["unscaled_vcov"]), index=names, columns=names)
+        self.vcov_factor = pd.DataFrame(s2 * fixed.cov_from_scaled(st["unscaled_vcov"]),
+                                        index=names, columns=names)
         self.vcov_hessian = None
         vc = self.vcov_factor
+        nt = len(self.theta)
         if hess is not None:
-            nt = len(self.theta)
+            hess = _hessian_in_data_units(hess, nt, fixed)
+            check_hessian(hess)
+        self.hessian = hess
+        if hess is not None:
             try:
                 Hinv = np.linalg.inv(hess)
                 V = Hinv[nt:, nt:]
@@ -402,9 +476,10 @@ class GlmerResult(MixedResult):
         par = np.asarray(par, dtype=float)
         nt = len(self.theta)
         u0, ghz, ghw = self._stage2_args
-        val = self._prob.stage2(par[:nt], par[nt:], u0, max(self.nagq, 1), ghz, ghw)
+        beta_s = self._fixed.to_scaled(par[nt:])
+        val = self._prob.stage2(par[:nt], beta_s, u0, max(self.nagq, 1), ghz, ghw)
         # restore the state at the optimum for later accessors
-        self._prob.stage2(self.theta, self.beta, u0, max(self.nagq, 1), ghz, ghw)
+        self._prob.stage2(self.theta, self._beta_scaled, u0, max(self.nagq, 1), ghz, ghw)
         return float(val)
 
     def _inverse_link(self, eta):
