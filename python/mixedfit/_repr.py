@@ -225,10 +225,12 @@ def render_summary(fit, digits: int = 4) -> str:
         lines.append("")
         lines.extend(_corr_fixed(fit))
     singular = fit.is_singular()
-    if singular or not fit.converged:
+    messages = getattr(fit, "convergence_messages", [])
+    if singular or messages or not fit.converged:
         lines.append(f"optimizer ({fit.optinfo.method}) convergence code: {_convergence_code(fit)}")
     if singular:
         lines.append("boundary (singular) fit: see help('isSingular')")
+    lines.extend(messages)
     return "\n".join(lines) + "\n"
 
 
@@ -259,10 +261,11 @@ def render_print(fit, digits: int = 4) -> str:
         lines.append("".join(n.rjust(w) + "  " for n in names[chunk]))
         lines.append("".join(v.rjust(w) + "  " for v in vals[chunk]))
     singular = fit.is_singular()
-    if singular or not fit.converged:
+    n_checks = int(singular) + len(getattr(fit, "convergence_messages", []))
+    if n_checks or not fit.converged:
         lines.append(f"optimizer ({fit.optinfo.method}) convergence code: {_convergence_code(fit)}"
                      f" ; {0 if fit.converged else 1} optimizer warnings; "
-                     f"{1 if singular else 0} lme4 warnings ")
+                     f"{n_checks} lme4 warnings ")
     return "\n".join(lines) + "\n"
 
 

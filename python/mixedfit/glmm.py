@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import math
 import warnings
+from contextlib import contextmanager
 
 import numpy as np
 import pandas as pd
 
 from . import _core
 from ._design import build_design
-from ._errors import ConvergenceError, ConvergenceWarning, DataError, NumericalError
+from ._errors import (ConvergenceError, ConvergenceWarning, DataError, MixedfitError,
+                      NumericalError)
 from ._standardize import fixed_scaling
 from .families import binomial_response, check_response, resolve_family
 from .optimize import (bobyqa, minimize_theta, report_convergence, snap_to_boundary,
@@ -54,6 +56,11 @@ def _hessian_from_gradient(fg, x: np.ndarray, delta: float = 1e-4) -> np.ndarray
         e[j] = delta
         H[:, j] = (fg(x + e)[1] - fg(x - e)[1]) / (2 * delta)
     return 0.5 * (H + H.T)
+
+
+# What one evaluation of the objective can raise far from the optimum: the core's
+# NumericalError, or its ValueError for a non-finite value met inside PIRLS.
+_EVALUATION_FAILURES = (NumericalError, ValueError)
 
 
 def _use_gradient(prob, nagq: int, control) -> bool:
@@ -106,8 +113,8 @@ def glmer(formula: str, data, *, family="binomial", link=None, nagq: int = 1, we
         warnings.warn(f"dropped {design.n_dropped_na} row(s) with missing values", stacklevel=2)
     y, pw = _response(fam, design)
     if nagq > 1 and (len(design.terms) != 1 or design.terms[0].p != 1):
-        raise ValueError(
-            "nagq > 1 (adaptive Gauss-Hermite) is only available for a single scalar "
+        raise DataError(
+            f"nagq = {nagq} (adaptive Gauss-Hermite) is only available for a single scalar "
             "random-effects term such as (1 | g); use nagq=1 (Laplace) for this model"
         )
     terms = [(t.codes, t.nlevels, t.Z) for t in design.terms]
@@ -116,23 +123,50 @@ def glmer(formula: str, data, *, family="binomial", link=None, nagq: int = 1, we
     fixed = fixed_scaling(design.X)
     prob = _core.GlmmProblem(fixed.Xs, y, pw, design.offset, terms, *fam.codes)
     prob.set_pirls_control(control.pirls_tol, control.pirls_maxiter)
-    failures: list[str] = []
-    opt1, eta0 = _stage1(prob, fam, design, y, pw, nagq, control, failures)
     ghz, ghw = _gauss_hermite(nagq) if nagq > 1 else (np.zeros(1), np.ones(1))
-    if nagq >= 1:
-        ps = [t.p for t in design.terms]
-        opt, st, obj, hess, u0 = _stage2(prob, fam, ps, opt1, eta0, y, nagq, ghz, ghw, control,
-                                         vcov_method, failures, fixed)
-        theta, beta = opt.x[: len(opt1.x)], opt.x[len(opt1.x):]
-    else:
-        opt, hess = opt1, None
-        obj = prob.stage1(opt1.x, eta0)
-        st = prob.state_at(opt1.x)
-        theta, beta, u0 = opt1.x, np.asarray(st["beta"]), np.ascontiguousarray(st["u"])
+    with _numerical_failures_explained():
+        opt, opt1, st, obj, hess, u0 = _optimize(prob, fam, design, y, pw, nagq, ghz, ghw,
+                                                 control, vcov_method, fixed)
+    nt = len(opt1.x)
+    theta = opt.x[:nt]
+    beta = opt.x[nt:] if nagq >= 1 else np.asarray(st["beta"])
     report_convergence(opt, [t.p for t in design.terms], control, stacklevel=2)
     return GlmerResult(design, prob, fam, nagq, theta, np.asarray(beta), obj, st, hess, opt,
                        opt1, control, data_name if data_name is not None else "data", call,
                        y, pw, (u0, ghz, ghw), fixed)
+
+
+def _optimize(prob, fam, design, y, pw, nagq, ghz, ghw, control, vcov_method, fixed):
+    """Stage 1, then (nagq >= 1) stage 2: (opt, opt1, state, objective, Hessian, u0), beta
+    in the core's scaled units."""
+    failures: list[str] = []
+    opt1, eta0 = _stage1(prob, fam, design, y, pw, nagq, control, failures)
+    if nagq >= 1:
+        ps = [t.p for t in design.terms]
+        opt, st, obj, hess, u0 = _stage2(prob, fam, ps, opt1, eta0, y, nagq, ghz, ghw, control,
+                                         vcov_method, failures, fixed)
+        return opt, opt1, st, obj, hess, u0
+    obj = prob.stage1(opt1.x, eta0)
+    st = prob.state_at(opt1.x)
+    return opt1, opt1, st, obj, None, np.ascontiguousarray(st["u"])
+
+
+_NUMERICAL_ADVICE = ("try rescaling the predictors, a simpler random-effects structure, "
+                     "control={'optimizer': 'bobyqa'}, or check the response for complete "
+                     "separation")
+
+
+@contextmanager
+def _numerical_failures_explained():
+    """A failure of the core's arithmetic (a non-finite PIRLS step, a factor that is not
+    positive definite) reaches the user as a NumericalError with advice, never as a bare
+    ValueError; mixedfit's own errors pass through."""
+    try:
+        yield
+    except (MixedfitError, ConvergenceError):
+        raise
+    except (NumericalError, ValueError, np.linalg.LinAlgError) as exc:
+        raise NumericalError(f"{exc}; {_NUMERICAL_ADVICE}") from exc
 
 
 # lme4 refuses more quadrature nodes than this (nAGQ <= 25).
@@ -194,7 +228,7 @@ def _stage1(prob, fam, design, y, pw, nagq, control, failures):
             val = prob.stage1(th, None if seeded[0] else eta0)
             seeded[0] = True
             return val
-        except NumericalError as exc:
+        except _EVALUATION_FAILURES as exc:
             failures.append(str(exc))
             return np.inf
 
@@ -204,7 +238,7 @@ def _stage1(prob, fam, design, y, pw, nagq, control, failures):
             prob.stage1(start, eta0)
             seeded[0] = True
             opt1 = minimize_theta(prob.stage1_grad, f1, start, ps, control)
-        except NumericalError as exc:
+        except _EVALUATION_FAILURES as exc:
             failures.append(str(exc))
     if opt1 is None:
         opt1 = bobyqa(f1, start, theta_lower(ps), control)
@@ -249,7 +283,7 @@ def _stage2(prob, fam, ps, opt1, eta0, y, nagq, ghz, ghw, control, vcov_method, 
         # does not depend on the start); the first call below seeds it from stage 1.
         try:
             return prob.stage2(par[:nt], par[nt:], None, k, ghz, ghw)
-        except NumericalError as exc:
+        except _EVALUATION_FAILURES as exc:
             failures.append(str(exc))
             return np.inf
 
@@ -260,7 +294,7 @@ def _stage2(prob, fam, ps, opt1, eta0, y, nagq, ghz, ghw, control, vcov_method, 
     lower = np.r_[theta_lower(ps), np.full(len(beta1), -np.inf)]
     try:
         prob.stage2(x0[:nt], x0[nt:], u0, k, ghz, ghw)
-    except NumericalError:
+    except _EVALUATION_FAILURES:
         pass
     if _use_gradient(prob, nagq, control):
         return _stage2_gradient(prob, x0, nt, ps, lower, step2, u0, ghz, ghw, f2, control,
@@ -268,7 +302,8 @@ def _stage2(prob, fam, ps, opt1, eta0, y, nagq, ghz, ghw, control, vcov_method, 
     opt = bobyqa(f2, x0, lower, control, initial_step=step2)
     if not np.isfinite(opt.fun):
         raise ConvergenceError("PIRLS failed in the Laplace/AGQ stage"
-                               + (f" ({failures[-1]})" if failures else ""))
+                               + (f" ({failures[-1]})" if failures else "")
+                               + "; " + _NUMERICAL_ADVICE)
     hess = None
     if vcov_method == "hessian":
         g, hess = _derivs(f2, opt.x)
@@ -308,7 +343,8 @@ def _stage2_gradient(prob, x0, nt, ps, lower, step2, u0, ghz, ghw, f2, control, 
     opt = minimize_theta(fg, f2, x0, ps, control, initial_step=step2)
     if not np.isfinite(opt.fun):
         raise ConvergenceError("PIRLS failed in the Laplace stage"
-                               + (f" ({failures[-1]})" if failures else ""))
+                               + (f" ({failures[-1]})" if failures else "")
+                               + "; " + _NUMERICAL_ADVICE)
     hess = None
     try:
         fx, g = fg(opt.x)
@@ -322,7 +358,7 @@ def _stage2_gradient(prob, x0, nt, ps, lower, step2, u0, ghz, ghw, f2, control, 
                 opt.nevals += 1
                 if fn < fx:
                     opt.x, opt.fun = xn, fn
-    except (NumericalError, np.linalg.LinAlgError) as exc:
+    except (*_EVALUATION_FAILURES, np.linalg.LinAlgError) as exc:
         failures.append(str(exc))
         if vcov_method == "hessian" and hess is None:
             _, hess = _derivs(f2, opt.x)
@@ -344,30 +380,34 @@ def _hessian_in_data_units(hess: np.ndarray, nt: int, fixed) -> np.ndarray:
 HESSIAN_TOL = 1e-6
 
 
-def check_hessian(hess: np.ndarray) -> None:
+def check_hessian(hess: np.ndarray) -> list[str]:
     """lme4's checks of the Hessian at the optimum, with its texts: a model nearly
     unidentifiable in these units (very large eigenvalue, or a large eigenvalue ratio) warns
     to rescale variables; negative eigenvalues mean the optimizer did not reach a minimum."""
     try:
         ev = np.linalg.eigvalsh(0.5 * (hess + hess.T))
     except np.linalg.LinAlgError:
-        return
+        return []
     if not np.all(np.isfinite(ev)):
-        return
+        return []
     tol = HESSIAN_TOL
     negative = int(np.sum(ev < -tol))
     if negative:
-        msg = (f"Model failed to converge: degenerate Hessian with {negative} negative "
-               "eigenvalues")
+        messages = [f"Model failed to converge: degenerate  Hessian with {negative} negative "
+                    "eigenvalues"]
     elif np.any(np.abs(ev) < tol):
-        msg = "Hessian is numerically singular: parameters are not uniquely determined"
-    elif ev.max() * tol > 1:
-        msg = "Model is nearly unidentifiable: very large eigenvalue - Rescale variables?"
-    elif ev.min() / ev.max() < tol:
-        msg = "Model is nearly unidentifiable: large eigenvalue ratio - Rescale variables?"
+        messages = ["Hessian is numerically singular: parameters are not uniquely determined"]
     else:
-        return
-    warnings.warn(ConvergenceWarning(msg), stacklevel=4)
+        messages = []
+        if ev.max() * tol > 1:
+            messages.append("Model is nearly unidentifiable: very large eigenvalue\n"
+                            " - Rescale variables?")
+        if ev.min() / ev.max() < tol:
+            messages.append("Model is nearly unidentifiable: large eigenvalue ratio\n"
+                            " - Rescale variables?")
+    for msg in messages:
+        warnings.warn(ConvergenceWarning(msg), stacklevel=4)
+    return messages
 
 
 class GlmerResult(MixedResult):
@@ -391,6 +431,7 @@ class GlmerResult(MixedResult):
         self.design = design
         self._prob = prob
         self._fixed = fixed  # the core's beta is fixed.to_scaled(beta)
+        self.convergence_messages: list[str] = []  # lme4's checks of the optimum, as it words them
         self._fam = fam
         self.family = fam.name
         self.link = fam.link
@@ -438,7 +479,7 @@ class GlmerResult(MixedResult):
         nt = len(self.theta)
         if hess is not None:
             hess = _hessian_in_data_units(hess, nt, fixed)
-            check_hessian(hess)
+            self.convergence_messages = check_hessian(hess)
         self.hessian = hess
         if hess is not None:
             try:
