@@ -8,7 +8,8 @@
 import operator
 
 from . import _core, plot, shrinkage, simulate
-from ._errors import ConvergenceError, DataError, FormulaError, MixedfitError, NumericalError
+from ._errors import (ConvergenceError, ConvergenceWarning, DataError, FormulaError,
+                      MixedfitError, NumericalError, SingularFitWarning)
 from .anova import anova
 from .glmm import GlmerResult, glmer
 from .lmm import lmer
@@ -50,6 +51,8 @@ __all__ = [
     "DataError",
     "NumericalError",
     "ConvergenceError",
+    "ConvergenceWarning",
+    "SingularFitWarning",
     "simulate",
     "shrinkage",
     "plot",

@@ -106,6 +106,7 @@ def _checked_start(start) -> tuple:
         raise DataError(f"control.start must be numbers, got {start!r}") from None
     bad = [i for i, v in enumerate(values) if not np.isfinite(v)]
     if bad:
-        raise DataError(f"control.start[{bad[0]}] is {values[bad[0]]!r}: every entry must be "
-                        "a finite number")
+        value = float(values[bad[0]])
+        raise DataError(f"control.start[{bad[0]}] is {value!r}: every entry must be a finite "
+                        "number")
     return tuple(float(v) for v in values)
