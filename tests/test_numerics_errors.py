@@ -130,13 +130,13 @@ def test_constant_cbind_response(cbpp):
 # ---- numerical failures --------------------------------------------------------------------
 
 def test_core_value_errors_become_numerical_errors():
-    from mixedfit.glmm import _numerical_failures_explained
+    from mixedfit._errors import numerical_failures_explained
 
     with pytest.raises(NumericalError, match="non-finite value.*try rescaling"):
-        with _numerical_failures_explained():
+        with numerical_failures_explained("try rescaling"):
             raise ValueError("PIRLS (Laplace/AGQ stage): non-finite value in the parameters")
     with pytest.raises(DataError):  # mixedfit's own errors pass as they are
-        with _numerical_failures_explained():
+        with numerical_failures_explained("try rescaling"):
             raise DataError("bad column 'x'")
 
 

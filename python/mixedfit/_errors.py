@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
+import numpy as np
+
 from ._core import NumericalError
 
 __all__ = ["MixedfitError", "FormulaError", "DataError", "NumericalError", "ConvergenceError",
@@ -31,3 +35,16 @@ class ConvergenceWarning(UserWarning):
 
 class SingularFitWarning(UserWarning):
     """A variance parameter is on its boundary (lme4's "boundary (singular) fit")."""
+
+
+@contextmanager
+def numerical_failures_explained(advice: str):
+    """A failure of the core's arithmetic (a non-finite value, a factor that is not positive
+    definite) reaches the user as a NumericalError ending in ``advice``, never as a bare
+    ValueError; mixedfit's own errors pass through as they are."""
+    try:
+        yield
+    except (MixedfitError, ConvergenceError):
+        raise
+    except (NumericalError, ValueError, np.linalg.LinAlgError) as exc:
+        raise NumericalError(f"{exc}; {advice}") from exc

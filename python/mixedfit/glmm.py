@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import math
 import warnings
-from contextlib import contextmanager
 
 import numpy as np
 import pandas as pd
 
 from . import _core
 from ._design import build_design
-from ._errors import (ConvergenceError, ConvergenceWarning, DataError, MixedfitError,
-                      NumericalError)
+from ._errors import (ConvergenceError, ConvergenceWarning, DataError, NumericalError,
+                      numerical_failures_explained)
 from ._standardize import fixed_scaling
 from .families import binomial_response, check_response, resolve_family
 from .optimize import (bobyqa, minimize_theta, report_convergence, snap_to_boundary,
@@ -124,7 +123,7 @@ def glmer(formula: str, data, *, family="binomial", link=None, nagq: int = 1, we
     prob = _core.GlmmProblem(fixed.Xs, y, pw, design.offset, terms, *fam.codes)
     prob.set_pirls_control(control.pirls_tol, control.pirls_maxiter)
     ghz, ghw = _gauss_hermite(nagq) if nagq > 1 else (np.zeros(1), np.ones(1))
-    with _numerical_failures_explained():
+    with numerical_failures_explained(_NUMERICAL_ADVICE):
         opt, opt1, st, obj, hess, u0 = _optimize(prob, fam, design, y, pw, nagq, ghz, ghw,
                                                  control, vcov_method, fixed)
     nt = len(opt1.x)
@@ -154,19 +153,6 @@ def _optimize(prob, fam, design, y, pw, nagq, ghz, ghw, control, vcov_method, fi
 _NUMERICAL_ADVICE = ("try rescaling the predictors, a simpler random-effects structure, "
                      "control={'optimizer': 'bobyqa'}, or check the response for complete "
                      "separation")
-
-
-@contextmanager
-def _numerical_failures_explained():
-    """A failure of the core's arithmetic (a non-finite PIRLS step, a factor that is not
-    positive definite) reaches the user as a NumericalError with advice, never as a bare
-    ValueError; mixedfit's own errors pass through."""
-    try:
-        yield
-    except (MixedfitError, ConvergenceError):
-        raise
-    except (NumericalError, ValueError, np.linalg.LinAlgError) as exc:
-        raise NumericalError(f"{exc}; {_NUMERICAL_ADVICE}") from exc
 
 
 # lme4 refuses more quadrature nodes than this (nAGQ <= 25).

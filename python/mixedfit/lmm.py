@@ -8,6 +8,7 @@ import numpy as np
 
 from . import _core
 from ._design import build_design
+from ._errors import ConvergenceError, NumericalError, numerical_failures_explained
 from ._standardize import ScaledLmmProblem
 from .optimize import (bobyqa, minimize_theta, report_convergence, snap_to_boundary,
                        theta_lower, theta_start)
@@ -65,9 +66,10 @@ def lmer(formula: str, data, *, reml: bool = True, weights=None, offset=None, co
     ps = [t.p for t in design.terms]
     x0 = start_vector(control, theta_lower(ps).size, "theta")
     x0 = theta_start(ps) if x0 is None else x0
-    opt = _optimize(prob, design, ps, x0, reml, control)
+    with numerical_failures_explained(_NUMERICAL_ADVICE):
+        opt = _optimize(prob, design, ps, x0, reml, control)
+        sol = prob.solution(opt.x)
     report_convergence(opt, ps, control, stacklevel=2)
-    sol = prob.solution(opt.x)
     return LmerResult(design, prob, reml, opt.x, opt, sol, control,
                       data_name if data_name is not None else "data", call)
 
@@ -76,12 +78,22 @@ def _optimize(prob, design, ps, x0, reml, control):
     """Minimize the criterion over theta on the standardized problem (the same numbers for
     y, a + c y and any reparametrization of X), then report it in the data's units."""
     def f(th):
-        return prob.scaled_objective(th, reml)
+        try:
+            return prob.scaled_objective(th, reml)
+        except NumericalError:  # a point the factorization cannot take: not a minimum
+            return np.inf
 
     if _use_gradient(design, control):
         opt = minimize_theta(lambda th: prob.scaled_objective_grad(th, reml), f, x0, ps, control)
     else:
         opt = bobyqa(f, x0, theta_lower(ps), control)
     snap_to_boundary(f, opt, ps)
+    if not np.isfinite(opt.fun):
+        raise ConvergenceError("the criterion could not be evaluated at any theta the "
+                               f"optimizer tried; {_NUMERICAL_ADVICE}")
     opt.fun += prob.offset(reml)
     return opt
+
+
+_NUMERICAL_ADVICE = ("check the fixed effects for collinear columns, try a simpler "
+                     "random-effects structure, or control={'optimizer': 'bobyqa'}")
