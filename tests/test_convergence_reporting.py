@@ -31,10 +31,9 @@ def _singular_data(seed=1):
     rng = np.random.default_rng(seed)
     n, G = 200, 20
     g = np.repeat(np.arange(G), n // G)
-    y = 1.0 + 0.5 * rng.normal(size=n)
-    y = y - pd.Series(y).groupby(g).transform("mean").to_numpy() + 1.0  # no between-cluster spread
-    return pd.DataFrame({"y": y + 0.3 * rng.normal(size=n) * 0, "x": rng.normal(size=n),
-                         "g": g.astype(str)})
+    y = 0.5 * rng.normal(size=n)
+    y = y - pd.Series(y).groupby(g).transform("mean").to_numpy() + 1.0  # equal cluster means
+    return pd.DataFrame({"y": y, "x": rng.normal(size=n), "g": g.astype(str)})
 
 
 # ---- maxeval ----------------------------------------------------------------------------

@@ -180,3 +180,19 @@ def test_weighted_fit_is_invariant(sleep):
     np.testing.assert_allclose(f1.theta, f0.theta, rtol=1e-6)
     assert f1.sigma == pytest.approx(1e-9 * f0.sigma, rel=1e-6)
     assert f1.beta[1] == pytest.approx(1e-9 * f0.beta[1], rel=1e-6)
+
+
+@pytest.mark.parametrize("shift, scale", [(1e8, 1.0), (0.0, 1e-12), (-1e10, 1e3)])
+def test_crossed_model_is_invariant(shift, scale):
+    # Two crossed terms: the dense "rest" block of the core carries the second term, X and y.
+    pen = load_data("lmm", "Penicillin")
+    f0 = _fit(pen, "diameter ~ 1 + (1 | plate) + (1 | sample)")
+    f1 = _fit(pen.assign(diameter=shift + scale * pen.diameter),
+              "diameter ~ 1 + (1 | plate) + (1 | sample)")
+    rtol = 1e-7 + 1e3 * EPS * abs(shift) / (abs(scale) * float(np.std(pen.diameter)))
+    np.testing.assert_allclose(f1.theta, f0.theta, rtol=rtol)
+    assert f1.sigma == pytest.approx(abs(scale) * f0.sigma, rel=rtol)
+    assert f1.beta[0] == pytest.approx(shift + scale * f0.beta[0], rel=rtol)
+    n_minus_p = f0.nobs - 1
+    assert f1.reml_criterion == pytest.approx(
+        f0.reml_criterion + n_minus_p * math.log(scale * scale), abs=1e-6 + rtol * 1e3)
