@@ -163,3 +163,19 @@ def test_covariate_with_a_huge_offset_fits_a_glmm():
         se0, se = np.sqrt(f0.vcov.iloc[1, 1]), np.sqrt(f.vcov.iloc[1, 1])
         assert se == pytest.approx(se0 * slope_factor, rel=1e-3)
     assert f1.beta[0] == pytest.approx(f0.beta[0] - 1e5 * f0.beta[1], rel=1e-4)
+
+
+# ---- lme4's hint on predictor scales -------------------------------------------------------
+
+@pytest.mark.parametrize("scale, warns", [(1.0, False), (1e2, False), (1e4, True), (1e-4, True)])
+def test_predictors_on_very_different_scales_warn_as_lme4(sleep, scale, warns):
+    # lme4: Days * 1e6 -> "Some predictor variables are on very different scales: consider
+    # rescaling" (a column's SD beyond 1e3, or two SDs a factor 1e3 apart; 0/1 columns aside).
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        mixedfit.lmer("Reaction ~ Days + (1 | Subject)", sleep.assign(Days=sleep.Days * scale))
+    texts = [str(w.message) for w in caught]
+    hint = "Some predictor variables are on very different scales: consider rescaling"
+    assert (hint in texts) == warns
+    if warns:
+        assert [w.filename for w in caught if str(w.message) == hint] == [__file__]

@@ -18,6 +18,7 @@ is the same; theta does not change. The criteria differ by constants of the data
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 from scipy.linalg import solve_triangular
@@ -25,7 +26,28 @@ from scipy.linalg import solve_triangular
 from . import _core
 from ._errors import DataError
 
-__all__ = ["FixedScaling", "ScaledLmmProblem", "fixed_scaling"]
+__all__ = ["FixedScaling", "ScaledLmmProblem", "check_predictor_scales", "fixed_scaling"]
+
+# lme4's check.scaleX tolerance: standard deviations beyond a factor 1e3 (from 1 or each other).
+SCALE_TOL = 1e3
+
+
+def check_predictor_scales(X: np.ndarray, stacklevel: int = 2) -> None:
+    """lme4's warning for fixed-effect columns on very different scales (not 0/1 columns).
+    The fit itself does not need it -- the core works on scaled columns -- but estimates in
+    such units are hard to read and lme4 users expect the hint."""
+    if X.shape[1] == 0:
+        return
+    continuous = ~np.all((X == 0) | (X == 1), axis=0)
+    if not np.any(continuous):
+        return
+    sd = np.std(X[:, continuous], axis=0, ddof=1) if X.shape[0] > 1 else np.zeros(1)
+    with np.errstate(divide="ignore"):
+        log_sd = np.log(sd)
+    spread = np.abs(log_sd[:, None] - log_sd[None, :])
+    if np.any(np.abs(log_sd) > math.log(SCALE_TOL)) or np.any(spread > math.log(SCALE_TOL)):
+        warnings.warn("Some predictor variables are on very different scales: consider "
+                      "rescaling", stacklevel=stacklevel + 1)
 
 # Residuals smaller than this many units in the last place of the response are rounding.
 _ROUNDING_ULPS = 64.0

@@ -13,7 +13,7 @@ from . import _core
 from ._design import build_design
 from ._errors import (ConvergenceError, ConvergenceWarning, DataError, NumericalError,
                       numerical_failures_explained)
-from ._standardize import fixed_scaling
+from ._standardize import check_predictor_scales, fixed_scaling
 from .families import binomial_response, check_response, resolve_family
 from .optimize import (bobyqa, minimize_theta, report_convergence, snap_to_boundary,
                        theta_lower, theta_start)
@@ -119,6 +119,7 @@ def glmer(formula: str, data, *, family="binomial", link=None, nagq: int = 1, we
     terms = [(t.codes, t.nlevels, t.Z) for t in design.terms]
     # The core works on orthogonal fixed-effect columns of unit size (X = Xs T): far-off
     # origins and mixed units of covariates cost PIRLS no digits; beta is mapped back.
+    check_predictor_scales(design.X, stacklevel=2)
     fixed = fixed_scaling(design.X)
     prob = _core.GlmmProblem(fixed.Xs, y, pw, design.offset, terms, *fam.codes)
     prob.set_pirls_control(control.pirls_tol, control.pirls_maxiter)

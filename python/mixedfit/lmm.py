@@ -9,7 +9,7 @@ import numpy as np
 from . import _core
 from ._design import build_design
 from ._errors import ConvergenceError, NumericalError, numerical_failures_explained
-from ._standardize import ScaledLmmProblem
+from ._standardize import ScaledLmmProblem, check_predictor_scales
 from .optimize import (bobyqa, minimize_theta, report_convergence, snap_to_boundary,
                        theta_lower, theta_start)
 from .options import Control, check_bool, start_vector
@@ -62,6 +62,7 @@ def lmer(formula: str, data, *, reml: bool = True, weights=None, offset=None, co
     if design.n_dropped_na:
         warnings.warn(f"dropped {design.n_dropped_na} row(s) with missing values", stacklevel=2)
     y = design.y if design.offset is None else np.ascontiguousarray(design.y - design.offset)
+    check_predictor_scales(design.X, stacklevel=2)
     prob = ScaledLmmProblem(design, y, design.weights, design.parsed.response)
     ps = [t.p for t in design.terms]
     x0 = start_vector(control, theta_lower(ps).size, "theta")

@@ -54,7 +54,8 @@ class Control:
         deviance; PIRLS also requires its step to fall below 1e-11 relative, so the Laplace
         objective is exact to rounding) and iteration limit (Fisher scoring for non-canonical
         links can need ~100 steps).
-    start : optional starting theta (LMM) or (theta, beta) (GLMM stage 2).
+    start : optional starting theta (LMM) or (theta, beta) (GLMM stage 2; beta in the data's
+        units), finite numbers (checked here, the bad entry named).
     """
 
     optimizer: Literal["auto", "gradient", "bobyqa"] = "auto"
