@@ -21,7 +21,7 @@ import math
 import warnings
 
 import numpy as np
-from scipy.linalg import solve_triangular
+from scipy.linalg import qr, solve_triangular
 
 from . import _core
 from ._errors import DataError
@@ -85,11 +85,16 @@ def fixed_scaling(X: np.ndarray, weights: np.ndarray | None = None) -> FixedScal
     n, p = X.shape
     if p == 0:
         return FixedScaling(np.asfortranarray(X), np.zeros((0, 0)))
-    sw = np.ones(n) if weights is None else np.sqrt(np.asarray(weights, dtype=float))
-    Q, R = np.linalg.qr(sw[:, None] * X)
+    A = np.array(X, dtype=float, order="F")  # the one copy: Q is formed in place
+    if weights is not None:
+        sw = np.sqrt(np.asarray(weights, dtype=float))
+        A *= sw[:, None]
+    Q, R = qr(A, mode="economic", overwrite_a=True, check_finite=False)
     root_n = math.sqrt(n)
-    Xs = np.asfortranarray(Q * (root_n / sw[:, None]))
-    return FixedScaling(Xs, R / root_n)
+    Q *= root_n
+    if weights is not None:
+        Q /= sw[:, None]
+    return FixedScaling(np.asfortranarray(Q), R / root_n)
 
 
 def _response_shift(fs: FixedScaling, y: np.ndarray, weights, name: str):
@@ -97,16 +102,16 @@ def _response_shift(fs: FixedScaling, y: np.ndarray, weights, name: str):
     residuals, and the standardized residuals. A response the fixed effects fit to rounding
     (e.g. a constant) has no residual variance to estimate: DataError."""
     n = y.size
-    w = np.ones(n) if weights is None else np.asarray(weights, dtype=float)
+    wy = y if weights is None else np.asarray(weights, dtype=float) * y
     if fs.T.size:
-        bs0 = (fs.Xs * w[:, None]).T @ y / n  # Xs' W Xs = n I
-        fitted0 = fs.Xs @ bs0
+        bs0 = fs.Xs.T @ wy / n  # Xs' W Xs = n I
+        resid = y - fs.Xs @ bs0
         b0 = fs.from_scaled(bs0)
     else:
-        fitted0 = np.zeros(n)
+        resid = y.copy()
         b0 = np.zeros(0)
-    resid = y - fitted0
-    s = math.sqrt(float(np.sum(w * resid * resid)) / n)
+    wr = resid if weights is None else np.asarray(weights, dtype=float) * resid
+    s = math.sqrt(float(wr @ resid) / n)
     rounding = _ROUNDING_ULPS * np.finfo(float).eps * float(np.max(np.abs(y)))
     if not s > rounding:
         raise DataError(
