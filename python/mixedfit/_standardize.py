@@ -21,7 +21,7 @@ import math
 import warnings
 
 import numpy as np
-from scipy.linalg import qr, solve_triangular
+from scipy.linalg import qr
 
 from . import _core
 from ._errors import DataError
@@ -70,14 +70,14 @@ class FixedScaling:
         """Coefficients of X for coefficients ``beta_s`` of Xs."""
         if self.T.size == 0:
             return np.zeros(0)
-        return solve_triangular(self.T, np.asarray(beta_s, dtype=float))
+        return np.linalg.solve(self.T, np.asarray(beta_s, dtype=float))
 
     def cov_from_scaled(self, V_s: np.ndarray) -> np.ndarray:
         """Covariance of beta from that of beta_s: T^{-1} V_s T^{-T}."""
         if self.T.size == 0:
             return np.zeros((0, 0))
-        A = solve_triangular(self.T, np.asarray(V_s, dtype=float))
-        return solve_triangular(self.T, A.T).T
+        A = np.linalg.solve(self.T, np.asarray(V_s, dtype=float))
+        return np.linalg.solve(self.T, A.T).T
 
 
 def fixed_scaling(X: np.ndarray, weights: np.ndarray | None = None) -> FixedScaling:
@@ -132,7 +132,6 @@ class ScaledLmmProblem:
 
     def __init__(self, design, y: np.ndarray, weights: np.ndarray | None, name: str = "y"):
         self.n, self.p = design.n, design.p
-        self._X = design.X
         self.fixed = fixed_scaling(design.X, weights)
         self.b0, self.scale, self.y_scaled = _response_shift(self.fixed, y, weights, name)
         terms = [(t.codes, t.nlevels, t.Z) for t in design.terms]
@@ -178,9 +177,8 @@ class ScaledLmmProblem:
         return sol
 
     def linear_predictor(self, beta, b) -> np.ndarray:
-        """X beta + Z b in the data's units."""
-        zb = self.core.linear_predictor(np.zeros(self.p), np.asarray(b, dtype=float))
-        return self._X @ np.asarray(beta, dtype=float) + zb
+        """X beta + Z b in the data's units (X beta = Xs (T beta)), in one pass."""
+        return self.core.linear_predictor(self.fixed.to_scaled(beta), np.asarray(b, dtype=float))
 
     def input_addresses(self) -> list:
         return self.core.input_addresses()
