@@ -196,3 +196,17 @@ def test_crossed_model_is_invariant(shift, scale):
     n_minus_p = f0.nobs - 1
     assert f1.reml_criterion == pytest.approx(
         f0.reml_criterion + n_minus_p * math.log(scale * scale), abs=1e-6 + rtol * 1e3)
+
+
+def test_standardized_problem_pickles_and_copies(sleep):
+    # The core object cannot be pickled; the standardized arrays can, and rebuild it.
+    import copy
+    import pickle
+
+    fit = _fit(sleep.assign(Reaction=sleep.Reaction + 1e8))
+    for prob in (pickle.loads(pickle.dumps(fit._problem)), copy.deepcopy(fit._problem)):
+        assert prob.core is not fit._problem.core
+        assert prob.objective(fit.theta, True) == fit.reml_criterion
+        np.testing.assert_array_equal(prob.solution(fit.theta)["beta"], fit.beta)
+    again = pickle.loads(pickle.dumps(fit))
+    assert again.objective(fit.theta * 1.1) == fit.objective(fit.theta * 1.1)

@@ -134,12 +134,27 @@ class ScaledLmmProblem:
         self.n, self.p = design.n, design.p
         self.fixed = fixed_scaling(design.X, weights)
         self.b0, self.scale, self.y_scaled = _response_shift(self.fixed, y, weights, name)
-        terms = [(t.codes, t.nlevels, t.Z) for t in design.terms]
-        self.core = _core.LmmProblem(self.fixed.Xs, terms)
-        self.core.set_response(self.y_scaled, weights)
+        self._terms = [(t.codes, t.nlevels, t.Z) for t in design.terms]
+        self._weights = weights
+        self._build_core()
+
+    def _build_core(self) -> None:
+        """The core object over the standardized arrays (held here, so they outlive it)."""
+        self.core = _core.LmmProblem(self.fixed.Xs, self._terms)
+        self.core.set_response(self.y_scaled, self._weights)
         self.q = self.core.q
         self.ntheta = self.core.ntheta
         self.rest_dense = self.core.rest_dense
+
+    # ---- copies and pickles: the arrays travel, the core object is rebuilt from them --------
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        del state["core"]
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._build_core()
 
     # ---- the constants between the scaled and the original criteria ------------------------
     def offset(self, reml: bool) -> float:
