@@ -154,9 +154,11 @@ def test_covariate_with_a_huge_offset_fits_a_glmm():
         f0 = mixedfit.glmer("y ~ x + (1 | g)", df, family="binomial")
         f1 = mixedfit.glmer("y ~ x + (1 | g)", df.assign(x=df.x + 1e5), family="binomial")
         f2 = mixedfit.glmer("y ~ x + (1 | g)", df.assign(x=df.x * 1e-6), family="binomial")
+        f3 = mixedfit.glmer("y ~ x + (1 | g)", df.assign(x=df.x * 1e9), family="binomial")
+        f4 = mixedfit.glmer("y ~ x + (1 | g)", df.assign(x=df.x * 1e-12), family="binomial")
     # Tolerances: the Laplace optimum is found to ~1e-7 in the parameters; x + 1e5 rounds x
     # to ~1e-11 absolute.
-    for f, slope_factor in ((f1, 1.0), (f2, 1e6)):
+    for f, slope_factor in ((f1, 1.0), (f2, 1e6), (f3, 1e-9), (f4, 1e12)):
         assert f.loglik == pytest.approx(f0.loglik, abs=1e-6)
         np.testing.assert_allclose(f.theta, f0.theta, rtol=1e-4)
         assert f.beta[1] == pytest.approx(f0.beta[1] * slope_factor, rel=1e-4)
