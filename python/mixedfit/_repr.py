@@ -157,9 +157,7 @@ def _coef_table(fit, digits: int) -> str:
     cells = [[est_s[i], se_s[i], tst[i]] for i in range(k)]
     legend = ""
     if glmm:
-        from scipy import stats
-
-        pv = 2 * stats.norm.sf(np.abs(stat))
+        pv = fit.coefficients()["Pr(>|z|)"].to_numpy()
         pfmt = format_pval(pv, dig_tst)
         stars = [signif_stars(p) for p in pv]
         colnames = colnames + ["Pr(>|z|)", ""]
@@ -261,15 +259,7 @@ class Summary:
 
     def __init__(self, fit):
         self.fit = fit
-        se = np.sqrt(np.diag(fit.vcov.to_numpy()))
-        import pandas as pd
-
-        self.coefficients = pd.DataFrame(
-            {"Estimate": fit.beta, "Std. Error": se,
-             ("z value" if getattr(fit, "is_glmm", False) and not getattr(fit, "has_scale", False)
-              else "t value"): fit.beta / se},
-            index=fit.design.fixed_names,
-        )
+        self.coefficients = fit.coefficients()
         self.varcorr = fit.varcorr
 
     def __str__(self) -> str:

@@ -308,22 +308,41 @@ class MixedResult:
         return self._eta_parts(X, offset, parts, use)
 
     # ---- tables -----------------------------------------------------------------------------
+    def coefficients(self) -> pd.DataFrame:
+        """lme4's ``coef(summary(fit))``: Estimate, Std. Error, a t or z value, and for GLMMs
+        the Wald p-value ``Pr(>|z|)`` (normal reference distribution, as lme4 prints it)."""
+        se = np.sqrt(np.diag(self.vcov.to_numpy()))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            stat = self.beta / se
+        z = getattr(self, "is_glmm", False) and not getattr(self, "has_scale", False)
+        table = pd.DataFrame({"Estimate": self.beta, "Std. Error": se,
+                              "z value" if z else "t value": stat},
+                             index=list(self.design.fixed_names))
+        if getattr(self, "has_pvalues", False):
+            table["Pr(>|z|)"] = _two_sided_normal_p(stat)
+        return table
+
     def tidy(self) -> pd.DataFrame:
         """One DataFrame of estimates (broom.mixed's columns): fixed effects with standard
-        errors and test statistics, then random-effect SDs and correlations."""
-        se = np.sqrt(np.diag(self.vcov.to_numpy()))
-        stat = self.beta / se
+        errors and test statistics (GLMMs also ``p_value``), then random-effect SDs and
+        correlations."""
+        coefs = self.coefficients()
+        pvalues = coefs["Pr(>|z|)"] if "Pr(>|z|)" in coefs else None
         rows = []
-        for nm, est, s, z in zip(self.design.fixed_names, self.beta, se, stat):
-            rows.append(("fixed", None, nm, est, s, z))
+        for i, nm in enumerate(coefs.index):
+            p = float(pvalues.iloc[i]) if pvalues is not None else np.nan
+            rows.append(("fixed", None, nm, *coefs.iloc[i, :3].astype(float), p))
         for _, r in self.varcorr.to_frame().iterrows():
             if r["grp"] == "Residual":
-                rows.append(("ran_pars", "Residual", "sd__Observation", r["sdcor"], np.nan, np.nan))
+                term = "sd__Observation"
             elif r["var2"] is None or (isinstance(r["var2"], float) and math.isnan(r["var2"])):
-                rows.append(("ran_pars", r["grp"], f"sd__{r['var1']}", r["sdcor"], np.nan, np.nan))
+                term = f"sd__{r['var1']}"
             else:
-                rows.append(("ran_pars", r["grp"], f"cor__{r['var1']}.{r['var2']}", r["sdcor"], np.nan, np.nan))
-        return pd.DataFrame(rows, columns=["effect", "group", "term", "estimate", "std_error", "statistic"])
+                term = f"cor__{r['var1']}.{r['var2']}"
+            rows.append(("ran_pars", r["grp"], term, r["sdcor"], np.nan, np.nan, np.nan))
+        columns = ["effect", "group", "term", "estimate", "std_error", "statistic", "p_value"]
+        table = pd.DataFrame(rows, columns=columns)
+        return table if pvalues is not None else table.drop(columns="p_value")
 
     def __str__(self) -> str:
         from ._repr import render_print
@@ -416,6 +435,13 @@ class LmerResult(MixedResult):
         args = dict(self._call)
         args["reml"] = False
         return lmer(**args)
+
+
+def _two_sided_normal_p(stat: np.ndarray) -> np.ndarray:
+    """2 P(Z > |z|) for a standard normal Z."""
+    from scipy.special import ndtr
+
+    return 2.0 * ndtr(-np.abs(np.asarray(stat, dtype=float)))
 
 
 def _theta_lower(design: Design) -> np.ndarray:
