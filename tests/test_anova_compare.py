@@ -110,3 +110,19 @@ def test_one_fit_is_refused(sleepstudy):
     a = mixedfit.lmer("Reaction ~ Days + (1 | Subject)", sleepstudy, reml=False)
     with pytest.raises(ValueError, match="at least two"):
         mixedfit.anova(a)
+
+
+@pytest.mark.parametrize("table_id,reml_flags,names", [
+    ("reml_pair", [True, True], ["fm1", "fm2"]),
+    ("ml_three", [True, False, False], ["fm2", "fm1_ml", "fm0_ml"]),
+])
+def test_printed_as_lme4_prints_it(sleepstudy, table_id, reml_flags, names):
+    """Character for character: the criteria agree with lme4's to 1e-6 relative, far below
+    the printed digits (5 significant)."""
+    ref = REF["tables"][table_id]
+    fits = _fits(ref, sleepstudy, reml_flags)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        table = mixedfit.anova(*fits, names=names)
+    assert str(table) == ref["printed"]
+    assert type(table.iloc[:1]).__name__ == "DataFrame"      # slices are plain frames

@@ -23,7 +23,8 @@ def compare_fits(*fits, refit: bool = True, names=None):
     since REML criteria of models with different fixed effects are not comparable. Rows are
     named by the fits' formulas (lme4 uses the objects' names; pass ``names=`` for those) and
     sorted by number of parameters. Returns columns npar, AIC, BIC, logLik, deviance, Chisq, Df,
-    Pr(>Chisq); ``attrs["heading"]`` holds lme4's heading lines.
+    Pr(>Chisq); ``attrs["heading"]`` holds lme4's heading lines, and ``print()`` shows the
+    table as lme4 prints it.
     """
     if len(fits) < 2:
         raise ValueError("anova() needs at least two fitted models")
@@ -100,7 +101,8 @@ def _differing_data(a, b) -> str | None:
 
 def _lrt_table(fits, labels):
     import numpy as np
-    import pandas as pd
+
+    from ._repr import AnovaTable
 
     order = np.argsort([f.df for f in fits], kind="stable")
     rows = []
@@ -109,7 +111,7 @@ def _lrt_table(fits, labels):
         row = _lrt_row(fits[i], prev)
         rows.append(row)
         prev = row
-    table = pd.DataFrame(rows, index=[labels[i] for i in order])
+    table = AnovaTable(rows, index=[labels[i] for i in order])
     table.attrs["heading"] = _heading(fits, labels, order)
     return table
 
