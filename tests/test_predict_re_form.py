@@ -77,3 +77,11 @@ def test_re_form_naming_an_absent_effect_is_refused(fits):
     fit, _ = fits["sleep_uncorr"]
     with pytest.raises(ValueError, match="no random effect .Reaction."):
         fit.predict(re_form="~(1 | Subject) + (0 + Reaction | Subject)")
+
+
+def test_re_form_with_an_unknown_column_is_a_formula_error(fits):
+    fit, _ = fits["sleep_uncorr"]
+    with pytest.raises(mixedfit.FormulaError, match=r"re_form term '\(0\+nosuch \| Subject\)'.*nosuch"):
+        fit.predict(re_form="~(0 + nosuch | Subject)")
+    with pytest.raises(ValueError, match="grouping factor 'Other' is not in the model"):
+        fit.predict(re_form="~(1 | Other)")

@@ -236,8 +236,13 @@ class MixedResult:
     def _re_form_columns(self, re_term) -> list[str]:
         """lme4's column names of one ``re_form`` bar term, built on the fit's data."""
         from ._design import _formula_piece, lme4_column_name
+        from ._errors import FormulaError
 
-        spec = _formula_piece(re_term.lhs).get_model_matrix(self.design.source).model_spec
+        try:
+            spec = _formula_piece(re_term.lhs).get_model_matrix(self.design.source).model_spec
+        except Exception as exc:  # formulaic's errors: restate with the term at fault
+            raise FormulaError(f"re_form term '({re_term.lhs} | {re_term.name})' cannot be "
+                               f"evaluated on the fit's data: {exc}") from None
         return [lme4_column_name(c) for c in spec.column_names]
 
     def _find_re_column(self, re_term, column: str) -> tuple[int, int]:
