@@ -26,6 +26,19 @@ peak_rss_kb <- function() {
   as.numeric(gsub("[^0-9]", "", line))
 }
 
+# current resident set in kB (Linux), NA elsewhere
+rss_kb <- function() {
+  st <- tryCatch(readLines("/proc/self/status"), error = function(e) character())
+  line <- grep("^VmRSS:", st, value = TRUE)
+  if (length(line) == 0) return(NA_real_)
+  as.numeric(gsub("[^0-9]", "", line))
+}
+
+# reset the kernel's peak-RSS mark to the current RSS (Linux >= 4.0); TRUE if it worked
+reset_peak_rss <- function() {
+  isTRUE(tryCatch({ cat("5", file = "/proc/self/clear_refs"); TRUE }, error = function(e) FALSE))
+}
+
 now <- function() proc.time()[["elapsed"]]
 
 read_data <- function(path, factors) {
@@ -53,10 +66,14 @@ batch_size <- function(t, min_sample) {
 run_fit <- function(df) {
   form <- as.formula(spec$formula)
   start <- now()
+  invisible(gc())                      # what the data left behind is not the fit's
+  peak_reset <- reset_peak_rss()
+  rss_before <- rss_kb()
   t0 <- now()
   m <- fit_once(form, df)
   t <- now() - t0
-  emit(event = "fit", i = 0L, warm = FALSE, batch = 1L, seconds = t, rss_kb = peak_rss_kb())
+  emit(event = "fit", i = 0L, warm = FALSE, batch = 1L, seconds = t, rss_kb = peak_rss_kb(),
+       rss_before_kb = rss_before, peak_reset = peak_reset)
   m2ll <- if (spec$kind == "lmm" && isTRUE(spec$reml)) REMLcrit(m) else -2 * as.numeric(logLik(m))
   fe <- fixef(m)
   msgs <- m@optinfo$conv$lme4$messages
@@ -68,9 +85,14 @@ run_fit <- function(df) {
     emit(event = "budget", done = 0L, budget = spec$budget)
     return(invisible())
   }
+  invisible(gc())
+  peak_reset <- reset_peak_rss()
+  rss_before <- rss_kb()
   t0 <- now()
-  fit_once(form, df)  # warm-up; sizes the batches
+  fit_once(form, df)  # warm-up; sizes the batches; its memory is the fit's own
   t <- now() - t0
+  if (peak_reset && !is.na(rss_before)) emit(event = "memory", rss_before_kb = rss_before,
+                                             peak_kb = peak_rss_kb())
   k <- batch_size(t, spec$min_sample_seconds)
   for (i in seq_len(spec$repeats)) {
     spent <- now() - start

@@ -49,7 +49,7 @@ def cell_line(problem, cell):
         unit = "per evaluation" if problem.kind == "objective" else "median"
         n = len(cell.get("samples", []))
         extra = " (cold fit only)" if cell.get("cold_only") else ""
-        mem = f", fit peak +{cell['fit_peak_rss_delta_mb']:.0f} MB" if "fit_peak_rss_delta_mb" in cell else ""
+        mem = f", fit peak +{cell['fit_peak_rss_delta_mb']:.0f} MiB" if "fit_peak_rss_delta_mb" in cell else ""
         est = cell.get("estimates") or {}
         val = est.get("objective", est.get("m2ll"))
         crit = f", criterion {val:.4f}" if isinstance(val, (int, float)) else ""
@@ -179,17 +179,23 @@ def markdown(results):
         for eng in ENGINE_ORDER:
             c = p.get("engines", {}).get(eng) or {}
             if "fit_peak_rss_delta_mb" in c:
-                cells.append(f"+{c['fit_peak_rss_delta_mb']:.0f} ({c['peak_rss_mb']:.0f})")
+                cold = c.get("cold_fit_peak_rss_delta_mb")
+                cold_text = f"; cold +{cold:.0f}" if cold is not None else ""
+                cells.append(f"+{c['fit_peak_rss_delta_mb']:.0f} ({c['peak_rss_mb']:.0f}{cold_text})")
             else:
                 cells.append("—")
         if any(x != "—" for x in cells):
             mem_rows.append(f"| {name} | " + " | ".join(cells) + " |")
     if mem_rows:
         lines += [
-            "## Peak memory of one fit (MB)",
+            "## Peak memory of one fit (MiB)",
             "",
-            "Growth of the child process's peak resident set during its first fit, after the data "
-            "were loaded and the engine imported (in parentheses: the process's peak).",
+            "Peak resident set of the child process during a warm fit (its second) minus its "
+            "resident set just before that fit: what one fit needs above the data and the "
+            "imported engine (the kernel's peak mark is reset before the fit via "
+            "/proc/self/clear_refs). In parentheses: the process's peak during that fit, and "
+            "the same difference for the cold first fit, which also pays first-call costs "
+            "(modules imported on first use, caches).",
             "",
             "| problem | " + " | ".join(ENGINE_ORDER) + " |",
             "|---|" + "---:|" * len(ENGINE_ORDER),

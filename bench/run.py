@@ -191,8 +191,22 @@ def summarize(engine, problem, events, status, stderr, limits):
         rss_fit = cold[0].get("rss_kb")
         if rss_fit is not None:
             cell["peak_rss_mb"] = rss_fit / 1024.0
-            if cell.get("rss_ready_kb") is not None:
+            # the fit's peak above the resident set just before it (peak mark reset then):
+            # the warm-up fit's when measured, else the cold fit's; as a fallback, the
+            # growth of the process's peak since "ready"
+            memory = [ev for ev in events if ev.get("event") == "memory"]
+            if cold[0].get("peak_reset") and cold[0].get("rss_before_kb") is not None:
+                cell["cold_fit_peak_rss_delta_mb"] = (rss_fit - cold[0]["rss_before_kb"]) / 1024.0
+            if memory:
+                cell["peak_rss_mb"] = memory[0]["peak_kb"] / 1024.0
+                cell["fit_peak_rss_delta_mb"] = (memory[0]["peak_kb"] - memory[0]["rss_before_kb"]) / 1024.0
+                cell["memory_method"] = "warm fit: peak during it - RSS before it"
+            elif "cold_fit_peak_rss_delta_mb" in cell:
+                cell["fit_peak_rss_delta_mb"] = cell["cold_fit_peak_rss_delta_mb"]
+                cell["memory_method"] = "cold fit: peak during it - RSS before it"
+            elif cell.get("rss_ready_kb") is not None:
                 cell["fit_peak_rss_delta_mb"] = (rss_fit - cell["rss_ready_kb"]) / 1024.0
+                cell["memory_method"] = "growth of the process's peak RSS"
     samples = [f["seconds"] for f in warm]
     if samples:
         cell["samples"] = samples

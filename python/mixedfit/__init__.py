@@ -5,18 +5,47 @@
 >>> print(fit.summary())                                             # doctest: +SKIP
 """
 
+import importlib
 import operator
 
-from . import _core, plot, shrinkage, simulate
+from . import _core
 from ._errors import (ConvergenceError, ConvergenceWarning, DataError, FormulaError,
                       MixedfitError, NumericalError, SingularFitWarning)
 from .anova import anova
-from .glmm import GlmerResult, glmer
-from .lmm import lmer
 from .options import Control
-from .results import LmerResult, VarCorr
 
 __version__ = "0.1.0"
+
+# The modeling API is imported on first use, so ``import mixedfit`` does not pay for pandas,
+# formulaic, SciPy or matplotlib (PEP 562 module __getattr__). Name -> (module, attribute);
+# attribute None means the submodule itself. (``anova`` is imported eagerly: its module has the
+# same name, and a lazy import of the module would shadow the function.)
+_LAZY = {
+    "lmer": (".lmm", "lmer"),
+    "glmer": (".glmm", "glmer"),
+    "GlmerResult": (".glmm", "GlmerResult"),
+    "LmerResult": (".results", "LmerResult"),
+    "VarCorr": (".results", "VarCorr"),
+    "datasets": (".datasets", None),
+    "plot": (".plot", None),
+    "shrinkage": (".shrinkage", None),
+    "simulate": (".simulate", None),
+}
+
+
+def __getattr__(name: str):
+    try:
+        module_name, attribute = _LAZY[name]
+    except KeyError:
+        raise AttributeError(f"module 'mixedfit' has no attribute {name!r}") from None
+    module = importlib.import_module(module_name, __name__)
+    value = module if attribute is None else getattr(module, attribute)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
 
 
 def set_num_threads(n: int) -> None:
@@ -58,4 +87,5 @@ __all__ = [
     "plot",
     "set_num_threads",
     "get_num_threads",
+    "datasets",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
 from ._rformat import (
     abbreviate,
@@ -13,7 +14,8 @@ from ._rformat import (
     zapsmall,
 )
 
-__all__ = ["Summary", "render_summary", "render_print", "format_varcorr"]
+__all__ = ["Summary", "render_summary", "render_print", "format_varcorr", "format_anova",
+           "AnovaTable"]
 
 
 def format_varcorr(vc, digits: int = 4, comp=("Variance", "Std.Dev.")) -> str:
@@ -157,9 +159,7 @@ def _coef_table(fit, digits: int) -> str:
     cells = [[est_s[i], se_s[i], tst[i]] for i in range(k)]
     legend = ""
     if glmm:
-        from scipy import stats
-
-        pv = 2 * stats.norm.sf(np.abs(stat))
+        pv = fit.coefficients()["Pr(>|z|)"].to_numpy()
         pfmt = format_pval(pv, dig_tst)
         stars = [signif_stars(p) for p in pv]
         colnames = colnames + ["Pr(>|z|)", ""]
@@ -185,6 +185,57 @@ def print_matrix_coef(cells, colnames, rownames) -> str:
                 line += " " + row[j].rjust(widths[j])
         lines.append(line)
     return "\n".join(lines)
+
+
+SIGNIF_LEGEND = ("---\nSignif. codes:  0 \u2018***\u2019 0.001 \u2018**\u2019 0.01 \u2018*\u2019 0.05 "
+                 "\u2018.\u2019 0.1 \u2018 \u2019 1")
+
+
+def format_anova(table, digits: int = 5) -> str:
+    """A likelihood-ratio table as lme4's anova() prints it (R's print.anova: the heading,
+    then printCoefmat: criteria zapped and formatted per column, the statistic rounded to
+    ``digits - 1``, p-values with stars; missing cells blank)."""
+    dig_tst = max(1, min(5, digits - 1))
+    cells = {}
+    for name in table.columns:
+        values = table[name].to_numpy(dtype=float)
+        ok = ~np.isnan(values)
+        if name in ("npar", "Df"):
+            text = [str(int(v)) for v in values[ok]]
+        elif name == "Pr(>Chisq)":
+            text = format_pval(values[ok], dig_tst)
+        elif name == "Chisq":
+            text = format_r(np.round(values[ok], dig_tst), digits)
+        else:   # print.anova zaps the other columns first (base R's zapsmall)
+            text = format_r(zapsmall(values[ok], digits), digits)
+        column = [""] * len(values)
+        for i, t in zip(np.flatnonzero(ok), text):
+            column[i] = t.strip()
+        cells[name] = column
+    colnames = list(table.columns)
+    rows = [[cells[c][i] for c in colnames] for i in range(len(table))]
+    if "Pr(>Chisq)" in table.columns:
+        pvalues = table["Pr(>Chisq)"].to_numpy(dtype=float)
+        rows = [row + [signif_stars(p) if not pd.isna(p) else ""] for row, p in zip(rows, pvalues)]
+        colnames = colnames + [""]
+    lines = list(table.attrs.get("heading", []))
+    lines.append(print_matrix_coef(rows, colnames, [str(i) for i in table.index]))
+    if "Pr(>Chisq)" in table.columns and any(p <= 0.1 for p in pvalues if not np.isnan(p)):
+        lines.append(SIGNIF_LEGEND)
+    return "\n".join(lines)
+
+
+class AnovaTable(pd.DataFrame):
+    """A DataFrame of likelihood-ratio tests that prints as lme4's anova() does."""
+
+    @property
+    def _constructor(self):
+        return pd.DataFrame           # slices and arithmetic give plain DataFrames
+
+    def __repr__(self) -> str:
+        return format_anova(self)
+
+    __str__ = __repr__
 
 
 def _corr_fixed(fit) -> list[str]:
@@ -274,15 +325,7 @@ class Summary:
 
     def __init__(self, fit):
         self.fit = fit
-        se = np.sqrt(np.diag(fit.vcov.to_numpy()))
-        import pandas as pd
-
-        self.coefficients = pd.DataFrame(
-            {"Estimate": fit.beta, "Std. Error": se,
-             ("z value" if getattr(fit, "is_glmm", False) and not getattr(fit, "has_scale", False)
-              else "t value"): fit.beta / se},
-            index=fit.design.fixed_names,
-        )
+        self.coefficients = fit.coefficients()
         self.varcorr = fit.varcorr
 
     def __str__(self) -> str:

@@ -363,15 +363,21 @@ def _jsonable(v):
     return v
 
 
+_JSON_KEYS = {"Estimate": "estimate", "Std. Error": "std_error", "t value": "t_value",
+              "z value": "z_value", "Pr(>|z|)": "p_value"}
+
+
+def _fixef_record(term, row) -> dict:
+    """One fixed effect of ``fit.coefficients()`` with JSON keys (non-finite values -> null)."""
+    return {"term": str(term), **{_JSON_KEYS[c]: _jsonable(float(v)) for c, v in row.items()}}
+
+
 def fit_to_dict(fit, include_ranef: bool = False) -> dict:
     """The estimates of a fit as plain JSON-ready data."""
     import numpy as np
 
     glmm = getattr(fit, "family", "gaussian") != "gaussian" or getattr(fit, "link", "identity") != "identity"
-    se = np.sqrt(np.diag(fit.vcov.to_numpy()))
-    fixef = [{"term": str(k), "estimate": _jsonable(float(b)), "std_error": _jsonable(float(s)),
-              ("z_value" if glmm else "t_value"): _jsonable(float(b / s)) if s > 0 else None}
-             for (k, b), s in zip(fit.fixef.items(), se)]
+    fixef = [_fixef_record(term, row) for term, row in fit.coefficients().iterrows()]
     vc = fit.varcorr.to_frame()
     varcorr = [{k: (None if (isinstance(v, float) and math.isnan(v)) or v is None else _jsonable(v))
                 for k, v in row.items()} for row in vc.to_dict(orient="records")]

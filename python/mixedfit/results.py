@@ -199,11 +199,13 @@ class MixedResult:
     def predict(self, newdata=None, re_form=None, allow_new_levels: bool = False,
                 type: str = "response") -> np.ndarray:
         """Predictions. ``re_form=None`` uses every random effect; ``"~0"`` or ``"NA"`` none
-        (population level); a formula with some of the model's bar terms uses those groups.
+        (population level); a formula of bar terms uses just those random-effect terms, as lme4
+        does: ``"~(1 | Subject)"`` keeps the Subject intercepts and leaves out a
+        ``(0 + Days | Subject)`` term (or the Days column of ``(Days | Subject)``).
         New levels raise unless ``allow_new_levels=True`` (then they get the population value)."""
         if type not in ("response", "link"):
             raise ValueError(f"type must be 'response' or 'link', got {type!r}")
-        use = self._re_groups_for(re_form)
+        use = self._re_columns_for(re_form)
         if newdata is None:
             if use is None:
                 eta = self._eta
@@ -217,32 +219,58 @@ class MixedResult:
     def _inverse_link(self, eta):
         return eta
 
-    def _re_groups_for(self, re_form) -> set | None:
+    def _re_columns_for(self, re_form) -> dict[int, np.ndarray] | None:
+        """Which random effects ``re_form`` selects: None for all, else {term index: boolean
+        mask over the term's columns} (terms not in the dict are left out)."""
         if re_form is None:
             return None
         if isinstance(re_form, float) and math.isnan(re_form):
-            return set()
+            return {}
         s = str(re_form).replace(" ", "")
         if s in ("~0", "NA", "~1-1", "0"):
-            return set()
+            return {}
         from ._formula import parse_formula
 
         parsed = parse_formula("y" + s if s.startswith("~") else "y~" + s)
-        have = {t.group for t in self.design.terms}
-        out = set()
-        for t in parsed.re_terms:
-            if t.name not in have:
-                raise ValueError(f"re_form term '({t.lhs} | {t.name})' is not in the model")
-            out.add(t.name)
-        return out
+        use: dict[int, np.ndarray] = {}
+        for re_term in parsed.re_terms:
+            for column in self._re_form_columns(re_term):
+                k, j = self._find_re_column(re_term, column)
+                use.setdefault(k, np.zeros(self.design.terms[k].p, dtype=bool))[j] = True
+        return use
+
+    def _re_form_columns(self, re_term) -> list[str]:
+        """lme4's column names of one ``re_form`` bar term, built on the fit's data."""
+        from ._design import _formula_piece, lme4_column_name
+        from ._errors import FormulaError
+
+        try:
+            spec = _formula_piece(re_term.lhs).get_model_matrix(self.design.source).model_spec
+        except Exception as exc:  # formulaic's errors: restate with the term at fault
+            raise FormulaError(f"re_form term '({re_term.lhs} | {re_term.name})' cannot be "
+                               f"evaluated on the fit's data: {exc}") from None
+        return [lme4_column_name(c) for c in spec.column_names]
+
+    def _find_re_column(self, re_term, column: str) -> tuple[int, int]:
+        """(term index, column index) of a grouping factor's random-effect column."""
+        if re_term.name not in self.ngroups:
+            raise ValueError(f"re_form term '({re_term.lhs} | {re_term.name})': grouping factor "
+                             f"{re_term.name!r} is not in the model (have {list(self.ngroups)})")
+        for k, t in enumerate(self.design.terms):
+            if t.group == re_term.name and column in t.columns:
+                return k, list(t.columns).index(column)
+        raise ValueError(f"re_form term '({re_term.lhs} | {re_term.name})': the model has no "
+                         f"random effect {column!r} for {re_term.name!r}")
 
     def _eta_parts(self, X, offset, re_parts, use):
         eta = X @ self.beta
         if offset is not None:
             eta = eta + offset
         for (k, t, B), (codes, Z) in zip(self._term_blocks(), re_parts):
-            if use is not None and t.group not in use:
+            if use is not None and k not in use:
                 continue
+            if use is not None:
+                Z, B = Z[:, use[k]], B[:, use[k]]
             valid = codes >= 0
             contrib = np.einsum("ij,ij->i", Z, B[np.where(valid, codes, 0)])
             eta = eta + np.where(valid, contrib, 0.0)
@@ -263,8 +291,8 @@ class MixedResult:
             ov = np.asarray(_eval_expression(o, nd, self.formula), dtype=float)
             offset = ov if offset is None else offset + ov
         parts = []
-        for t, spec in zip(self.design.terms, self.design.term_specs):
-            if use is not None and t.group not in use:
+        for k, (t, spec) in enumerate(zip(self.design.terms, self.design.term_specs)):
+            if use is not None and k not in use:
                 parts.append((np.full(len(nd), -1), np.zeros((len(nd), t.p))))
                 continue
             for c in t.group_cols:
@@ -291,22 +319,41 @@ class MixedResult:
         return self._eta_parts(X, offset, parts, use)
 
     # ---- tables -----------------------------------------------------------------------------
+    def coefficients(self) -> pd.DataFrame:
+        """lme4's ``coef(summary(fit))``: Estimate, Std. Error, a t or z value, and for GLMMs
+        the Wald p-value ``Pr(>|z|)`` (normal reference distribution, as lme4 prints it)."""
+        se = np.sqrt(np.diag(self.vcov.to_numpy()))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            stat = self.beta / se
+        z = getattr(self, "is_glmm", False) and not getattr(self, "has_scale", False)
+        table = pd.DataFrame({"Estimate": self.beta, "Std. Error": se,
+                              "z value" if z else "t value": stat},
+                             index=list(self.design.fixed_names))
+        if getattr(self, "has_pvalues", False):
+            table["Pr(>|z|)"] = _two_sided_normal_p(stat)
+        return table
+
     def tidy(self) -> pd.DataFrame:
         """One DataFrame of estimates (broom.mixed's columns): fixed effects with standard
-        errors and test statistics, then random-effect SDs and correlations."""
-        se = np.sqrt(np.diag(self.vcov.to_numpy()))
-        stat = self.beta / se
+        errors and test statistics (GLMMs also ``p_value``), then random-effect SDs and
+        correlations."""
+        coefs = self.coefficients()
+        pvalues = coefs["Pr(>|z|)"] if "Pr(>|z|)" in coefs else None
         rows = []
-        for nm, est, s, z in zip(self.design.fixed_names, self.beta, se, stat):
-            rows.append(("fixed", None, nm, est, s, z))
+        for i, nm in enumerate(coefs.index):
+            p = float(pvalues.iloc[i]) if pvalues is not None else np.nan
+            rows.append(("fixed", None, nm, *coefs.iloc[i, :3].astype(float), p))
         for _, r in self.varcorr.to_frame().iterrows():
             if r["grp"] == "Residual":
-                rows.append(("ran_pars", "Residual", "sd__Observation", r["sdcor"], np.nan, np.nan))
+                term = "sd__Observation"
             elif r["var2"] is None or (isinstance(r["var2"], float) and math.isnan(r["var2"])):
-                rows.append(("ran_pars", r["grp"], f"sd__{r['var1']}", r["sdcor"], np.nan, np.nan))
+                term = f"sd__{r['var1']}"
             else:
-                rows.append(("ran_pars", r["grp"], f"cor__{r['var1']}.{r['var2']}", r["sdcor"], np.nan, np.nan))
-        return pd.DataFrame(rows, columns=["effect", "group", "term", "estimate", "std_error", "statistic"])
+                term = f"cor__{r['var1']}.{r['var2']}"
+            rows.append(("ran_pars", r["grp"], term, r["sdcor"], np.nan, np.nan, np.nan))
+        columns = ["effect", "group", "term", "estimate", "std_error", "statistic", "p_value"]
+        table = pd.DataFrame(rows, columns=columns)
+        return table if pvalues is not None else table.drop(columns="p_value")
 
     def __str__(self) -> str:
         from ._repr import render_print
@@ -399,6 +446,13 @@ class LmerResult(MixedResult):
         args = dict(self._call)
         args["reml"] = False
         return lmer(**args)
+
+
+def _two_sided_normal_p(stat: np.ndarray) -> np.ndarray:
+    """2 P(Z > |z|) for a standard normal Z."""
+    from scipy.special import ndtr
+
+    return 2.0 * ndtr(-np.abs(np.asarray(stat, dtype=float)))
 
 
 def _theta_lower(design: Design) -> np.ndarray:
