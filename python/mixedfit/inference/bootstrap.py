@@ -1,0 +1,265 @@
+"""Parametric bootstrap (lme4's ``bootMer``): simulate from the fit, refit, collect.
+
+Every replicate has its own random stream, spawned from one ``numpy.random.SeedSequence``, so
+the replicates are the same whatever ``n_jobs`` is. A worker process (fork) holds one refitter
+(one core problem and its symbolic analysis) and fits its share of the replicates with a new
+response each, each search starting at the original estimates.
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+import os
+import sys
+import time
+import warnings
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from scipy.stats import norm
+
+from .._errors import MixedfitError
+from .params import has_residual_scale, sdcor_names, sdcor_values, term_sizes, theta_to_sdcor
+from .profile import check_level, level_columns
+from .refit import refitter_for
+from .simulate_fit import _check_nsim, simulate_responses, simulation_frame
+
+__all__ = ["bootstrap", "BootstrapResult"]
+
+PROGRESS_AFTER_SECONDS = 2.0    # show progress when the run is expected to take longer
+CHUNKS_PER_JOB = 8              # work units per process (progress granularity)
+
+
+@dataclass
+class BootstrapResult:
+    """``replicates``: one row per replicate (NaN where the refit failed); ``original``: the
+    statistics of the fit itself; ``n_failed`` / ``failures``: refits that failed (count,
+    first messages); ``n_singular``: replicates with a variance parameter on its boundary."""
+    replicates: pd.DataFrame
+    original: pd.Series
+    nsim: int
+    n_failed: int
+    n_singular: int
+    failures: list = field(default_factory=list)
+    seconds: float = math.nan
+
+    def confint(self, type: str = "perc", level: float = 0.95) -> pd.DataFrame:
+        """Bootstrap intervals per statistic: "perc" (quantiles of the replicates, at the
+        (R + 1) alpha order statistic as the boot package), "basic" (2 t0 - those quantiles)
+        or "norm" (t0 - bias -/+ z sd). Failed replicates are left out, with a warning."""
+        level = check_level(level)
+        if type not in ("perc", "basic", "norm"):
+            raise ValueError(f"type must be 'perc', 'basic' or 'norm', got {type!r}")
+        if self.n_failed:
+            warnings.warn(f"{self.n_failed} of {self.nsim} bootstrap replicates failed and are "
+                          "left out of the intervals", stacklevel=2)
+        a = (1 - level) / 2
+        t = self.replicates
+        t0 = self.original
+        if type == "norm":
+            z = norm.ppf(1 - a)
+            centre = 2 * t0 - t.mean()
+            sd = t.std(ddof=1)
+            lo, hi = centre - z * sd, centre + z * sd
+        else:
+            q = t.quantile([a, 1 - a], interpolation="linear") if len(t) < 2 else \
+                pd.DataFrame(np.nanquantile(t.to_numpy(), [a, 1 - a], axis=0, method="weibull"),
+                             columns=t.columns)
+            lo, hi = q.iloc[0], q.iloc[1]
+            if type == "basic":
+                lo, hi = 2 * t0 - hi, 2 * t0 - lo
+        return pd.DataFrame({level_columns(level)[0]: lo, level_columns(level)[1]: hi})
+
+    def __repr__(self) -> str:
+        return (f"<BootstrapResult: {self.nsim} replicates, {self.n_failed} failed, "
+                f"{self.n_singular} singular; statistics {list(self.replicates.columns)}>")
+
+
+# ---- statistics of one fit ---------------------------------------------------------------------
+def default_names(fit) -> list[str]:
+    return sdcor_names(fit) + list(fit.design.fixed_names)
+
+
+def default_statistics(fit, theta, beta, sigma) -> np.ndarray:
+    scale = sigma if has_residual_scale(fit) else 1.0
+    vals = theta_to_sdcor(np.asarray(theta), scale, term_sizes(fit))
+    if has_residual_scale(fit):
+        vals = np.r_[vals, sigma]
+    return np.r_[vals, beta]
+
+
+def func_statistics(func, fit, names=None) -> tuple[list[str], np.ndarray]:
+    """Call the user's ``func(fit) -> dict`` and check it returns numbers (the same keys as
+    the original when ``names`` is given)."""
+    try:
+        out = func(fit)
+    except Exception as exc:  # noqa: BLE001 - the user's function: say which argument failed
+        raise ValueError(f"func raised {type(exc).__name__}: {exc}") from exc
+    if not isinstance(out, dict) or not out:
+        raise ValueError(f"func must return a non-empty dict of numbers, got {type(out).__name__}")
+    try:
+        vals = np.array([float(v) for v in out.values()], dtype=float)
+    except (TypeError, ValueError):
+        raise ValueError(f"func must return a dict of numbers, got {out!r}") from None
+    keys = [str(k) for k in out]
+    if names is not None and keys != names:
+        raise ValueError(f"func returned keys {keys}, the original fit gave {names}")
+    return keys, vals
+
+
+def _is_singular(fit, theta) -> bool:
+    lower = fit._theta_lower
+    return bool(np.any(np.asarray(theta)[lower == 0] < fit.control.singular_tol))
+
+
+# ---- the work of one process -------------------------------------------------------------------
+class _Worker:
+    def __init__(self, fit, func, names, frame):
+        self.fit, self.func, self.names, self.frame = fit, func, names, frame
+        self.refitter = refitter_for(fit, vcov_method="factor") if getattr(fit, "is_glmm", False) \
+            else refitter_for(fit)
+
+    def replicate(self, seed_seq) -> tuple[np.ndarray, bool, str | None]:
+        rng = np.random.default_rng(seed_seq)
+        y = np.ascontiguousarray(simulate_responses(self.fit, self.frame, 1, rng)[0])
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                if self.func is None:
+                    theta, beta, sigma, ok = self.refitter.estimates(y)
+                    if not ok:
+                        return np.full(len(self.names), np.nan), False, "optimizer did not converge"
+                    return default_statistics(self.fit, theta, beta, sigma), \
+                        _is_singular(self.fit, theta), None
+                refit = self.refitter.refit(y)
+        except (MixedfitError, ArithmeticError, np.linalg.LinAlgError) as exc:
+            return np.full(len(self.names), np.nan), False, f"{type(exc).__name__}: {exc}"
+        _, vals = func_statistics(self.func, refit, self.names)
+        return vals, refit.is_singular(), None
+
+    def run(self, seeds) -> list:
+        return [self.replicate(s) for s in seeds]
+
+
+_FORKED: dict = {}      # what forked workers inherit (the fit and the user's func)
+
+
+def _run_chunk(seeds):
+    worker = _FORKED.get("worker")
+    if worker is None:
+        w = _FORKED["spec"]
+        worker = _FORKED["worker"] = _Worker(*w)
+    return worker.run(seeds)
+
+
+class _Progress:
+    """tqdm when installed, else one rewritten stderr line; nothing when disabled."""
+
+    def __init__(self, total: int, enabled: bool):
+        self.bar, self.done, self.total, self.enabled = None, 0, total, enabled
+        if enabled:
+            try:
+                from tqdm.auto import tqdm
+
+                self.bar = tqdm(total=total, desc="bootstrap", unit="rep")
+            except ImportError:
+                self.bar = None
+
+    def update(self, k: int) -> None:
+        self.done += k
+        if self.bar is not None:
+            self.bar.update(k)
+        elif self.enabled:
+            print(f"\rbootstrap: {self.done}/{self.total}", end="", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        elif self.enabled:
+            print(file=sys.stderr)
+
+
+def _check_jobs(n_jobs) -> int:
+    if n_jobs is None:
+        return max(1, min(os.cpu_count() or 1, 8))
+    if isinstance(n_jobs, bool) or not isinstance(n_jobs, (int, np.integer)) or n_jobs == 0:
+        raise ValueError(f"n_jobs must be a positive integer or -1 (all cores), got {n_jobs!r}")
+    return max(1, os.cpu_count() or 1) if n_jobs < 0 else int(n_jobs)
+
+
+def _run(worker: _Worker, seeds: list, n_jobs: int, progress: bool) -> list:
+    """All replicates: the first in this process (to time it), the rest in ``n_jobs``
+    processes (fork) or here."""
+    t0 = time.perf_counter()
+    results = worker.run(seeds[:1])
+    per_rep = time.perf_counter() - t0
+    rest = seeds[1:]
+    can_fork = "fork" in multiprocessing.get_all_start_methods()
+    jobs = n_jobs if can_fork and len(rest) >= 2 * n_jobs else 1
+    expected = per_rep * len(rest) / jobs
+    bar = _Progress(len(seeds), progress and expected > PROGRESS_AFTER_SECONDS)
+    bar.update(1)
+    try:
+        if jobs == 1:
+            step = max(1, len(rest) // 50)
+            for i in range(0, len(rest), step):
+                results += worker.run(rest[i:i + step])
+                bar.update(len(rest[i:i + step]))
+            return results
+        nchunk = min(len(rest), jobs * CHUNKS_PER_JOB)
+        chunks = [list(c) for c in np.array_split(np.arange(len(rest)), nchunk)]
+        _FORKED.clear()
+        _FORKED["spec"] = (worker.fit, worker.func, worker.names, worker.frame)
+        ctx = multiprocessing.get_context("fork")
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
+            futures = [pool.submit(_run_chunk, [rest[i] for i in c]) for c in chunks]
+            for fut in futures:
+                part = fut.result()
+                results += part
+                bar.update(len(part))
+        return results
+    finally:
+        _FORKED.clear()
+        bar.close()
+
+
+def bootstrap(fit, nsim: int = 1000, func=None, seed=None, re_form=None, n_jobs=None,
+              progress: bool = True) -> BootstrapResult:
+    """Parametric bootstrap of ``fit`` (lme4's ``bootMer(type = "parametric")``).
+
+    nsim : number of replicates (>= 1).
+    func : ``func(fit) -> dict`` of numbers for each refitted model (the fit passed is valid
+        only during the call); default: lme4's ``.sig01, ..., .sigma`` on the sd/cor scale and
+        the fixed effects.
+    seed : anything ``numpy.random.SeedSequence`` takes; the result does not depend on n_jobs.
+    re_form : as in :meth:`MixedResult.simulate`: None (default, lme4's ``use.u = FALSE``)
+        draws new random effects; ``"all"`` (``use.u = TRUE``) keeps the estimated ones.
+    n_jobs : worker processes (default: the number of cores, at most 8; -1: all cores).
+    progress : show progress on runs expected to take longer than a couple of seconds.
+    """
+    nsim = _check_nsim(nsim)
+    n_jobs = _check_jobs(n_jobs)
+    if func is not None and not callable(func):
+        raise ValueError(f"func must be callable (fit -> dict of numbers), got {func!r}")
+    if func is None:
+        names = default_names(fit)
+        original = np.r_[sdcor_values(fit), fit.beta]
+    else:
+        names, original = func_statistics(func, fit)
+    frame = simulation_frame(fit, re_form)
+    seeds = np.random.SeedSequence(seed).spawn(nsim)
+    start = time.perf_counter()
+    results = _run(_Worker(fit, func, names, frame), seeds, n_jobs, progress)
+    values = np.vstack([r[0] for r in results])
+    failures = [r[2] for r in results if r[2] is not None]
+    if failures:
+        warnings.warn(f"{len(failures)} of {nsim} bootstrap refits failed (rows of NaN); "
+                      f"first: {failures[0]}", stacklevel=2)
+    return BootstrapResult(
+        replicates=pd.DataFrame(values, columns=names),
+        original=pd.Series(original, index=names),
+        nsim=nsim, n_failed=len(failures), n_singular=sum(bool(r[1]) for r in results),
+        failures=failures[:10], seconds=time.perf_counter() - start)

@@ -1,0 +1,106 @@
+"""lme4's variance parameters on the standard-deviation / correlation scale.
+
+theta holds, per random-effects term, the lower triangle of the relative Cholesky factor
+Lambda column by column. The same positions on the sd/cor scale hold the standard deviation
+(diagonal) or the correlation (off the diagonal) of that term's random effects; lme4 names
+them ``.sig01, .sig02, ...`` in this order (``oldNames = TRUE``) and adds ``.sigma`` for a
+model with a residual scale.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["sdcor_names", "theta_to_sdcor", "sdcor_to_theta", "sdcor_values", "is_sd_position",
+           "term_sizes"]
+
+
+def term_sizes(fit) -> list[int]:
+    return [t.p for t in fit.design.terms]
+
+
+def has_residual_scale(fit) -> bool:
+    return not getattr(fit, "is_glmm", False) or fit.has_scale
+
+
+def sdcor_names(fit) -> list[str]:
+    """``.sig01, ...`` (one per theta entry) and ``.sigma`` when the model has a scale."""
+    k = sum(p * (p + 1) // 2 for p in term_sizes(fit))
+    width = max(2, len(str(k)))
+    names = [f".sig{i + 1:0{width}d}" for i in range(k)]
+    return names + ([".sigma"] if has_residual_scale(fit) else [])
+
+
+def is_sd_position(ps: list[int]) -> np.ndarray:
+    """True where a theta position is a diagonal entry (an SD), False for a correlation."""
+    out = []
+    for p in ps:
+        for j in range(p):
+            out.extend([True] + [False] * (p - j - 1))
+    return np.array(out, dtype=bool)
+
+
+def _lower_triangle(values: np.ndarray, p: int) -> np.ndarray:
+    m = np.zeros((p, p))
+    pos = 0
+    for j in range(p):
+        for i in range(j, p):
+            m[i, j] = values[pos]
+            pos += 1
+    return m
+
+
+def _pack_lower(m: np.ndarray) -> list[float]:
+    p = m.shape[0]
+    return [m[i, j] for j in range(p) for i in range(j, p)]
+
+
+def theta_to_sdcor(theta: np.ndarray, sigma: float, ps: list[int]) -> np.ndarray:
+    """SDs and correlations (lme4's order) of the random effects for relative factor theta."""
+    out: list[float] = []
+    pos = 0
+    for p in ps:
+        size = p * (p + 1) // 2
+        lam = _lower_triangle(theta[pos:pos + size], p)
+        cov = sigma**2 * lam @ lam.T
+        sd = np.sqrt(np.diag(cov))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            cor = cov / np.outer(sd, sd)
+        cor = np.where(np.outer(sd, sd) > 0, cor, 0.0)
+        np.fill_diagonal(cor, sd)
+        out.extend(_pack_lower(cor))
+        pos += size
+    return np.array(out)
+
+
+def sdcor_to_theta(sdcor: np.ndarray, sigma: float, ps: list[int]) -> np.ndarray | None:
+    """The relative factor theta for SDs/correlations (lme4's order); None when a term's
+    correlations do not form a positive semi-definite matrix or an SD is negative."""
+    out: list[float] = []
+    pos = 0
+    for p in ps:
+        size = p * (p + 1) // 2
+        m = _lower_triangle(sdcor[pos:pos + size], p)
+        sd = np.diag(m).copy()
+        if np.any(sd < 0):
+            return None
+        cor = m + m.T
+        np.fill_diagonal(cor, 1.0)
+        if p > 1:
+            try:
+                chol = np.linalg.cholesky(cor)
+            except np.linalg.LinAlgError:
+                return None
+        else:
+            chol = np.ones((1, 1))
+        lam = (sd[:, None] * chol) / sigma
+        out.extend(_pack_lower(lam))
+        pos += size
+    return np.array(out)
+
+
+def sdcor_values(fit) -> np.ndarray:
+    """The fit's parameters on lme4's sd/cor scale (``.sig01, ...``, then ``.sigma``)."""
+    scale = fit.sigma if has_residual_scale(fit) else 1.0
+    vals = theta_to_sdcor(fit.theta, scale, term_sizes(fit))
+    return np.r_[vals, [fit.sigma]] if has_residual_scale(fit) else vals
