@@ -1,9 +1,11 @@
 """Parametric bootstrap (lme4's ``bootMer``): simulate from the fit, refit, collect.
 
-Every replicate has its own random stream, spawned from one ``numpy.random.SeedSequence``, so
-the replicates are the same whatever ``n_jobs`` is. A worker process (fork) holds one refitter
-(one core problem and its symbolic analysis) and fits its share of the replicates with a new
-response each, each search starting at the original estimates.
+The responses are simulated here, in blocks, from one random stream seeded by ``seed``, so the
+replicates are the same whatever ``n_jobs`` is. For an LMM with the default statistics the
+core refits a block on ``n_jobs`` threads (one problem and symbolic analysis per thread, only y
+changes; quasi-Newton from the original estimates). Otherwise worker processes (fork), each
+holding one refitter, fit their share of a block, each search starting at the original
+estimates.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import norm
 
+from .. import _core
 from .._errors import MixedfitError
 from .params import has_residual_scale, sdcor_names, sdcor_values, term_sizes, theta_to_sdcor
 from .profile import check_level, level_columns
@@ -30,7 +33,8 @@ from .simulate_fit import _check_nsim, simulate_responses, simulation_frame
 __all__ = ["bootstrap", "BootstrapResult"]
 
 PROGRESS_AFTER_SECONDS = 2.0    # show progress when the run is expected to take longer
-CHUNKS_PER_JOB = 8              # work units per process (progress granularity)
+CHUNKS_PER_JOB = 4              # work units per process and block (progress granularity)
+BLOCK = 1000                    # replicates simulated at a time (bounds memory)
 
 
 @dataclass
@@ -115,44 +119,101 @@ def _is_singular(fit, theta) -> bool:
     return bool(np.any(np.asarray(theta)[lower == 0] < fit.control.singular_tol))
 
 
-# ---- the work of one process -------------------------------------------------------------------
+# ---- fitting the replicates -------------------------------------------------------------------
+Outcome = tuple  # (statistics, singular, failure message or None)
+
+
 class _Worker:
-    def __init__(self, fit, func, names, frame):
-        self.fit, self.func, self.names, self.frame = fit, func, names, frame
+    """Fits simulated responses one by one with a refitter (general path: any family, any
+    ``func``), or hands a batch of LMM responses to the core's refit loop (fast path)."""
+
+    def __init__(self, fit, func, names):
+        self.fit, self.func, self.names = fit, func, names
         self.refitter = refitter_for(fit, vcov_method="factor") if getattr(fit, "is_glmm", False) \
             else refitter_for(fit)
 
-    def replicate(self, seed_seq) -> tuple[np.ndarray, bool, str | None]:
-        rng = np.random.default_rng(seed_seq)
-        y = np.ascontiguousarray(simulate_responses(self.fit, self.frame, 1, rng)[0])
+    def failed(self, message: str) -> Outcome:
+        return np.full(len(self.names), np.nan), False, message
+
+    def one(self, y: np.ndarray) -> Outcome:
+        y = np.ascontiguousarray(y)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 if self.func is None:
                     theta, beta, sigma, ok = self.refitter.estimates(y)
                     if not ok:
-                        return np.full(len(self.names), np.nan), False, "optimizer did not converge"
+                        return self.failed("optimizer did not converge")
                     return default_statistics(self.fit, theta, beta, sigma), \
                         _is_singular(self.fit, theta), None
                 refit = self.refitter.refit(y)
         except (MixedfitError, ArithmeticError, np.linalg.LinAlgError) as exc:
-            return np.full(len(self.names), np.nan), False, f"{type(exc).__name__}: {exc}"
+            return self.failed(f"{type(exc).__name__}: {exc}")
         _, vals = func_statistics(self.func, refit, self.names)
         return vals, refit.is_singular(), None
 
-    def run(self, seeds) -> list:
-        return [self.replicate(s) for s in seeds]
+    def block(self, Y: np.ndarray, threads: int) -> list:
+        """Outcomes for the columns of Y (n, b)."""
+        fast = _lmm_fast_path(self) if self.func is None else None
+        if fast is None:
+            return [self.one(Y[:, j]) for j in range(Y.shape[1])]
+        return fast.block(Y, threads)
+
+
+class _LmmBatch:
+    """The core's refit loop for LMM replicates (quasi-Newton from the original estimates on
+    every thread); replicates it hands back (a variance reaching 0) go to the general path."""
+
+    def __init__(self, worker: _Worker, hessian: np.ndarray):
+        fit = worker.fit
+        self.worker, self.fit, self.hessian = worker, fit, hessian
+        self.terms = [(t.codes, t.nlevels, t.Z) for t in fit.design.terms]
+
+    def block(self, Y: np.ndarray, threads: int) -> list:
+        fit, d = self.fit, self.fit.design
+        Yc = Y if d.offset is None else Y - d.offset[:, None]
+        Yc = np.asfortranarray(Yc)
+        res = _core.refit_lmm_batch(d.X, self.terms, Yc, d.weights, fit.theta, fit._theta_lower,
+                                    self.hessian, fit.reml, threads)
+        dof = d.n - d.p if fit.reml else d.n
+        out = []
+        for j, status in enumerate(res["status"]):
+            if status == 0:
+                theta = res["theta"][:, j]
+                sigma = float(np.sqrt(res["pwrss"][j] / dof))
+                out.append((default_statistics(fit, theta, res["beta"][:, j], sigma),
+                            _is_singular(fit, theta), None))
+            else:
+                out.append(self.worker.one(Y[:, j]))
+        return out
+
+
+def _lmm_fast_path(worker: _Worker):
+    """The batch refitter for an LMM whose estimates are inside the parameter space and whose
+    criterion has positive curvature there; None otherwise."""
+    fit = worker.fit
+    if getattr(fit, "is_glmm", False) or fit.is_singular():
+        return None
+    cached = getattr(worker, "_batch", False)
+    if cached is not False:
+        return cached
+    from ..glmm import _derivs
+
+    _, hess = _derivs(fit.objective, fit.theta)
+    hess = 0.5 * (hess + hess.T)
+    ok = np.all(np.isfinite(hess)) and np.all(np.linalg.eigvalsh(hess) > 0)
+    worker._batch = _LmmBatch(worker, np.asfortranarray(hess)) if ok else None
+    return worker._batch
 
 
 _FORKED: dict = {}      # what forked workers inherit (the fit and the user's func)
 
 
-def _run_chunk(seeds):
+def _run_block(Y):
     worker = _FORKED.get("worker")
     if worker is None:
-        w = _FORKED["spec"]
-        worker = _FORKED["worker"] = _Worker(*w)
-    return worker.run(seeds)
+        worker = _FORKED["worker"] = _Worker(*_FORKED["spec"])
+    return worker.block(Y, 1)
 
 
 class _Progress:
@@ -190,40 +251,57 @@ def _check_jobs(n_jobs) -> int:
     return max(1, os.cpu_count() or 1) if n_jobs < 0 else int(n_jobs)
 
 
-def _run(worker: _Worker, seeds: list, n_jobs: int, progress: bool) -> list:
-    """All replicates: the first in this process (to time it), the rest in ``n_jobs``
-    processes (fork) or here."""
-    t0 = time.perf_counter()
-    results = worker.run(seeds[:1])
-    per_rep = time.perf_counter() - t0
-    rest = seeds[1:]
+def _response_blocks(fit, frame, nsim: int, seed):
+    """Simulated responses (n, b) in blocks of BLOCK replicates, all from one stream: the same
+    responses whatever the number of workers."""
+    rng = np.random.default_rng(seed)
+    for start in range(0, nsim, BLOCK):
+        b = min(BLOCK, nsim - start)
+        yield simulate_responses(fit, frame, b, rng).T
+
+
+def _run(worker: _Worker, blocks, nsim: int, n_jobs: int, progress: bool) -> list:
+    """All replicates, block by block: an LMM's fast path on ``n_jobs`` threads of the core;
+    otherwise the first block here (timed) and the rest across ``n_jobs`` processes (fork)."""
+    results: list = []
+    bar = None
+    start = time.perf_counter()
     can_fork = "fork" in multiprocessing.get_all_start_methods()
-    jobs = n_jobs if can_fork and len(rest) >= 2 * n_jobs else 1
-    expected = per_rep * len(rest) / jobs
-    bar = _Progress(len(seeds), progress and expected > PROGRESS_AFTER_SECONDS)
-    bar.update(1)
+    use_pool = worker.func is not None or _lmm_fast_path(worker) is None
+    pool = None
     try:
-        if jobs == 1:
-            step = max(1, len(rest) // 50)
-            for i in range(0, len(rest), step):
-                results += worker.run(rest[i:i + step])
-                bar.update(len(rest[i:i + step]))
-            return results
-        nchunk = min(len(rest), jobs * CHUNKS_PER_JOB)
-        chunks = [list(c) for c in np.array_split(np.arange(len(rest)), nchunk)]
-        _FORKED.clear()
-        _FORKED["spec"] = (worker.fit, worker.func, worker.names, worker.frame)
-        ctx = multiprocessing.get_context("fork")
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
-            futures = [pool.submit(_run_chunk, [rest[i] for i in c]) for c in chunks]
-            for fut in futures:
-                part = fut.result()
+        for Y in blocks:
+            if pool is None and use_pool and can_fork and n_jobs > 1 and results:
+                _FORKED.clear()
+                _FORKED["spec"] = (worker.fit, worker.func, worker.names)
+                pool = ProcessPoolExecutor(max_workers=n_jobs,
+                                           mp_context=multiprocessing.get_context("fork"))
+            if pool is not None:
+                parts = np.array_split(np.arange(Y.shape[1]), n_jobs * CHUNKS_PER_JOB)
+                futures = [pool.submit(_run_block, Y[:, idx]) for idx in parts if idx.size]
+                for fut in futures:
+                    part = fut.result()
+                    results += part
+                    bar.update(len(part))
+                continue
+            if not results:
+                first = worker.block(Y[:, :1], n_jobs)
+                results += first
+                per_rep = time.perf_counter() - start
+                bar = _Progress(nsim, progress and per_rep * nsim / n_jobs > PROGRESS_AFTER_SECONDS)
+                bar.update(1)
+                Y = Y[:, 1:]
+            if Y.shape[1]:
+                part = worker.block(Y, n_jobs)
                 results += part
                 bar.update(len(part))
         return results
     finally:
+        if pool is not None:
+            pool.shutdown()
         _FORKED.clear()
-        bar.close()
+        if bar is not None:
+            bar.close()
 
 
 def bootstrap(fit, nsim: int = 1000, func=None, seed=None, re_form=None, n_jobs=None,
@@ -234,10 +312,11 @@ def bootstrap(fit, nsim: int = 1000, func=None, seed=None, re_form=None, n_jobs=
     func : ``func(fit) -> dict`` of numbers for each refitted model (the fit passed is valid
         only during the call); default: lme4's ``.sig01, ..., .sigma`` on the sd/cor scale and
         the fixed effects.
-    seed : anything ``numpy.random.SeedSequence`` takes; the result does not depend on n_jobs.
+    seed : anything ``numpy.random.default_rng`` takes; the result does not depend on n_jobs.
     re_form : as in :meth:`MixedResult.simulate`: None (default, lme4's ``use.u = FALSE``)
         draws new random effects; ``"all"`` (``use.u = TRUE``) keeps the estimated ones.
-    n_jobs : worker processes (default: the number of cores, at most 8; -1: all cores).
+    n_jobs : threads (LMM fast path) or worker processes (default: the number of cores, at
+        most 8; -1: all cores).
     progress : show progress on runs expected to take longer than a couple of seconds.
     """
     nsim = _check_nsim(nsim)
@@ -250,9 +329,9 @@ def bootstrap(fit, nsim: int = 1000, func=None, seed=None, re_form=None, n_jobs=
     else:
         names, original = func_statistics(func, fit)
     frame = simulation_frame(fit, re_form)
-    seeds = np.random.SeedSequence(seed).spawn(nsim)
     start = time.perf_counter()
-    results = _run(_Worker(fit, func, names, frame), seeds, n_jobs, progress)
+    results = _run(_Worker(fit, func, names), _response_blocks(fit, frame, nsim, seed), nsim,
+                   n_jobs, progress)
     values = np.vstack([r[0] for r in results])
     failures = [r[2] for r in results if r[2] is not None]
     if failures:
