@@ -414,7 +414,10 @@ def profile(fit, which=None, alphamax: float = 0.01, npoints: int = 8) -> Profil
         for side in (-1, 1):
             end, why = zeta.end(cutoff, side)
             if why:
-                problems.append(f"{nm}: {why}")
+                # Stopping at a parameter's boundary is what lme4's profile does too; only a
+                # flat or failed profile is worth a warning.
+                if "boundary" not in why:
+                    problems.append(f"{nm}: {why}")
                 end = max(x for x in zeta.points) if side > 0 else min(x for x in zeta.points)
             for x in np.linspace(sc.estimate, end, npoints + 1)[1:]:
                 zeta(float(x))
