@@ -17,7 +17,7 @@ import mixedfit
 from tests._confint_reference import reference_fit
 from tests._reference import load_data
 
-NSIM = 20_000
+NSIM = 5_000
 Z_TOL = 5.0
 
 
