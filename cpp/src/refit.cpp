@@ -25,52 +25,84 @@ struct Objective {
   }
 };
 
-bool inside(const Vector& x, const Vector& lower) { return (x.array() >= lower.array()).all(); }
-
-// Central-difference gradient; false when a difference point leaves the parameter space.
-bool gradient(Objective& f, const Vector& x, const Vector& lower, double rel_step, Vector& g) {
+// Forward-difference gradient in the free coordinates (an active coordinate sits on its
+// bound; its entry is the one-sided derivative into the interior).
+bool gradient(Objective& f, const Vector& x, double fx, double rel_step, Vector& g) {
   const Index k = x.size();
   g.resize(k);
   Vector xp = x;
   for (Index i = 0; i < k; ++i) {
     const double h = rel_step * std::max(std::abs(x[i]), 1.0);
-    if (x[i] - h < lower[i]) return false;
     xp[i] = x[i] + h;
     const double fp = f(xp);
-    xp[i] = x[i] - h;
-    const double fm = f(xp);
     xp[i] = x[i];
-    if (!std::isfinite(fp) || !std::isfinite(fm)) return false;
-    g[i] = (fp - fm) / (2 * h);
+    if (!std::isfinite(fp)) return false;
+    g[i] = (fp - fx) / h;
   }
   return true;
 }
 
-// One response: quasi-Newton from theta0 with the Hessian hessian0. Leaves the Problem
-// factored at the returned theta.
+// The Newton step on the free coordinates; active ones (on their bound) stay.
+bool newton_step(const Matrix& H, const Vector& g, const std::vector<bool>& active, Vector& step) {
+  const Index k = g.size();
+  std::vector<Index> freeidx;
+  for (Index i = 0; i < k; ++i)
+    if (!active[i]) freeidx.push_back(i);
+  step.setZero(k);
+  if (freeidx.empty()) return true;
+  const Index m = static_cast<Index>(freeidx.size());
+  Matrix Hf(m, m);
+  Vector gf(m);
+  for (Index a = 0; a < m; ++a) {
+    gf[a] = g[freeidx[a]];
+    for (Index b = 0; b < m; ++b) Hf(a, b) = H(freeidx[a], freeidx[b]);
+  }
+  Eigen::LLT<Matrix> llt(Hf);
+  if (llt.info() != Eigen::Success) return false;
+  const Vector sf = -llt.solve(gf);
+  for (Index a = 0; a < m; ++a) step[freeidx[a]] = sf[a];
+  return true;
+}
+
+// One response: quasi-Newton from theta0 with the Hessian hessian0. A step that would take a
+// bounded coordinate (a variance) below its bound stops it on the bound, where it stays
+// while the objective increases into the interior (a singular fit, as lme4 reports it).
+// Leaves the Problem factored at the returned theta.
 RefitStatus fit_one(Objective& f, const Vector& theta0, const Vector& lower,
                     const Matrix& hessian0, const RefitSettings& s, Vector& x) {
+  const Index k = theta0.size();
   x = theta0;
   Matrix H = hessian0;
+  std::vector<bool> active(k, false);
   double fx = f(x);
   Vector g, gn, step;
-  if (!std::isfinite(fx) || !gradient(f, x, lower, s.fd_step, g))
+  if (!std::isfinite(fx) || !gradient(f, x, fx, s.fd_step, g))
     return RefitStatus::NeedsGeneralOptimizer;
   for (int it = 0; it < s.max_iter; ++it) {
-    Eigen::LLT<Matrix> llt(H);
-    if (llt.info() != Eigen::Success) return RefitStatus::NeedsGeneralOptimizer;
-    step = -llt.solve(g);
-    const double decrement = -g.dot(step);
+    // Release an active coordinate whose one-sided derivative points into the interior.
+    for (Index i = 0; i < k; ++i)
+      if (active[i] && g[i] < 0) active[i] = false;
+    if (!newton_step(H, g, active, step)) return RefitStatus::NeedsGeneralOptimizer;
+    // Stop on the bound any coordinate the full step would take across it.
+    double t_max = 1.0;
+    Index hit = -1;
+    for (Index i = 0; i < k; ++i) {
+      if (active[i] || step[i] >= 0 || !std::isfinite(lower[i])) continue;
+      const double t_i = (lower[i] - x[i]) / step[i];
+      if (t_i < t_max) { t_max = t_i; hit = i; }
+    }
+    double decrement = 0;
+    for (Index i = 0; i < k; ++i) decrement -= g[i] * step[i];
     if (!(decrement >= 0)) return RefitStatus::NeedsGeneralOptimizer;
-    if (decrement < s.decrement_tol * std::max(1.0, std::abs(fx))) {
+    if (hit < 0 && decrement < s.decrement_tol * std::max(1.0, std::abs(fx))) {
       f(x);  // leave the factor at x
       return RefitStatus::Converged;
     }
-    double t = 1.0, fn = kInf;
+    double t = t_max, fn = kInf;
     Vector xn;
     for (int half = 0; half < 30; ++half, t *= 0.5) {
       xn = x + t * step;
-      if (!inside(xn, lower)) continue;
+      if (hit >= 0 && t == t_max) xn[hit] = lower[hit];
       fn = f(xn);
       if (fn <= fx - 1e-4 * t * decrement) break;
       fn = kInf;
@@ -83,10 +115,11 @@ RefitStatus fit_one(Objective& f, const Vector& theta0, const Vector& lower,
       }
       return RefitStatus::NeedsGeneralOptimizer;
     }
-    if (!gradient(f, xn, lower, s.fd_step, gn)) return RefitStatus::NeedsGeneralOptimizer;
+    if (hit >= 0 && t == t_max) active[hit] = true;
+    if (!gradient(f, xn, fn, s.fd_step, gn)) return RefitStatus::NeedsGeneralOptimizer;
     const Vector sv = xn - x, yv = gn - g;
     const double sy = sv.dot(yv);
-    if (sy > 0) {
+    if (sy > 1e-12 * sv.norm() * yv.norm()) {
       const Vector Hs = H * sv;
       H += yv * yv.transpose() / sy - Hs * Hs.transpose() / sv.dot(Hs);
     }

@@ -2,10 +2,11 @@
 //
 // Each response is fitted by quasi-Newton steps on the profiled objective from a common start
 // (the original estimates): the Hessian starts as the caller's (the original fit's, which a
-// response simulated from that fit shares up to sampling noise), gradients are central
-// differences, and the Hessian is kept current by BFGS updates. A replicate whose search
-// would leave the parameter space (a variance reaching 0), or does not settle, is flagged for
-// the caller's general optimizer instead of being forced.
+// response simulated from that fit shares up to sampling noise), gradients are forward
+// differences (their O(h) error moves the optimum by ~1e-5 in theta, far inside the
+// bootstrap's spread), and the Hessian is kept current by BFGS updates. A variance that reaches
+// 0 stays there while the objective rises into the interior (a singular replicate). A
+// replicate that does not settle is flagged for the caller's general optimizer.
 #pragma once
 
 #include <vector>
@@ -18,7 +19,7 @@ struct RefitSettings {
   bool reml = true;
   double decrement_tol = 1e-9;   // stop when the Newton decrement g' H^-1 g falls below this
   int max_iter = 50;
-  double fd_step = 1e-5;         // central-difference step (relative, floor 1e-5 absolute)
+  double fd_step = 1e-6;         // forward-difference step (relative, floor 1e-6 absolute)
   int threads = 1;
 };
 

@@ -25,7 +25,8 @@ from scipy.stats import norm
 
 from .. import _core
 from .._errors import MixedfitError
-from .params import has_residual_scale, sdcor_names, sdcor_values, term_sizes, theta_to_sdcor
+from .params import (has_residual_scale, sdcor_names, sdcor_values, term_sizes,
+                     theta_to_sdcor, theta_to_sdcor_rows)
 from .profile import check_level, level_columns
 from .refit import refitter_for
 from .simulate_fit import _check_nsim, simulate_responses, simulation_frame
@@ -176,16 +177,15 @@ class _LmmBatch:
         res = _core.refit_lmm_batch(d.X, self.terms, Yc, d.weights, fit.theta, fit._theta_lower,
                                     self.hessian, fit.reml, threads)
         dof = d.n - d.p if fit.reml else d.n
-        out = []
-        for j, status in enumerate(res["status"]):
-            if status == 0:
-                theta = res["theta"][:, j]
-                sigma = float(np.sqrt(res["pwrss"][j] / dof))
-                out.append((default_statistics(fit, theta, res["beta"][:, j], sigma),
-                            _is_singular(fit, theta), None))
-            else:
-                out.append(self.worker.one(Y[:, j]))
-        return out
+        ok = res["status"] == 0
+        thetas = res["theta"][:, ok].T
+        sigmas = np.sqrt(res["pwrss"][ok] / dof)
+        stats = np.hstack([theta_to_sdcor_rows(thetas, sigmas, term_sizes(fit)), sigmas[:, None],
+                           res["beta"][:, ok].T])
+        singular = np.any(thetas[:, fit._theta_lower == 0] < fit.control.singular_tol, axis=1)
+        fast = iter(zip(stats, singular))
+        return [(*next(fast), None) if good else self.worker.one(Y[:, j])
+                for j, good in enumerate(ok)]
 
 
 def _lmm_fast_path(worker: _Worker):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["sdcor_names", "theta_to_sdcor", "sdcor_to_theta", "sdcor_values", "is_sd_position",
+__all__ = ["sdcor_names", "theta_to_sdcor", "theta_to_sdcor_rows", "sdcor_to_theta", "sdcor_values", "is_sd_position",
            "term_sizes"]
 
 
@@ -57,20 +57,35 @@ def _pack_lower(m: np.ndarray) -> list[float]:
 
 def theta_to_sdcor(theta: np.ndarray, sigma: float, ps: list[int]) -> np.ndarray:
     """SDs and correlations (lme4's order) of the random effects for relative factor theta."""
-    out: list[float] = []
+    return theta_to_sdcor_rows(np.asarray(theta, dtype=float)[None, :], np.array([sigma]), ps)[0]
+
+
+def theta_to_sdcor_rows(thetas: np.ndarray, sigmas: np.ndarray, ps: list[int]) -> np.ndarray:
+    """``theta_to_sdcor`` for many rows at once: thetas (m, k), sigmas (m,) -> (m, k)."""
+    out = np.empty_like(thetas)
     pos = 0
     for p in ps:
         size = p * (p + 1) // 2
-        lam = _lower_triangle(theta[pos:pos + size], p)
-        cov = sigma**2 * lam @ lam.T
-        sd = np.sqrt(np.diag(cov))
+        rows, cols = _lower_positions(p)
+        lam = np.zeros((thetas.shape[0], p, p))
+        lam[:, rows, cols] = thetas[:, pos:pos + size]
+        cov = sigmas[:, None, None] ** 2 * (lam @ lam.transpose(0, 2, 1))
+        sd = np.sqrt(np.einsum("mii->mi", cov))
+        sdsd = sd[:, :, None] * sd[:, None, :]
         with np.errstate(invalid="ignore", divide="ignore"):
-            cor = cov / np.outer(sd, sd)
-        cor = np.where(np.outer(sd, sd) > 0, cor, 0.0)
-        np.fill_diagonal(cor, sd)
-        out.extend(_pack_lower(cor))
+            cor = np.where(sdsd > 0, cov / sdsd, 0.0)
+        idx = np.arange(p)
+        cor[:, idx, idx] = sd
+        out[:, pos:pos + size] = cor[:, rows, cols]
         pos += size
-    return np.array(out)
+    return out
+
+
+def _lower_positions(p: int) -> tuple[np.ndarray, np.ndarray]:
+    """(row, column) of the lower triangle, column by column (theta's order)."""
+    rows = [i for j in range(p) for i in range(j, p)]
+    cols = [j for j in range(p) for i in range(j, p)]
+    return np.array(rows), np.array(cols)
 
 
 def sdcor_to_theta(sdcor: np.ndarray, sigma: float, ps: list[int]) -> np.ndarray | None:
