@@ -40,21 +40,6 @@ def is_sd_position(ps: list[int]) -> np.ndarray:
     return np.array(out, dtype=bool)
 
 
-def _lower_triangle(values: np.ndarray, p: int) -> np.ndarray:
-    m = np.zeros((p, p))
-    pos = 0
-    for j in range(p):
-        for i in range(j, p):
-            m[i, j] = values[pos]
-            pos += 1
-    return m
-
-
-def _pack_lower(m: np.ndarray) -> list[float]:
-    p = m.shape[0]
-    return [m[i, j] for j in range(p) for i in range(j, p)]
-
-
 def theta_to_sdcor(theta: np.ndarray, sigma: float, ps: list[int]) -> np.ndarray:
     """SDs and correlations (lme4's order) of the random effects for relative factor theta."""
     return theta_to_sdcor_rows(np.asarray(theta, dtype=float)[None, :], np.array([sigma]), ps)[0]
@@ -90,28 +75,41 @@ def _lower_positions(p: int) -> tuple[np.ndarray, np.ndarray]:
 
 def sdcor_to_theta(sdcor: np.ndarray, sigma: float, ps: list[int]) -> np.ndarray | None:
     """The relative factor theta for SDs/correlations (lme4's order); None when a term's
-    correlations do not form a positive semi-definite matrix or an SD is negative."""
+    correlations do not form a positive-definite matrix or an SD is negative.
+
+    Written with Python floats: profiles call it thousands of times on tiny terms, where
+    NumPy's per-call overhead would dominate."""
+    vals = [float(v) for v in sdcor]
     out: list[float] = []
     pos = 0
     for p in ps:
-        size = p * (p + 1) // 2
-        m = _lower_triangle(sdcor[pos:pos + size], p)
-        sd = np.diag(m).copy()
-        if np.any(sd < 0):
+        cor = [[0.0] * p for _ in range(p)]
+        for j in range(p):
+            for i in range(j, p):
+                cor[i][j] = vals[pos]
+                pos += 1
+        sd = [cor[i][i] for i in range(p)]
+        if min(sd) < 0:
             return None
-        cor = m + m.T
-        np.fill_diagonal(cor, 1.0)
-        if p > 1:
-            try:
-                chol = np.linalg.cholesky(cor)
-            except np.linalg.LinAlgError:
-                return None
-        else:
-            chol = np.ones((1, 1))
-        lam = (sd[:, None] * chol) / sigma
-        out.extend(_pack_lower(lam))
-        pos += size
+        chol = _correlation_cholesky(cor, p)
+        if chol is None:
+            return None
+        out.extend(sd[i] * chol[i][j] / sigma for j in range(p) for i in range(j, p))
     return np.array(out)
+
+
+def _correlation_cholesky(cor: list, p: int) -> list | None:
+    """Lower Cholesky factor of the correlation matrix with unit diagonal and the strict lower
+    triangle of ``cor``; None when it is not positive definite."""
+    L = [[0.0] * p for _ in range(p)]
+    for j in range(p):
+        d = 1.0 - sum(L[j][k] ** 2 for k in range(j))
+        if d <= 0.0:
+            return None
+        L[j][j] = d**0.5
+        for i in range(j + 1, p):
+            L[i][j] = (cor[i][j] - sum(L[i][k] * L[j][k] for k in range(j))) / L[j][j]
+    return L
 
 
 def sdcor_values(fit) -> np.ndarray:

@@ -132,19 +132,17 @@ class _VarianceProfiler:
         if self.others.size == 0:
             return float(f(np.empty(0)))
         start = _nearest(self.solutions, x)
-        opt = _restarted_bobyqa(f, start, self.lower, self.control)
+        opt = _inner_bobyqa(f, start, self.lower, self.control)
         if np.isfinite(opt.fun):
             self.solutions[float(x)] = opt.x.copy()
         return float(opt.fun)
 
 
-def _restarted_bobyqa(f, start, lower, control):
-    """BOBYQA with initial steps scaled to each coordinate, restarted once from its result
-    (a warm start near the optimum otherwise lets it stop early along a flat direction)."""
-    step = np.maximum(0.1 * np.abs(start), 0.02)
-    opt = bobyqa(f, start, lower, control, initial_step=step)
-    again = bobyqa(f, opt.x, lower, control, initial_step=0.1 * step)
-    return again if again.fun < opt.fun else opt
+def _inner_bobyqa(f, start, lower, control):
+    """BOBYQA from a warm start with initial steps scaled to each coordinate (NLopt's default
+    steps let a warm start stop early along a flat direction)."""
+    step = np.maximum(0.05 * np.abs(start), 0.02)
+    return bobyqa(f, start, lower, control, initial_step=step)
 
 
 def _nearest(solutions: dict, x: float) -> np.ndarray:
@@ -171,7 +169,7 @@ class _LmmFixedProfiler:
         y = np.ascontiguousarray(self.y0 - self.xj * b)
         self.prob.set_response(y, self.fit.design.weights)
         prob = self.prob
-        opt = _restarted_bobyqa(lambda th: prob.objective(th, False),
+        opt = _inner_bobyqa(lambda th: prob.objective(th, False),
                                 _nearest(self.solutions, b), self.lower, self.fit.control)
         self.solutions[float(b)] = opt.x.copy()
         return float(opt.fun)
@@ -282,7 +280,7 @@ class _Zeta:
                 return math.nan, f"the deviance could not be evaluated at {x:.4g}"
             if side * z >= target:
                 root = brentq(lambda v: self(v) - side * target, min(prev, x), max(prev, x),
-                              xtol=1e-8 * max(abs(s.step), 1e-8), rtol=1e-10)
+                              xtol=1e-6 * max(abs(s.step), 1e-8), rtol=1e-8)
                 return float(root), None
             if at_bound:
                 return math.nan, f"the profile reaches the boundary {bound:g} before the level"
