@@ -10,11 +10,11 @@ stat <- function(f) {
   vc <- as.data.frame(VarCorr(f), order = "lower.tri")
   c(fixef(f), vc$sdcor)
 }
+cpu <- function(t) t[["user.self"]] + t[["sys.self"]]
 set.seed(1)
-t_boot <- system.time(b <- bootMer(fit, stat, nsim = nsim, use.u = FALSE,
-                                   type = "parametric"))[["elapsed"]]
-t_prof <- system.time(ci <- suppressMessages(confint(fit, method = "profile",
-                                                     oldNames = TRUE)))[["elapsed"]]
-cat(toJSON(list(boot_seconds = t_boot, boot_nsim = nsim, profile_seconds = t_prof,
+t_boot <- system.time(b <- bootMer(fit, stat, nsim = nsim, use.u = FALSE, type = "parametric"))
+t_prof <- system.time(ci <- suppressMessages(confint(fit, method = "profile", oldNames = TRUE)))
+cat(toJSON(list(boot_seconds = t_boot[["elapsed"]], boot_cpu = cpu(t_boot), boot_nsim = nsim,
+                profile_seconds = t_prof[["elapsed"]], profile_cpu = cpu(t_prof),
                 profile = unname(split(unname(ci), seq_len(nrow(ci))))),
            auto_unbox = TRUE, digits = 10), "\n")
