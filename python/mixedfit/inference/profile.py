@@ -161,13 +161,14 @@ class _LmmFixedProfiler:
         X = np.asfortranarray(d.X[:, keep]) if keep else np.zeros((d.n, 0), order="F")
         self.xj = d.X[:, j]
         self.y0 = d.y if d.offset is None else d.y - d.offset
+        self.y = np.empty(d.n)
         self.prob = _core.LmmProblem(X, [(t.codes, t.nlevels, t.Z) for t in d.terms])
         self.lower = theta_lower(term_sizes(fit))
         self.solutions = {float(fit.beta[j]): fit.theta.copy()}
 
     def __call__(self, b: float) -> float:
-        y = np.ascontiguousarray(self.y0 - self.xj * b)
-        self.prob.set_response(y, self.fit.design.weights)
+        np.subtract(self.y0, self.xj * b, out=self.y)   # one buffer: the core keeps a reference
+        self.prob.set_response(self.y, self.fit.design.weights)
         prob = self.prob
         opt = _inner_bobyqa(lambda th: prob.objective(th, False),
                                 _nearest(self.solutions, b), self.lower, self.fit.control)

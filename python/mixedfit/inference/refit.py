@@ -46,10 +46,13 @@ class LmmRefitter:
         self.lower = theta_lower([t.p for t in fit.design.terms])
         # Start each search at the original estimate with a trust region a tenth of lme4's.
         self.step = np.full(fit.theta.size, 0.1)
+        self.y = np.empty(fit.design.n)
 
     def optimize(self, y: np.ndarray) -> tuple[OptResult, dict]:
-        yy = y if self.design.offset is None else np.ascontiguousarray(y - self.design.offset)
-        self.prob.set_response(yy, self.design.weights)
+        # One response buffer for the problem's life: the core keeps a reference to each
+        # array it is given, so a new array per response would accumulate.
+        np.subtract(y, 0.0 if self.design.offset is None else self.design.offset, out=self.y)
+        self.prob.set_response(self.y, self.design.weights)
         reml, prob = self.fit.reml, self.prob
         start = np.maximum(self.fit.theta, self.lower)
         opt = bobyqa(lambda th: prob.objective(th, reml), start, self.lower, self.fit.control,
