@@ -175,3 +175,17 @@ def test_bad_interval_arguments():
         boot.confint(type="bca")
     with pytest.raises(ValueError, match="level"):
         boot.confint(level=1.5)
+
+
+def test_fast_path_with_weights_and_offset_agrees_with_the_general_optimizer():
+    from tests._reference import load_data
+
+    d = load_data("lmm", "sleepstudy_wo")
+    fit = mixedfit.lmer("Reaction ~ Days + offset(off) + (Days | Subject)", d, weights="w")
+    fast = mixedfit.bootstrap(fit, nsim=20, seed=5, progress=False)
+    general = mixedfit.bootstrap(fit, nsim=20, seed=5, progress=False,
+                                 func=lambda f: dict(zip(fast.replicates.columns,
+                                                         _default_stats(f))))
+    scale = fast.replicates.std().to_numpy()
+    diff = np.abs(fast.replicates.to_numpy() - general.replicates.to_numpy()) / scale
+    assert np.nanmax(diff) < 1e-3
