@@ -593,6 +593,9 @@ def caterpillar_plot(fit, group=None, *, level=0.95, max_labels=40, title=None, 
     return fig
 
 
+__all__ += ["profile_plot"]
+
+
 def profile_plot(prof, level: float = 0.95, ncol: int = 3):
     """Profile zeta plots (lme4's ``xyplot(profile(fit))``): zeta against each parameter's
     value, with the ``level`` interval's cutoffs dashed. ``prof``: ``fit.profile()``."""
