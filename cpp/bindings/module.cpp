@@ -6,6 +6,7 @@ py::handle NumericalError;
 void bind_lmm(py::module_& m);
 void bind_glmm(py::module_& m);
 void bind_dense(py::module_& m);
+void bind_refit(py::module_& m);
 }  // namespace mixedfit_py
 
 PYBIND11_MODULE(_core, m) {
@@ -17,4 +18,5 @@ PYBIND11_MODULE(_core, m) {
   mixedfit_py::bind_lmm(m);
   mixedfit_py::bind_glmm(m);
   mixedfit_py::bind_dense(m);
+  mixedfit_py::bind_refit(m);
 }

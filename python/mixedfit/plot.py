@@ -591,3 +591,32 @@ def caterpillar_plot(fit, group=None, *, level=0.95, max_labels=40, title=None, 
                  f"Random effects of {group}\nconditional modes with {level:.0%} intervals",
                  fontsize=11)
     return fig
+
+
+__all__ += ["profile_plot"]
+
+
+def profile_plot(prof, level: float = 0.95, ncol: int = 3):
+    """Profile zeta plots (lme4's ``xyplot(profile(fit))``): zeta against each parameter's
+    value, with the ``level`` interval's cutoffs dashed. ``prof``: ``fit.profile()``."""
+    import math
+
+    import matplotlib.pyplot as plt
+    from scipy.stats import norm
+
+    names = list(prof.estimates.index)
+    ncol = min(ncol, len(names))
+    nrow = math.ceil(len(names) / ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(3.2 * ncol, 2.8 * nrow), squeeze=False)
+    cut = norm.ppf((1 + level) / 2)
+    for ax, name in zip(axes.flat, names):
+        z = prof.zeta(name)
+        ax.plot(z["value"], z[".zeta"], "-o", ms=3)
+        for c in (-cut, 0.0, cut):
+            ax.axhline(c, color="grey", lw=0.7, ls="--" if c else ":")
+        ax.set_xlabel(name)
+        ax.set_ylabel("zeta")
+    for ax in list(axes.flat)[len(names):]:
+        ax.set_visible(False)
+    fig.tight_layout()
+    return fig

@@ -277,6 +277,12 @@ class MixedResult:
         return eta
 
     def _eta_newdata(self, newdata, use, allow_new_levels):
+        X, offset, parts, _ = self._newdata_parts(newdata, use, allow_new_levels)
+        return self._eta_parts(X, offset, parts, use)
+
+    def _newdata_parts(self, newdata, use, allow_new_levels):
+        """Fixed-effects matrix, offset, per-term (codes, Z) (code -1 for a level the fit has
+        not seen) and per-term level labels of ``newdata``."""
         from ._design import as_pandas
 
         nd = as_pandas(newdata)
@@ -290,10 +296,11 @@ class MixedResult:
 
             ov = np.asarray(_eval_expression(o, nd, self.formula), dtype=float)
             offset = ov if offset is None else offset + ov
-        parts = []
+        parts, labels = [], []
         for k, (t, spec) in enumerate(zip(self.design.terms, self.design.term_specs)):
             if use is not None and k not in use:
                 parts.append((np.full(len(nd), -1), np.zeros((len(nd), t.p))))
+                labels.append(None)
                 continue
             for c in t.group_cols:
                 if c not in nd.columns:
@@ -316,7 +323,8 @@ class MixedResult:
                     "pass allow_new_levels=True to predict them at the population level"
                 )
             parts.append((codes, Z))
-        return self._eta_parts(X, offset, parts, use)
+            labels.append(np.asarray(lab))
+        return X, offset, parts, labels
 
     # ---- tables -----------------------------------------------------------------------------
     def coefficients(self) -> pd.DataFrame:
@@ -354,6 +362,36 @@ class MixedResult:
         columns = ["effect", "group", "term", "estimate", "std_error", "statistic", "p_value"]
         table = pd.DataFrame(rows, columns=columns)
         return table if pvalues is not None else table.drop(columns="p_value")
+
+    # ---- inference (python/mixedfit/inference) ----------------------------------------------
+    def simulate(self, nsim: int = 1, seed=None, re_form=None, newdata=None) -> pd.DataFrame:
+        """Responses simulated from the fit (lme4's ``simulate``): columns ``sim_1..sim_nsim``.
+        ``re_form=None`` (lme4's default ``re.form = NA``) draws new random effects;
+        ``re_form="all"`` (lme4's ``re.form = NULL``) keeps the estimated ones; see
+        :mod:`mixedfit.inference.simulate_fit`."""
+        from .inference.simulate_fit import simulate
+
+        return simulate(self, nsim=nsim, seed=seed, re_form=re_form, newdata=newdata)
+
+    def refit(self, newresp):
+        """The same model fitted to a new response (lme4's ``refit``)."""
+        from .inference.refit import refit
+
+        return refit(self, newresp)
+
+    def confint(self, parm=None, level: float = 0.95, method: str = "profile", nsim: int = 500,
+                seed=None, **kwargs) -> pd.DataFrame:
+        """Confidence intervals (lme4's ``confint``): ``method`` "profile", "Wald" or "boot";
+        rows ``.sig01, ..., .sigma`` and the fixed effects, columns e.g. ``2.5 %``, ``97.5 %``."""
+        from .inference.profile import confint
+
+        return confint(self, parm=parm, level=level, method=method, nsim=nsim, seed=seed, **kwargs)
+
+    def profile(self, which=None, alphamax: float = 0.01):
+        """The likelihood profile (lme4's ``profile``): zeta curves for each parameter."""
+        from .inference.profile import profile
+
+        return profile(self, which=which, alphamax=alphamax)
 
     def __str__(self) -> str:
         from ._repr import render_print

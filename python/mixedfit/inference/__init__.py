@@ -1,0 +1,1 @@
+"""Inference for fitted models: intervals, simulation, refits and the parametric bootstrap."""
