@@ -81,7 +81,11 @@ def test_fast_path_agrees_with_the_general_optimizer():
                                                          _default_stats(f))))
     scale = fast.replicates.std().to_numpy()
     diff = np.abs(fast.replicates.to_numpy() - general.replicates.to_numpy()) / scale
-    assert np.nanmax(diff) < 1e-3     # both stop within ~1e-4 of the optimum's theta
+    # Two optimizers on one smooth criterion: the general path works on standardized data
+    # and stops where BOBYQA's tolerance lets it; along the flat ridge of (.sig01, .sig02) a
+    # replicate's estimates then differ by up to ~1e-3 of their bootstrap spread (measured
+    # 1.1e-3); a real difference (another optimum, a wrong response) is far above 5e-3.
+    assert np.nanmax(diff) < 5e-3
 
 
 def _default_stats(f):

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from ._design import Design
-from ._errors import DataError
+from ._errors import DataError, SingularFitWarning
 
 __all__ = ["VarCorr", "MixedResult", "LmerResult"]
 
@@ -483,7 +484,11 @@ class LmerResult(MixedResult):
 
         args = dict(self._call)
         args["reml"] = False
-        return lmer(**args)
+        # An internal refit (anova, profiles): the user was told about a singular fit when the
+        # model was fitted, as lme4's refitML does not repeat its isSingular message.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", SingularFitWarning)
+            return lmer(**args)
 
 
 def _two_sided_normal_p(stat: np.ndarray) -> np.ndarray:

@@ -94,7 +94,8 @@ class GlmmRefitter:
         fit, d, fam = self.fit, self.fit.design, self.fit._fam
         check_response(fam, y * (fit._pw if fam.name == "binomial" else 1.0), fit.response_name)
         terms = [(t.codes, t.nlevels, t.Z) for t in d.terms]
-        prob = _core.GlmmProblem(d.X, y, fit._pw, d.offset, terms, *fam.codes)
+        # The fit's core works on the scaled fixed-effect columns (fit._fixed); so does this one.
+        prob = _core.GlmmProblem(fit._fixed.Xs, y, fit._pw, d.offset, terms, *fam.codes)
         prob.set_pirls_control(fit.control.pirls_tol, fit.control.pirls_maxiter)
         failures: list[str] = []
         ps = [t.p for t in d.terms]
@@ -110,17 +111,18 @@ class GlmmRefitter:
                          converged=True)
         control = dataclasses.replace(fit.control, start=tuple(np.r_[fit.theta, fit.beta]))
         opt, st, obj, hess, u0 = _stage2(prob, fam, ps, opt1, eta0, y, fit.nagq, ghz, ghw,
-                                         control, self.vcov_method, failures)
+                                         control, self.vcov_method, failures, fit._fixed)
         return prob, opt1, opt, st, obj, hess, u0
 
     def estimates(self, y: np.ndarray):
         prob, _, opt, st, _, _, _ = self._fit_parts(y)
         nt = self.fit.theta.size
         theta = opt.x[:nt]
-        beta = opt.x[nt:] if opt.x.size > nt else np.asarray(st["beta"])
+        beta_s = opt.x[nt:] if opt.x.size > nt else np.asarray(st["beta"])
+        beta = self.fit._fixed.from_scaled(beta_s)
         sigma = (float(np.sqrt((st["pearson"] + st["ussq"]) / self.fit.design.n))
                  if self.fit.has_scale else 1.0)
-        return theta, np.asarray(beta), sigma, opt.converged
+        return theta, beta, sigma, opt.converged
 
     def refit(self, y: np.ndarray):
         from ..glmm import GlmerResult
@@ -135,7 +137,7 @@ class GlmmRefitter:
         design = _design_with_response(fit.design, y)
         return GlmerResult(design, prob, fit._fam, fit.nagq, opt.x[:nt], beta, obj, st, hess,
                            opt, opt1, fit.control, fit.data_name, fit._call, y, fit._pw,
-                           (u0, ghz, ghw))
+                           (u0, ghz, ghw), fit._fixed)
 
 
 def _design_with_response(design, y: np.ndarray):
