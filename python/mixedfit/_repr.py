@@ -85,9 +85,15 @@ def _method_title(mtit: str, cls: str, width: int = 80) -> str:
     return "\n".join(lines)
 
 
-def _title(fit) -> str:
+_DDF_TITLE = {"Satterthwaite": "Satterthwaite's", "Kenward-Roger": "Kenward-Roger's"}
+
+
+def _title(fit, ddf: str = "lme4") -> str:
     if fit.family == "gaussian" and fit.link == "identity" and not getattr(fit, "is_glmm", False):
         how = "REML" if fit.reml else "maximum likelihood "
+        if ddf in _DDF_TITLE:  # lmerTest's title and class
+            return _method_title(f"Linear mixed model fit by {how}. t-tests use "
+                                 f"{_DDF_TITLE[ddf]} method", "lmerModLmerTest")
         return _method_title(f"Linear mixed model fit by {how}", "lmerMod")
     if getattr(fit, "nagq", 1) > 1:
         meth = f"Adaptive Gauss-Hermite Quadrature, nAGQ = {fit.nagq}"
@@ -96,8 +102,8 @@ def _title(fit) -> str:
     return _method_title(f"Generalized linear mixed model fit by maximum likelihood ({meth})", "glmerMod")
 
 
-def _header(fit) -> list[str]:
-    lines = [_title(fit)]
+def _header(fit, ddf: str = "lme4") -> list[str]:
+    lines = [_title(fit, ddf)]
     if getattr(fit, "is_glmm", False):
         lines.append(f" Family: {fit.family}  ( {fit.link} )")
     lines.append(f"Formula: {fit.formula}")
@@ -133,36 +139,49 @@ def _scaled_residuals(fit, digits: int) -> list[str]:
     return ["Scaled residuals: ", head + " ", row + " "]
 
 
-def _coef_table(fit, digits: int) -> str:
+def _coef_table(fit, digits: int, table=None) -> str:
+    """lme4's fixed-effects table; with ``table`` (a ``coef_table`` with df and p columns)
+    lmerTest's, where printCoefmat formats estimate, SE and df together."""
+    names = list(fit.design.fixed_names)
+    if table is not None:
+        cs = table[["Estimate", "Std. Error", "df"]].to_numpy()
+        return _format_coefmat(names, cs, table["t value"].to_numpy(), "t value",
+                               table["Pr(>|t|)"].to_numpy(), "Pr(>|t|)", digits)
     est = fit.beta
     se = np.sqrt(np.diag(fit.vcov.to_numpy()))
     stat = est / se
-    names = list(fit.design.fixed_names)
-    glmm = getattr(fit, "is_glmm", False) and fit.has_pvalues
-    cs = np.column_stack([est, se])
+    # lme4 labels the statistic "t value" whenever the family has a scale parameter.
+    z = getattr(fit, "is_glmm", False) and not getattr(fit, "has_scale", False)
+    pv = None
+    if getattr(fit, "is_glmm", False) and fit.has_pvalues:
+        from scipy import stats
+
+        pv = 2 * stats.norm.sf(np.abs(stat))
+    return _format_coefmat(names, np.column_stack([est, se]), stat,
+                           "z value" if z else "t value", pv, "Pr(>|z|)", digits)
+
+
+def _format_coefmat(names, cs, stat, stat_name, pv, p_name, digits: int) -> str:
+    """printCoefmat: the leading columns ``cs`` rounded together, the statistic, then
+    (when ``pv`` is given) p-values with significance stars and their legend."""
     acs = np.abs(cs[np.isfinite(cs) & (cs != 0)])
     if acs.size:
         digmin = 1 + np.floor(np.log10([acs.min(), acs.max()]))
     else:
         digmin = np.array([1.0, 1.0])
     nd = int(max(1, np.max(digits - digmin)))
-    csf = format_r(np.round(cs, nd).ravel(order="F"), digits)
-    k = len(names)
-    est_s, se_s = csf[:k], csf[k:]
+    k, ncs = cs.shape
+    csf = np.array(format_r(np.round(cs, nd).ravel(order="F"), digits), dtype=object)
+    csf = csf.reshape(ncs, k)
     dig_tst = max(1, min(5, digits - 1))
     tst = format_r(np.round(stat, dig_tst), digits)
-    # lme4 labels the statistic "t value" whenever the family has a scale parameter.
-    z = getattr(fit, "is_glmm", False) and not getattr(fit, "has_scale", False)
-    colnames = ["Estimate", "Std. Error", "z value" if z else "t value"]
-    cells = [[est_s[i], se_s[i], tst[i]] for i in range(k)]
+    colnames = ["Estimate", "Std. Error", "df"][:ncs] + [stat_name]
+    cells = [[*csf[:, i], tst[i]] for i in range(k)]
     legend = ""
-    if glmm:
-        from scipy import stats
-
-        pv = 2 * stats.norm.sf(np.abs(stat))
+    if pv is not None:
         pfmt = format_pval(pv, dig_tst)
         stars = [signif_stars(p) for p in pv]
-        colnames = colnames + ["Pr(>|z|)", ""]
+        colnames = colnames + [p_name, ""]
         cells = [row + [pfmt[i], stars[i]] for i, row in enumerate(cells)]
         if any(s.strip() for s in stars):
             legend = "---\nSignif. codes:  0 \u2018***\u2019 0.001 \u2018**\u2019 0.01 \u2018*\u2019 0.05 \u2018.\u2019 0.1 \u2018 \u2019 1"
@@ -203,8 +222,11 @@ def _corr_fixed(fit) -> list[str]:
     return ["Correlation of Fixed Effects:", print_matrix(cells, colnames, rownames, right=False)]
 
 
-def render_summary(fit, digits: int = 4) -> str:
-    lines = _header(fit)
+def render_summary(fit, digits: int = 4, ddf: str = "lme4") -> str:
+    """lme4's summary text; for an LMM with ``ddf`` "Satterthwaite" or "Kenward-Roger",
+    lmerTest's (its title and the df and p-value columns)."""
+    table = None if ddf == "lme4" or getattr(fit, "is_glmm", False) else fit.coef_table(ddf)
+    lines = _header(fit, "lme4" if table is None else ddf)
     glmm = getattr(fit, "is_glmm", False)
     lines.append("")
     if not glmm and fit.reml:
@@ -220,7 +242,7 @@ def render_summary(fit, digits: int = 4) -> str:
     lines.append(_groups_line(fit))
     lines.append("")
     lines.append("Fixed effects:")
-    lines.append(_coef_table(fit, digits))
+    lines.append(_coef_table(fit, digits, table))
     if 1 < len(fit.beta) <= 12:  # lme4.summary.cor.max
         lines.append("")
         lines.extend(_corr_fixed(fit))
@@ -259,20 +281,13 @@ def render_print(fit, digits: int = 4) -> str:
 class Summary:
     """``fit.summary()``: prints in lme4's layout; the pieces stay available as attributes."""
 
-    def __init__(self, fit):
+    def __init__(self, fit, ddf: str = "lme4"):
         self.fit = fit
-        se = np.sqrt(np.diag(fit.vcov.to_numpy()))
-        import pandas as pd
-
-        self.coefficients = pd.DataFrame(
-            {"Estimate": fit.beta, "Std. Error": se,
-             ("z value" if getattr(fit, "is_glmm", False) and not getattr(fit, "has_scale", False)
-              else "t value"): fit.beta / se},
-            index=fit.design.fixed_names,
-        )
+        self.ddf = ddf
+        self.coefficients = fit.coef_table("lme4" if getattr(fit, "is_glmm", False) else ddf)
         self.varcorr = fit.varcorr
 
     def __str__(self) -> str:
-        return render_summary(self.fit)
+        return render_summary(self.fit, ddf=self.ddf)
 
     __repr__ = __str__

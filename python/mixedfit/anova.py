@@ -9,16 +9,23 @@ from scipy import stats
 __all__ = ["anova"]
 
 
-def anova(*fits, refit: bool = True) -> pd.DataFrame:
+def anova(*fits, refit: bool = True, type=3, ddf: str = "Satterthwaite") -> pd.DataFrame:
     """Compare nested models by likelihood-ratio tests.
+
+    With a single LMM fit: lmerTest's F tests of its fixed-effects terms (``type`` 1, 2 or 3,
+    ``ddf`` "Satterthwaite" or "Kenward-Roger"); see :mod:`mixedfit.inference.lmer_anova`.
 
     REML fits of linear mixed models are refitted by ML first (as lme4 does, with a message),
     since REML criteria of models with different fixed effects are not comparable. Rows are
     sorted by number of parameters. Returns columns npar, AIC, BIC, logLik, deviance, Chisq,
     Df, Pr(>Chisq).
     """
+    if len(fits) == 1:
+        from .inference.lmer_anova import single_fit_anova
+
+        return single_fit_anova(fits[0], type=type, ddf=ddf)
     if len(fits) < 2:
-        raise ValueError("anova() needs at least two fitted models")
+        raise ValueError("anova() needs at least one fitted model")
     nobs = {f.nobs for f in fits}
     if len(nobs) > 1:
         raise ValueError(f"models were not all fitted to the same number of observations: {sorted(nobs)}")

@@ -285,9 +285,21 @@ class MixedResult:
         return self._eta_parts(X, offset, parts, use)
 
     # ---- tables -----------------------------------------------------------------------------
-    def tidy(self) -> pd.DataFrame:
+    def coef_table(self, ddf: str = "Satterthwaite") -> pd.DataFrame:
+        """Fixed effects with tests, indexed by term. For an LMM, lmerTest's
+        ``summary(fit)$coefficients``: Estimate, Std. Error, df, t value, Pr(>|t|) with
+        ``ddf="Satterthwaite"`` or ``"Kenward-Roger"`` (pbkrtest's adjusted SEs and df; REML
+        fits only), or lme4's Estimate, Std. Error, t value with ``ddf="lme4"``. For a GLMM,
+        lme4's Wald table (Estimate, Std. Error, z value, Pr(>|z|)) whatever ``ddf``."""
+        from .inference.tables import coef_table
+
+        return coef_table(self, ddf)
+
+    def tidy(self, ddf: str = "Satterthwaite") -> pd.DataFrame:
         """One DataFrame of estimates (broom.mixed's columns): fixed effects with standard
-        errors and test statistics, then random-effect SDs and correlations."""
+        errors, test statistics, ``df`` and ``p_value`` (LMMs: ``ddf`` as in
+        :meth:`coef_table`, none with "lme4"; GLMMs: Wald z tests, df NaN), then
+        random-effect SDs and correlations."""
         se = np.sqrt(np.diag(self.vcov.to_numpy()))
         stat = self.beta / se
         rows = []
@@ -300,7 +312,13 @@ class MixedResult:
                 rows.append(("ran_pars", r["grp"], f"sd__{r['var1']}", r["sdcor"], np.nan, np.nan))
             else:
                 rows.append(("ran_pars", r["grp"], f"cor__{r['var1']}.{r['var2']}", r["sdcor"], np.nan, np.nan))
-        return pd.DataFrame(rows, columns=["effect", "group", "term", "estimate", "std_error", "statistic"])
+        out = pd.DataFrame(rows, columns=["effect", "group", "term", "estimate", "std_error", "statistic"])
+        tests = self.coef_table(ddf)
+        nfix = len(self.design.fixed_names)
+        for col, name in (("df", "df"), ("p_value", "Pr(>|t|)" if "Pr(>|t|)" in tests else "Pr(>|z|)")):
+            values = tests[name].to_numpy() if name in tests else np.full(nfix, np.nan)
+            out[col] = np.concatenate([values, np.full(len(out) - nfix, np.nan)])
+        return out
 
     def __str__(self) -> str:
         from ._repr import render_print
@@ -310,10 +328,14 @@ class MixedResult:
     def __repr__(self) -> str:
         return self.__str__()
 
-    def summary(self):
+    def summary(self, ddf: str = "lme4"):
+        """lme4's summary; for an LMM with ``ddf="Satterthwaite"`` or ``"Kenward-Roger"``
+        lmerTest's (title and df/p-value columns). GLMMs print lme4's layout."""
         from ._repr import Summary
+        from .inference.ddf import DDF_METHODS
+        from .inference.lmer_anova import check_ddf
 
-        return Summary(self)
+        return Summary(self, check_ddf(ddf, DDF_METHODS))
 
 
 class LmerResult(MixedResult):

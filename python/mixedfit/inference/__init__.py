@@ -1,0 +1,1 @@
+"""Inference for fitted models (degrees of freedom, tests, intervals); see the modules."""

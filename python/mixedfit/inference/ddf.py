@@ -1,0 +1,297 @@
+"""Denominator degrees of freedom for t and F tests of fixed effects in an LMM.
+
+Satterthwaite (as lmerTest): the variance parameters are ``varpar = (theta, sigma)``. Their
+asymptotic covariance is ``2 H^-1`` with H the Hessian of the REML (or ML) deviance in varpar
+(lmerTest's ``devfun_vp``), and the variance of a contrast ``L beta`` changes with varpar
+through the Jacobian of ``vcov(beta)``. lmerTest differentiates both numerically (numDeriv,
+Richardson extrapolation); here both are analytic, from the q-space pieces of
+:mod:`._marginal`:
+
+- ``d vcov / d theta_i = vcov X'V^-1 (dV/dtheta_i) V^-1 X vcov``, ``d vcov / d sigma = 2 vcov / sigma``;
+- the Hessian from the standard second derivatives of ``log|V| (+ log|X'V^-1X|) + y'Py``
+  (Harville 1977), with ``V = sigma^2 (W^-1 + Z Lambda Lambda' Z')``.
+
+Kenward-Roger (as pbkrtest's ``vcovAdj`` and ``Lb_ddf``, which lmerTest calls): the
+covariance of beta adjusted for the uncertainty of the variance components, and its df.
+pbkrtest parametrizes Sigma linearly by the elements of each term's covariance matrix plus
+sigma^2, and so does this module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+from scipy import stats
+
+from ._marginal import Marginal, TermBlock, block_apply, block_quadratic, block_trace, marginal_of
+
+__all__ = ["Satterthwaite", "KenwardRoger", "ttest_table", "DDF_METHODS"]
+
+DDF_METHODS = ("Satterthwaite", "Kenward-Roger", "lme4")
+
+
+def _theta_derivatives(blocks: list[TermBlock]):
+    """(term, dT T'/dtheta_i) for each theta_i, in lme4's order."""
+    out = []
+    for blk in blocks:
+        for (a, b) in blk.theta_positions():
+            E = np.zeros((blk.p, blk.p))
+            E[a, b] = 1.0
+            out.append((blk, E, E @ blk.T.T + blk.T @ E.T))
+    return out
+
+
+def _pos_inverse(h: np.ndarray, tol: float = 1e-8) -> np.ndarray:
+    """Inverse over the eigenvalues above tol (lmerTest's treatment of a singular Hessian)."""
+    vals, vecs = np.linalg.eigh((h + h.T) / 2)
+    keep = vals > tol
+    return (vecs[:, keep] / vals[keep]) @ vecs[:, keep].T
+
+
+class Satterthwaite:
+    """lmerTest's Satterthwaite machinery for one LMM fit."""
+
+    def __init__(self, fit, marginal: Marginal | None = None):
+        self.fit = fit
+        self.m = marginal_of(fit) if marginal is None else marginal
+        self.reml = bool(fit.reml)
+
+    @cached_property
+    def vcov_beta(self) -> np.ndarray:
+        return self.m.vcov_beta
+
+    @cached_property
+    def jacobian(self) -> list[np.ndarray]:
+        """d vcov(beta) / d varpar: one p x p matrix per theta, then one for sigma."""
+        m, C = self.m, self.vcov_beta
+        out = []
+        for blk, _, D in _theta_derivatives(m.blocks):
+            middle = block_quadratic(m.Bzx, blk, D)          # X'V0^-1 Z G_i Z' V0^-1 X
+            out.append(C @ middle @ C / m.sigma**2)
+        out.append(2.0 * C / m.sigma)
+        return out
+
+    @cached_property
+    def hessian(self) -> np.ndarray:
+        """Hessian of the deviance (REML or ML, as the fit) in varpar = (theta, sigma)."""
+        m = self.m
+        s2 = m.sigma**2
+        derivs = _theta_derivatives(m.blocks)
+        k = len(derivs)
+        trace_mat = m.S0 if self.reml else m.Bzz     # P0 (REML) or V0^-1 (ML) in q-space
+        Gs = np.zeros((m.q, k))                      # G_i s0, column by column
+        GS = []                                      # (I (x) D_i) applied to trace_mat rows
+        for i, (blk, _, D) in enumerate(derivs):
+            Gs[blk.start : blk.stop, i] = block_apply(m.s0[:, None], blk, D)[:, 0]
+            GS.append((blk, block_apply(trace_mat, blk, D)))
+        H = np.zeros((k + 1, k + 1))
+        SGs = m.S0 @ Gs
+        for i in range(k):
+            bi, GSi = GS[i]
+            for j in range(i, k):
+                bj, GSj = GS[j]
+                # tr(G_i S G_j S) = sum over the (term_i rows, term_j rows) block products
+                tr_ij = float(np.sum(GSi[:, bj.start : bj.stop] * GSj[:, bi.start : bi.stop].T))
+                h = -tr_ij + 2.0 * float(Gs[:, i] @ SGs[:, j]) / s2
+                if bi is bj:
+                    Ei, Ej = derivs[i][1], derivs[j][1]
+                    Dij = Ei @ Ej.T + Ej @ Ei.T
+                    s_blk = m.s0[bi.start : bi.stop, None]
+                    h += block_trace(trace_mat, bi, Dij)
+                    h -= float(block_quadratic(s_blk, _shift(bi), Dij)[0, 0]) / s2
+                H[i, j] = H[j, i] = h
+            H[i, k] = H[k, i] = 2.0 * float(m.s0 @ Gs[:, i]) / m.sigma**3
+        nu = m.n - m.p if self.reml else m.n
+        H[k, k] = -2.0 * nu / s2 + 6.0 * m.pwrss / s2**2
+        return H
+
+    @cached_property
+    def vcov_varpar(self) -> np.ndarray:
+        return 2.0 * _pos_inverse(self.hessian)
+
+    def contrast_df(self, L: np.ndarray) -> float:
+        """Satterthwaite df of the single contrast L beta."""
+        L = np.asarray(L, dtype=float)
+        var = float(L @ self.vcov_beta @ L)
+        grad = np.array([L @ J @ L for J in self.jacobian])
+        return 2.0 * var**2 / float(grad @ self.vcov_varpar @ grad)
+
+    def ttest(self, L: np.ndarray):
+        """(estimate, SE, df) of L beta."""
+        L = np.asarray(L, dtype=float)
+        return float(L @ self.fit.beta), float(np.sqrt(L @ self.vcov_beta @ L)), self.contrast_df(L)
+
+    def ftest(self, L: np.ndarray, eps: float = np.sqrt(np.finfo(float).eps)):
+        """lmerTest's contestMD: (F, numDF, denDF) for H0: L beta = 0 (rows of L)."""
+        L = np.atleast_2d(np.asarray(L, dtype=float))
+        VL = L @ self.vcov_beta @ L.T
+        d, P = np.linalg.eigh((VL + VL.T) / 2)
+        d, P = d[::-1], P[:, ::-1]
+        q = int(np.sum(d > max(eps * d[0], 0.0)))
+        if q == 0:
+            return np.nan, 0, np.nan
+        PtL = P[:, :q].T @ L
+        t2 = (PtL @ self.fit.beta) ** 2 / d[:q]
+        nu = np.array([self.contrast_df(row) for row in PtL])
+        return float(t2.sum() / q), q, fstat_ddf(nu)
+
+
+def _shift(blk: TermBlock) -> TermBlock:
+    """The same term seen in a vector that holds only its own rows."""
+    return TermBlock(0, blk.nlevels, blk.p, blk.theta_start, blk.T)
+
+
+def fstat_ddf(nu: np.ndarray, tol: float = 1e-8) -> float:
+    """lmerTest's get_Fstat_ddf: one df for an F statistic from its q eigen-contrasts' df."""
+    nu = np.asarray(nu, dtype=float)
+    if nu.size == 1:
+        return float(nu[0])
+    if np.all(np.abs(np.diff(nu)) < tol):
+        return float(nu.mean())
+    if np.any(nu <= 2):
+        return 2.0
+    E = float(np.sum(nu / (nu - 2)))
+    return 2.0 * E / (E - nu.size)
+
+
+class KenwardRoger:
+    """pbkrtest's adjusted covariance of beta (vcovAdj) and Kenward-Roger df (Lb_ddf)."""
+
+    def __init__(self, fit, marginal: Marginal | None = None):
+        if not fit.reml:
+            raise ValueError("ddf='Kenward-Roger' needs a REML fit (as lmerTest); refit with reml=True")
+        if fit.design.weights is not None:
+            raise ValueError("ddf='Kenward-Roger' is not available for fits with prior weights "
+                             "(pbkrtest ignores them); use ddf='Satterthwaite'")
+        self.fit = fit
+        self.m = marginal_of(fit) if marginal is None else marginal
+        self.phi = self.m.vcov_beta
+        self._build()
+
+    def _components(self):
+        """Per variance component (each term's covariance elements, then sigma^2):
+        P_i = -X'S^-1 G_i S^-1 X and the pieces of Q_ij = X'S^-1 G_i S^-1 G_j S^-1 X."""
+        m = self.m
+        s2 = m.sigma**2
+        s4, s6 = s2 * s2, s2 * s2 * s2
+        comps = []
+        for blk in m.blocks:
+            seen = set()
+            for (a, b) in blk.theta_positions():
+                key = (max(a, b), min(a, b))
+                if key in seen:
+                    continue
+                seen.add(key)
+                F = np.zeros((blk.p, blk.p))
+                F[a, b] = F[b, a] = 1.0
+                comps.append((blk, F))
+        # Z' V0^-2 X and friends for the residual component (see module _marginal).
+        ZV2X = m.Bzx - m.Bzz @ m.psi_apply(m.Bzx)
+        XV2X = m.Bxx - m.Bzx.T @ m.psi_apply(m.Bzx)
+        XV3X = XV2X - m.Bzx.T @ m.psi_apply(ZV2X)
+        k = len(comps) + 1
+        P = [-block_quadratic(m.Bzx, blk, F) / s4 for blk, F in comps] + [-XV2X / s4]
+        FB = [block_apply(m.Bzx, blk, F) for blk, F in comps]   # rows of the term only
+        Q = {}
+        for i, (bi, Fi) in enumerate(comps):
+            for j in range(i, len(comps)):
+                bj, _ = comps[j]
+                # X'V0^-1 Z F_i Z'V0^-1 Z F_j Z' V0^-1 X
+                Q[i, j] = FB[i].T @ m.Bzz[bi.start : bi.stop, bj.start : bj.stop] @ FB[j] / s6
+            Q[i, k - 1] = FB[i].T @ ZV2X[bi.start : bi.stop] / s6
+        Q[k - 1, k - 1] = XV3X / s6
+        return comps, P, Q
+
+    def _information(self, comps):
+        """tr(P G_i P G_j) (REML P), i.e. pbkrtest's IE2."""
+        m = self.m
+        s4 = m.sigma**4
+        S = m.S0
+        SpsiS = S @ m.psi_apply(S)
+        k = len(comps) + 1
+        FS = [(blk, block_apply(S, blk, F)) for blk, F in comps]
+        info = np.zeros((k, k))
+        for i, (bi, FSi) in enumerate(FS):
+            for j in range(i, len(FS)):
+                bj, FSj = FS[j]
+                val = np.sum(FSi[:, bj.start : bj.stop] * FSj[:, bi.start : bi.stop].T)
+                info[i, j] = info[j, i] = val / s4
+            blk, F = comps[i]
+            info[i, k - 1] = info[k - 1, i] = block_trace(S - SpsiS, blk, F) / s4
+        tr_psiS = float(np.sum(m.psi_apply(np.eye(m.q)) * S.T)) if m.q else 0.0
+        tr_psiZP2Z = float(np.sum(m.psi_apply(np.eye(m.q)) * (S - SpsiS).T)) if m.q else 0.0
+        tr_P0 = (m.n - m.p) - tr_psiS
+        info[k - 1, k - 1] = (tr_P0 - tr_psiZP2Z) / s4
+        return info
+
+    def _build(self):
+        comps, P, Q = self._components()
+        info = self._information(comps)
+        k = len(P)
+        cond = np.min(np.abs(np.linalg.eigvalsh(info)))
+        W = 2.0 * (np.linalg.inv(info) if cond > 1e-10 else np.linalg.pinv(info))
+        W = (W + W.T) / 2
+        phi = self.phi
+        U = np.zeros_like(phi)
+        for i in range(k):
+            for j in range(i, k):
+                term = W[i, j] * (Q[i, j] - P[i] @ phi @ P[j])
+                U += term if i == j else term + term.T
+        self.P, self.W = P, W
+        self.vcov_adjusted = phi + 2.0 * phi @ U @ phi
+
+    def _a1_a2(self, theta: np.ndarray):
+        A1 = A2 = 0.0
+        k = len(self.P)
+        us = [theta @ self.phi @ Pi @ self.phi for Pi in self.P]
+        for i in range(k):
+            for j in range(i, k):
+                e = 1.0 if i == j else 2.0
+                A1 += e * self.W[i, j] * np.trace(us[i]) * np.trace(us[j])
+                A2 += e * self.W[i, j] * np.sum(us[i] * us[j].T)
+        return A1, A2
+
+    def _kr_terms(self, L: np.ndarray):
+        """(q, ddf, F scaling) of pbkrtest's .KR_adjust for the rows of L."""
+        theta = L.T @ np.linalg.solve(L @ self.phi @ L.T, L)
+        A1, A2 = self._a1_a2(theta)
+        q = np.linalg.matrix_rank(L)
+        B = (A1 + 6 * A2) / (2 * q)
+        g = ((q + 1) * A1 - (q + 4) * A2) / ((q + 2) * A2)
+        denom = 3 * q + 2 * (1 - g)
+        c1, c2, c3 = g / denom, (q - g) / denom, (q + 2 - g) / denom
+        V0 = 1 + c1 * B
+        V0 = 0.0 if abs(V0) < 1e-10 else V0
+        V1, V2 = 1 - c2 * B, 1 - c3 * B
+        x, y = 1 - A2 / q, V1
+        ratio = 1.0 if (abs(x) < 1e-14 and abs(y) < 1e-14) else x / y
+        rho = ratio**2 * V0 / V2 / q
+        df2 = 4 + (q + 2) / (q * rho - 1)
+        scaling = 1.0 if abs(df2 - 2) < 1e-2 else df2 * (1 - A2 / q) / (df2 - 2)
+        return q, df2, scaling
+
+    def ttest(self, L: np.ndarray):
+        """(estimate, adjusted SE, KR df) of L beta."""
+        L = np.asarray(L, dtype=float)
+        _, df, _ = self._kr_terms(L[None, :])
+        return float(L @ self.fit.beta), float(np.sqrt(L @ self.vcov_adjusted @ L)), df
+
+    def ftest(self, L: np.ndarray):
+        """(unscaled F, numDF, denDF, F scaling) as lmerTest reports pbkrtest's KRmodcomp."""
+        L = np.atleast_2d(np.asarray(L, dtype=float))
+        q, df2, scaling = self._kr_terms(L)
+        Lb = L @ self.fit.beta
+        wald = float(Lb @ np.linalg.solve(L @ self.vcov_adjusted @ L.T, Lb))
+        return wald / q, q, df2, scaling
+
+
+def ttest_table(fit, method: str):
+    """Estimate, SE, df, t and p for each fixed effect (lmerTest's summary coefficients)."""
+    engine = Satterthwaite(fit) if method == "Satterthwaite" else KenwardRoger(fit)
+    rows = [engine.ttest(row) for row in np.eye(len(fit.beta))]
+    est, se, df = (np.array(col, dtype=float) for col in zip(*rows)) if rows else ([], [], [])
+    t = np.asarray(est) / np.asarray(se)
+    p = 2.0 * stats.t.sf(np.abs(t), df)
+    return est, se, df, t, p
