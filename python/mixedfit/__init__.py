@@ -11,6 +11,7 @@ from . import _core, plot, shrinkage, simulate
 from ._errors import ConvergenceError, DataError, FormulaError, MixedfitError, NumericalError
 from .anova import anova
 from .glmm import GlmerResult, glmer
+from .inference.ranova import ranova
 from .lmm import lmer
 from .options import Control
 from .results import LmerResult, VarCorr
@@ -42,6 +43,7 @@ __all__ = [
     "glmer",
     "GlmerResult",
     "anova",
+    "ranova",
     "Control",
     "LmerResult",
     "VarCorr",
