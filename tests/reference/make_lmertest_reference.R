@@ -61,7 +61,8 @@ models <- list(
 
 table_json <- function(tab) {
   tab <- as.data.frame(tab, check.names = FALSE)
-  list(rownames = rownames(tab), columns = as.list(tab))
+  ## I(): keep length-one vectors as JSON arrays
+  list(rownames = I(rownames(tab)), columns = lapply(as.list(tab), I))
 }
 
 anova_json <- function(fit, type, ddf) {
@@ -82,8 +83,12 @@ one_model <- function(m) {
   }
   rec <- list(id = m$id, data = m$data, drop_every = m$drop_every, weights = m$weights,
               formula = m$formula, REML = m$REML, nobs = nobs(fit),
-              theta = unname(getME(fit, "theta")), sigma = sigma(fit),
+              theta = I(unname(getME(fit, "theta"))), sigma = sigma(fit),
               fixef = as.list(fixef(fit)))
+  ## lmerTest's numerical derivatives (numDeriv) at lme4's optimum: the covariance of
+  ## varpar = (theta, sigma) and the Jacobian of vcov(beta), one p x p matrix per varpar
+  rec$vcov_varpar <- fit@vcov_varpar
+  rec$jacobian <- lapply(fit@Jac_list, function(J) J)
   rec$coef_satterthwaite <- table_json(summary(fit, ddf = "Satterthwaite")$coefficients)
   rec$anova_satterthwaite <- lapply(setNames(1:3, c("1", "2", "3")),
                                     function(t) anova_json(fit, t, "Satterthwaite"))

@@ -93,6 +93,13 @@ def _fixed_rhs(parsed) -> str:
     return " + ".join([parsed.fixed] + [f"offset({o})" for o in parsed.offsets])
 
 
+def _model_text(parsed, bars) -> str:
+    """The full model as lmerTest's heading shows it (no "1 +" before the bar terms)."""
+    fixed = _fixed_rhs(parsed)
+    parts = ([] if fixed.strip() == "1" else [fixed]) + [f"({_bar(lhs, g)})" for lhs, g in bars]
+    return f"{parsed.response} ~ " + " + ".join(parts)
+
+
 def ranova(fit) -> pd.DataFrame:
     """Likelihood-ratio tests of each random-effects term of an LMM fit (lmerTest's
     ``ranova``): columns npar, logLik, AIC, LRT, Df, Pr(>Chisq); first row ``<none>``."""
@@ -124,8 +131,7 @@ def ranova(fit) -> pd.DataFrame:
     table = pd.DataFrame({"npar": npar.astype(int), "logLik": ll, "AIC": -2 * ll + 2 * npar,
                           "LRT": lrt, "Df": df, "Pr(>Chisq)": p},
                          index=pd.Index(names, dtype=object))
-    model = f"{parsed.response} ~ {_fixed_rhs(parsed)} + " + " + ".join(
-        f"({_bar(lhs, g)})" for lhs, g in bars)
+    model = _model_text(parsed, bars)
     table.attrs["heading"] = ("ANOVA-like table for random-effects: Single term deletions\n\n"
                               f"Model:\n{model}")
     return table
