@@ -17,7 +17,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.linalg as sla
 import scipy.sparse as sp
 
 __all__ = ["TermBlock", "Marginal", "marginal_of", "theta_blocks"]
@@ -151,7 +150,7 @@ def marginal_of(fit, theta: np.ndarray | None = None, sigma: float | None = None
     U = _lambda_t(rhs, blocks)                                  # Lambda' Z'W [Z | X | y]
     q = ZtWZ.shape[0]
     A = np.eye(q) + _lambda_t(U[:, :q].T.copy(), blocks)        # I + Lambda' Z'WZ Lambda
-    K = sla.cho_solve(sla.cho_factor(A, lower=True), U)
+    K = np.linalg.solve(A, U)                                   # A is SPD, well conditioned (>= I)
     full = np.zeros((q + X.shape[1] + 1, q + X.shape[1] + 1))
     full[:q] = rhs
     full[q:, q:] = np.column_stack([X, y]).T @ (np.column_stack([X, y]) * w[:, None])
