@@ -134,16 +134,9 @@ class Marginal:
         return out
 
 
-def marginal_of(fit, theta: np.ndarray | None = None, sigma: float | None = None) -> Marginal:
-    """The q-space pieces of an LMM fit (at its estimates unless theta/sigma are given)."""
-    design = fit.design
-    theta = fit.theta if theta is None else np.asarray(theta, dtype=float)
-    sigma = fit.sigma if sigma is None else float(sigma)
-    blocks = theta_blocks(design, theta)
+def _quadratic_forms_general(design, blocks, X, y, w) -> np.ndarray:
+    """[Z | X | y]' V0^-1 [Z | X | y] by Woodbury with a dense q x q A (any design)."""
     Z = _sparse_z(design)
-    X = design.X
-    y = design.y if design.offset is None else design.y - design.offset
-    w = np.ones(design.n) if design.weights is None else np.asarray(design.weights, float)
     WZ = Z.multiply(w[:, None]).tocsr()
     ZtWZ = (Z.T @ WZ).toarray()
     rhs = np.column_stack([ZtWZ, WZ.T @ X, WZ.T @ y])          # Z'W [Z | X | y]
@@ -151,12 +144,61 @@ def marginal_of(fit, theta: np.ndarray | None = None, sigma: float | None = None
     q = ZtWZ.shape[0]
     A = np.eye(q) + _lambda_t(U[:, :q].T.copy(), blocks)        # I + Lambda' Z'WZ Lambda
     K = np.linalg.solve(A, U)                                   # A is SPD, well conditioned (>= I)
-    full = np.zeros((q + X.shape[1] + 1, q + X.shape[1] + 1))
+    XY = np.column_stack([X, y])
+    full = np.zeros((q + XY.shape[1], q + XY.shape[1]))
     full[:q] = rhs
-    full[q:, q:] = np.column_stack([X, y]).T @ (np.column_stack([X, y]) * w[:, None])
+    full[q:, q:] = XY.T @ (XY * w[:, None])
     full[q:, :q] = rhs[:, q:].T
-    B = full - U.T @ K
-    p = X.shape[1]
+    return full - U.T @ K
+
+
+def _level_sums(codes, nlevels, left, right) -> np.ndarray:
+    """Per level l: sum over its rows of left_i right_i' -> (nlevels, left cols, right cols)."""
+    out = np.empty((nlevels, left.shape[1], right.shape[1]))
+    for a in range(left.shape[1]):
+        for c in range(right.shape[1]):
+            out[:, a, c] = np.bincount(codes, weights=left[:, a] * right[:, c], minlength=nlevels)
+    return out
+
+
+def _quadratic_forms_one_term(design, blk, X, y, w) -> np.ndarray:
+    """The same for a single random-effects term: A is block diagonal (one p x p block per
+    level), so every solve is per level and the cost is O(n p^2 + q p^2) plus the output."""
+    term = design.terms[0]
+    codes, Zt, nl, pk = term.codes.astype(np.intp), term.Z, blk.nlevels, blk.p
+    XY = np.column_stack([X, y])
+    ZZ = _level_sums(codes, nl, Zt * w[:, None], Zt)                 # Z'WZ blocks
+    ZXY = _level_sums(codes, nl, Zt * w[:, None], XY)                # Z'W [X | y] by level
+    T = blk.T
+    Uz = np.einsum("ba,lbc->lac", T, ZZ)                             # T' Z'WZ_l
+    Uxy = np.einsum("ba,lbc->lac", T, ZXY)
+    A = np.einsum("lab,bc->lac", Uz, T) + np.eye(pk)                 # I + T' Z'WZ_l T
+    Kz, Kxy = np.linalg.solve(A, Uz), np.linalg.solve(A, Uxy)
+    q, m = nl * pk, XY.shape[1]
+    full = np.zeros((q + m, q + m))
+    diag = ZZ - np.einsum("lba,lbc->lac", Uz, Kz)
+    Bzz = full[:q, :q].reshape(nl, pk, nl, pk)
+    Bzz[np.arange(nl), :, np.arange(nl), :] = diag
+    full[:q, q:] = (ZXY - np.einsum("lba,lbc->lac", Uz, Kxy)).reshape(q, m)
+    full[q:, :q] = full[:q, q:].T
+    full[q:, q:] = XY.T @ (XY * w[:, None]) - np.einsum("lba,lbc->ac", Uxy, Kxy)
+    return full
+
+
+def marginal_of(fit, theta: np.ndarray | None = None, sigma: float | None = None) -> Marginal:
+    """The q-space pieces of an LMM fit (at its estimates unless theta/sigma are given)."""
+    design = fit.design
+    theta = fit.theta if theta is None else np.asarray(theta, dtype=float)
+    sigma = fit.sigma if sigma is None else float(sigma)
+    blocks = theta_blocks(design, theta)
+    X = design.X
+    y = design.y if design.offset is None else design.y - design.offset
+    w = np.ones(design.n) if design.weights is None else np.asarray(design.weights, float)
+    if len(blocks) == 1:
+        B = _quadratic_forms_one_term(design, blocks[0], X, y, w)
+    else:
+        B = _quadratic_forms_general(design, blocks, X, y, w)
+    q, p = blocks[-1].stop, X.shape[1]
     Bzz, Bzx, bzy = B[:q, :q], B[:q, q : q + p], B[:q, q + p]
     Bxx, bxy, yy = B[q : q + p, q : q + p], B[q : q + p, q + p], B[q + p, q + p]
     beta = np.linalg.solve(Bxx, bxy)

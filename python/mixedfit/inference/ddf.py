@@ -205,26 +205,43 @@ class KenwardRoger:
         return comps, P, Q
 
     def _information(self, comps):
-        """tr(P G_i P G_j) (REML P), i.e. pbkrtest's IE2."""
+        """tr(P G_i P G_j) (REML P), i.e. pbkrtest's IE2. With V0 = I + Z Psi Z' the residual
+        component needs Z'P0^2 Z = S0 - S0 Psi S0 and tr(P0^2) (see ``_p0_squared``)."""
         m = self.m
         s4 = m.sigma**4
         S = m.S0
-        SpsiS = S @ m.psi_apply(S)
         k = len(comps) + 1
         FS = [(blk, block_apply(S, blk, F)) for blk, F in comps]
         info = np.zeros((k, k))
+        zp2z_diag, tr_p0_squared = self._p0_squared()
         for i, (bi, FSi) in enumerate(FS):
             for j in range(i, len(FS)):
                 bj, FSj = FS[j]
                 val = np.sum(FSi[:, bj.start : bj.stop] * FSj[:, bi.start : bi.stop].T)
                 info[i, j] = info[j, i] = val / s4
             blk, F = comps[i]
-            info[i, k - 1] = info[k - 1, i] = block_trace(S - SpsiS, blk, F) / s4
-        tr_psiS = float(np.sum(m.psi_apply(np.eye(m.q)) * S.T)) if m.q else 0.0
-        tr_psiZP2Z = float(np.sum(m.psi_apply(np.eye(m.q)) * (S - SpsiS).T)) if m.q else 0.0
-        tr_P0 = (m.n - m.p) - tr_psiS
-        info[k - 1, k - 1] = (tr_P0 - tr_psiZP2Z) / s4
+            info[i, k - 1] = info[k - 1, i] = float(np.sum(F * zp2z_diag[id(blk)].T)) / s4
+        info[k - 1, k - 1] = tr_p0_squared / s4
         return info
+
+    def _p0_squared(self):
+        """Per term, the level-summed diagonal blocks of Z'P0^2 Z = S0 - S0 Psi S0; and
+        tr(P0^2) = tr(P0) - tr(Psi Z'P0^2 Z), tr(P0) = n - p - tr(Psi S0). O(q^2 p)."""
+        m = self.m
+        S = m.S0
+        M = m.psi_apply(S)                                     # Psi S0
+        sums = {}
+        for blk in m.blocks:
+            rows = slice(blk.start, blk.stop)
+            S_rows = S[rows].reshape(blk.nlevels, blk.p, m.q)
+            M_cols = M[:, rows].reshape(m.q, blk.nlevels, blk.p)
+            SpsiS = np.einsum("lai,ilb->ab", S_rows, M_cols)      # sum_l (S0 Psi S0)_ll
+            diag = S[rows, rows].reshape(blk.nlevels, blk.p, blk.nlevels, blk.p)
+            sums[id(blk)] = np.einsum("lalb->ab", diag) - SpsiS
+        tr_psiS = float(np.trace(M))
+        tr_psiSpsiS = float(np.sum(M * M.T))
+        tr_p0 = (m.n - m.p) - tr_psiS
+        return sums, tr_p0 - (tr_psiS - tr_psiSpsiS)
 
     def _build(self):
         comps, P, Q = self._components()
