@@ -387,3 +387,42 @@ def test_inputs_are_not_modified():
     mixedfit.anova(fit, type=2, ddf="Kenward-Roger")
     np.testing.assert_array_equal(fit.beta, beta)
     pd.testing.assert_frame_equal(fit.vcov, vcov)
+
+
+# ---------------------------------------------------------------- structured q-space algebra
+
+def test_block_low_rank_operations_equal_dense():
+    """The one-term form B - F C F' gives the dense form's traces and products."""
+    from mixedfit.inference._marginal import TermBlock
+    from mixedfit.inference._qmatrix import BlockLowRankQ, DenseQ
+
+    rng = np.random.default_rng(3)
+    nl, pk, r = 7, 2, 3
+    B = rng.normal(size=(nl, pk, pk))
+    B = B @ B.transpose(0, 2, 1)
+    F = rng.normal(size=(nl * pk, r))
+    C = rng.normal(size=(r, r))
+    C = C @ C.T
+    op = BlockLowRankQ(B, F, C)
+    dense = DenseQ(op.dense())
+    blk = TermBlock(0, nl, pk, 0, np.eye(pk))
+    Di, Dj = rng.normal(size=(pk, pk)), rng.normal(size=(pk, pk))
+    M = rng.normal(size=(nl * pk, 4))
+    np.testing.assert_allclose(op.matmul(M), dense.matmul(M), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(op.diag_sum(blk), dense.diag_sum(blk), rtol=1e-12, atol=1e-12)
+    assert op.pair_trace(blk, Di, blk, Dj) == pytest.approx(dense.pair_trace(blk, Di, blk, Dj),
+                                                            rel=1e-12)
+
+
+def test_one_term_path_equals_general_path():
+    """A one-term model through the per-level path and through the dense general path."""
+    from mixedfit.inference import _marginal
+
+    fit = fit_of("sleepstudy_unbalanced")
+    d = fit.design
+    w = np.ones(d.n)
+    fast = _marginal._quadratic_forms_one_term(d, _marginal.theta_blocks(d, fit.theta)[0], d.X, d.y, w)
+    slow = _marginal._quadratic_forms_general(d, _marginal.theta_blocks(d, fit.theta), d.X, d.y, w)
+    np.testing.assert_allclose(fast[0].dense(), slow[0].dense(), rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(fast[1], slow[1], rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(fast[2], slow[2], rtol=1e-10)

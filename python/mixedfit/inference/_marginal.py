@@ -15,6 +15,7 @@ Random effects are ordered term by term, and within a term level by level (each 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import scipy.sparse as sp
@@ -102,25 +103,40 @@ def _lambda_t(M: np.ndarray, blocks: list[TermBlock]) -> np.ndarray:
     return out
 
 
-@dataclass
 class Marginal:
-    """q-space pieces of the marginal model at (theta, sigma); every ``B`` is ``a' V0^-1 b``."""
+    """q-space pieces of the marginal model at (theta, sigma); every ``B`` is ``a' V0^-1 b``.
 
-    blocks: list[TermBlock]
-    sigma: float
-    n: int
-    p: int
-    Bzz: np.ndarray      # Z' V0^-1 Z        (q, q)
-    Bzx: np.ndarray      # Z' V0^-1 X        (q, p)
-    Bxx: np.ndarray      # X' V0^-1 X        (p, p)
-    beta: np.ndarray     # GLS estimate at theta
-    pwrss: float         # r' V0^-1 r, r = y - X beta
-    S0: np.ndarray       # Z' P0 Z, P0 = V0^-1 - V0^-1 X Bxx^-1 X' V0^-1
-    s0: np.ndarray       # Z' V0^-1 r = Z' P0 y
+    ``Bzz_op`` (Z' V0^-1 Z) and ``S0_op`` (Z' P0 Z, P0 = V0^-1 - V0^-1 X Bxx^-1 X' V0^-1)
+    are :mod:`._qmatrix` operators; ``Bzz`` and ``S0`` their dense forms (built on demand).
+    """
+
+    def __init__(self, blocks, sigma, n, Bzz_op, Bzx, bzy, Bxx, bxy, yy):
+        from ._qmatrix import BlockLowRankQ, DenseQ
+
+        self.blocks, self.sigma, self.n = blocks, float(sigma), int(n)
+        self.Bzz_op, self.Bzx, self.Bxx = Bzz_op, Bzx, Bxx
+        self.p = Bxx.shape[0]
+        self.beta = np.linalg.solve(Bxx, bxy)                  # GLS estimate at theta
+        self.pwrss = float(yy - bxy @ self.beta)               # r' V0^-1 r, r = y - X beta
+        self.s0 = bzy - Bzx @ self.beta                        # Z' V0^-1 r = Z' P0 y
+        Bxx_inv = np.linalg.inv(Bxx)
+        if isinstance(Bzz_op, BlockLowRankQ):
+            self.S0_op = BlockLowRankQ(Bzz_op.B, Bzx, (Bxx_inv + Bxx_inv.T) / 2)
+        else:
+            S0 = Bzz_op.dense() - Bzx @ Bxx_inv @ Bzx.T
+            self.S0_op = DenseQ((S0 + S0.T) / 2)
 
     @property
     def q(self) -> int:
-        return self.Bzz.shape[0]
+        return self.blocks[-1].stop if self.blocks else 0
+
+    @cached_property
+    def Bzz(self) -> np.ndarray:
+        return self.Bzz_op.dense()
+
+    @cached_property
+    def S0(self) -> np.ndarray:
+        return self.S0_op.dense()
 
     @property
     def vcov_beta(self) -> np.ndarray:
@@ -145,11 +161,12 @@ def _quadratic_forms_general(design, blocks, X, y, w) -> np.ndarray:
     A = np.eye(q) + _lambda_t(U[:, :q].T.copy(), blocks)        # I + Lambda' Z'WZ Lambda
     K = np.linalg.solve(A, U)                                   # A is SPD, well conditioned (>= I)
     XY = np.column_stack([X, y])
-    full = np.zeros((q + XY.shape[1], q + XY.shape[1]))
-    full[:q] = rhs
-    full[q:, q:] = XY.T @ (XY * w[:, None])
-    full[q:, :q] = rhs[:, q:].T
-    return full - U.T @ K
+    from ._qmatrix import DenseQ
+
+    Bzz = DenseQ(ZtWZ - U[:, :q].T @ K[:, :q])
+    Bz_xy = rhs[:, q:] - U[:, :q].T @ K[:, q:]
+    Bxy_xy = XY.T @ (XY * w[:, None]) - U[:, q:].T @ K[:, q:]
+    return Bzz, Bz_xy, Bxy_xy
 
 
 def _level_sums(codes, nlevels, left, right) -> np.ndarray:
@@ -174,15 +191,12 @@ def _quadratic_forms_one_term(design, blk, X, y, w) -> np.ndarray:
     Uxy = np.einsum("ba,lbc->lac", T, ZXY)
     A = np.einsum("lab,bc->lac", Uz, T) + np.eye(pk)                 # I + T' Z'WZ_l T
     Kz, Kxy = np.linalg.solve(A, Uz), np.linalg.solve(A, Uxy)
-    q, m = nl * pk, XY.shape[1]
-    full = np.zeros((q + m, q + m))
-    diag = ZZ - np.einsum("lba,lbc->lac", Uz, Kz)
-    Bzz = full[:q, :q].reshape(nl, pk, nl, pk)
-    Bzz[np.arange(nl), :, np.arange(nl), :] = diag
-    full[:q, q:] = (ZXY - np.einsum("lba,lbc->lac", Uz, Kxy)).reshape(q, m)
-    full[q:, :q] = full[:q, q:].T
-    full[q:, q:] = XY.T @ (XY * w[:, None]) - np.einsum("lba,lbc->ac", Uxy, Kxy)
-    return full
+    from ._qmatrix import BlockLowRankQ
+
+    Bzz = BlockLowRankQ(ZZ - np.einsum("lba,lbc->lac", Uz, Kz))
+    Bz_xy = (ZXY - np.einsum("lba,lbc->lac", Uz, Kxy)).reshape(nl * pk, XY.shape[1])
+    Bxy_xy = XY.T @ (XY * w[:, None]) - np.einsum("lba,lbc->ac", Uxy, Kxy)
+    return Bzz, Bz_xy, Bxy_xy
 
 
 def marginal_of(fit, theta: np.ndarray | None = None, sigma: float | None = None) -> Marginal:
@@ -195,14 +209,9 @@ def marginal_of(fit, theta: np.ndarray | None = None, sigma: float | None = None
     y = design.y if design.offset is None else design.y - design.offset
     w = np.ones(design.n) if design.weights is None else np.asarray(design.weights, float)
     if len(blocks) == 1:
-        B = _quadratic_forms_one_term(design, blocks[0], X, y, w)
+        Bzz, Bz_xy, Bxy_xy = _quadratic_forms_one_term(design, blocks[0], X, y, w)
     else:
-        B = _quadratic_forms_general(design, blocks, X, y, w)
-    q, p = blocks[-1].stop, X.shape[1]
-    Bzz, Bzx, bzy = B[:q, :q], B[:q, q : q + p], B[:q, q + p]
-    Bxx, bxy, yy = B[q : q + p, q : q + p], B[q : q + p, q + p], B[q + p, q + p]
-    beta = np.linalg.solve(Bxx, bxy)
-    S0 = Bzz - Bzx @ np.linalg.solve(Bxx, Bzx.T)
-    return Marginal(blocks=blocks, sigma=sigma, n=design.n, p=p, Bzz=Bzz, Bzx=Bzx, Bxx=Bxx,
-                    beta=beta, pwrss=float(yy - bxy @ beta), S0=(S0 + S0.T) / 2,
-                    s0=bzy - Bzx @ beta)
+        Bzz, Bz_xy, Bxy_xy = _quadratic_forms_general(design, blocks, X, y, w)
+    p = X.shape[1]
+    return Marginal(blocks, sigma, design.n, Bzz, Bzx=Bz_xy[:, :p], bzy=Bz_xy[:, p],
+                    Bxx=Bxy_xy[:p, :p], bxy=Bxy_xy[:p, p], yy=Bxy_xy[p, p])

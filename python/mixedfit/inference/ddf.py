@@ -25,7 +25,7 @@ from functools import cached_property
 import numpy as np
 from scipy import stats
 
-from ._marginal import Marginal, TermBlock, block_apply, block_quadratic, block_trace, marginal_of
+from ._marginal import Marginal, TermBlock, block_apply, block_quadratic, marginal_of
 
 __all__ = ["Satterthwaite", "KenwardRoger", "ttest_table", "DDF_METHODS"]
 
@@ -75,32 +75,28 @@ class Satterthwaite:
 
     @cached_property
     def hessian(self) -> np.ndarray:
-        """Hessian of the deviance (REML or ML, as the fit) in varpar = (theta, sigma)."""
+        """Hessian of the deviance (REML or ML, as the fit) in varpar = (theta, sigma):
+        tr(P V_ij) - tr(P V_i P V_j) + 2 y'P V_i P V_j P y - y'P V_ij P y (REML; ML has V^-1
+        in the traces), written in q-space (see the module docstring)."""
         m = self.m
         s2 = m.sigma**2
         derivs = _theta_derivatives(m.blocks)
         k = len(derivs)
-        trace_mat = m.S0 if self.reml else m.Bzz     # P0 (REML) or V0^-1 (ML) in q-space
-        Gs = np.zeros((m.q, k))                      # G_i s0, column by column
-        GS = []                                      # (I (x) D_i) applied to trace_mat rows
+        trace_op = m.S0_op if self.reml else m.Bzz_op   # P0 (REML) or V0^-1 (ML) in q-space
+        Gs = np.zeros((m.q, k))                          # G_i s0, column by column
         for i, (blk, _, D) in enumerate(derivs):
             Gs[blk.start : blk.stop, i] = block_apply(m.s0[:, None], blk, D)[:, 0]
-            GS.append((blk, block_apply(trace_mat, blk, D)))
+        SGs = m.S0_op.matmul(Gs)
         H = np.zeros((k + 1, k + 1))
-        SGs = m.S0 @ Gs
-        for i in range(k):
-            bi, GSi = GS[i]
+        for i, (bi, Ei, Di) in enumerate(derivs):
             for j in range(i, k):
-                bj, GSj = GS[j]
-                # tr(G_i S G_j S) = sum over the (term_i rows, term_j rows) block products
-                tr_ij = float(np.sum(GSi[:, bj.start : bj.stop] * GSj[:, bi.start : bi.stop].T))
-                h = -tr_ij + 2.0 * float(Gs[:, i] @ SGs[:, j]) / s2
+                bj, Ej, Dj = derivs[j]
+                h = -trace_op.pair_trace(bi, Di, bj, Dj) + 2.0 * float(Gs[:, i] @ SGs[:, j]) / s2
                 if bi is bj:
-                    Ei, Ej = derivs[i][1], derivs[j][1]
-                    Dij = Ei @ Ej.T + Ej @ Ei.T
-                    s_blk = m.s0[bi.start : bi.stop, None]
-                    h += block_trace(trace_mat, bi, Dij)
-                    h -= float(block_quadratic(s_blk, _shift(bi), Dij)[0, 0]) / s2
+                    Dij = Ei @ Ej.T + Ej @ Ei.T          # second derivative of T T'
+                    s_blk = m.s0[bi.start : bi.stop].reshape(bi.nlevels, bi.p)
+                    h += float(np.sum(Dij * trace_op.diag_sum(bi).T))
+                    h -= float(np.einsum("la,ab,lb->", s_blk, Dij, s_blk)) / s2
                 H[i, j] = H[j, i] = h
             H[i, k] = H[k, i] = 2.0 * float(m.s0 @ Gs[:, i]) / m.sigma**3
         nu = m.n - m.p if self.reml else m.n
@@ -136,11 +132,6 @@ class Satterthwaite:
         t2 = (PtL @ self.fit.beta) ** 2 / d[:q]
         nu = np.array([self.contrast_df(row) for row in PtL])
         return float(t2.sum() / q), q, fstat_ddf(nu)
-
-
-def _shift(blk: TermBlock) -> TermBlock:
-    """The same term seen in a vector that holds only its own rows."""
-    return TermBlock(0, blk.nlevels, blk.p, blk.theta_start, blk.T)
 
 
 def fstat_ddf(nu: np.ndarray, tol: float = 1e-8) -> float:
