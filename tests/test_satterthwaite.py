@@ -407,6 +407,7 @@ def test_block_low_rank_operations_equal_dense():
     dense = DenseQ(op.dense())
     blk = TermBlock(0, nl, pk, 0, np.eye(pk))
     Di, Dj = rng.normal(size=(pk, pk)), rng.normal(size=(pk, pk))
+    Di, Dj = Di + Di.T, Dj + Dj.T        # derivatives of T T' are symmetric
     M = rng.normal(size=(nl * pk, 4))
     np.testing.assert_allclose(op.matmul(M), dense.matmul(M), rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(op.diag_sum(blk), dense.diag_sum(blk), rtol=1e-12, atol=1e-12)

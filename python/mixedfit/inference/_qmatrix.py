@@ -73,7 +73,8 @@ class BlockLowRankQ:
         return out
 
     def pair_trace(self, bi: TermBlock, Di: np.ndarray, bj: TermBlock, Dj: np.ndarray) -> float:
-        """tr(Gi T Gj T) = tr(Gi B Gj B) - 2 tr(C F'Gi B Gj F)_sym + tr(C F'Gi F C F'Gj F)."""
+        """tr(Gi T Gj T) = tr(Gi B Gj B) - tr(C F'Gi B Gj F) - tr(C F'Gj B Gi F)
+        + tr(C F'Gi F C F'Gj F), for symmetric Di, Dj (derivatives of T T')."""
         B = self.B
         total = float(np.einsum("ab,lbc,cd,lda->", Di, B, Dj, B))
         if self.F is None:
