@@ -42,6 +42,7 @@ DF_RTOL = 5e-4
 STAT_RTOL = 2e-4          # t = estimate / SE, F: both tolerances above
 LOGLIK_RTOL = 1e-6        # as CRITERION_RTOL of the lme4 reference tests
 NUMDERIV_RTOL = 2e-6
+NUMDERIV_BOUNDARY_RTOL = 5e-5   # at theta = 0 numDeriv's steps are absolute (1e-4): measured 1.2e-5
 
 
 @lru_cache(maxsize=None)
@@ -136,13 +137,14 @@ def test_df_at_lme4_optimum_equals_lmertest_up_to_numderiv(model_id):
     r = ref(model_id)
     fit = fit_of(model_id)
     engine = Satterthwaite(fit, marginal_of(fit, np.array(r["theta"]), r["sigma"]))
+    rtol = NUMDERIV_BOUNDARY_RTOL if np.any(np.array(r["theta"]) == 0) else NUMDERIV_RTOL
     df = [engine.contrast_df(row) for row in np.eye(len(fit.beta))]
-    np.testing.assert_allclose(df, table(r["coef_satterthwaite"])["df"], rtol=NUMDERIV_RTOL)
+    np.testing.assert_allclose(df, table(r["coef_satterthwaite"])["df"], rtol=rtol)
     np.testing.assert_allclose(engine.vcov_varpar, np.array(r["vcov_varpar"]),
-                               rtol=0, atol=NUMDERIV_RTOL * np.abs(r["vcov_varpar"]).max())
+                               rtol=0, atol=rtol * np.abs(r["vcov_varpar"]).max())
     for got, want in zip(engine.jacobian, r["jacobian"]):
         want = np.array(want, dtype=float).reshape(got.shape)
-        np.testing.assert_allclose(got, want, rtol=0, atol=NUMDERIV_RTOL * np.abs(want).max())
+        np.testing.assert_allclose(got, want, rtol=0, atol=rtol * np.abs(want).max())
 
 
 # ---------------------------------------------------------------- exactness of the derivatives
@@ -189,7 +191,7 @@ def _numeric_jacobian(f, x):
 
 
 @pytest.mark.parametrize("model_id", ["sleepstudy_reml", "sleepstudy_ml", "penicillin", "cake",
-                                      "sleepstudy_weights"])
+                                      "sleepstudy_weights", "dyestuff2_singular", "pastes"])
 def test_analytic_derivatives_match_richardson(model_id):
     fit = fit_of(model_id)
     x = np.r_[fit.theta, fit.sigma]

@@ -49,6 +49,7 @@ models <- list(
   list(id = "sleepstudy_uncorr", data = "sleepstudy", formula = "Reaction ~ Days + (Days || Subject)", REML = TRUE),
   list(id = "sleepstudy_unbalanced", data = "sleepstudy", drop_every = 7L, formula = "Reaction ~ Days + (Days | Subject)", REML = TRUE),
   list(id = "sleepstudy_weights", data = "sleepstudy_wo", weights = "w", formula = "Reaction ~ Days + (Days | Subject)", REML = TRUE),
+  list(id = "dyestuff2_singular", data = "Dyestuff2", formula = "Yield ~ 1 + (1 | Batch)", REML = TRUE),
   list(id = "penicillin", data = "Penicillin", formula = "diameter ~ 1 + (1 | plate) + (1 | sample)", REML = TRUE),
   list(id = "penicillin_sample_fixed", data = "Penicillin", formula = "diameter ~ sample + (1 | plate)", REML = TRUE),
   list(id = "pastes", data = "Pastes", formula = "strength ~ 1 + (1 | batch/cask)", REML = TRUE),
