@@ -56,6 +56,8 @@ models <- list(
   list(id = "cake", data = "cake", formula = "angle ~ recipe * temp + (1 | recipe:replicate)", REML = TRUE),
   list(id = "cake_ml", data = "cake", formula = "angle ~ recipe * temp + (1 | recipe:replicate)", REML = FALSE),
   list(id = "cake_unbalanced", data = "cake", drop_every = 5L, formula = "angle ~ recipe * temp + (1 | recipe:replicate)", REML = TRUE),
+  list(id = "cake_unbalanced_two_terms", data = "cake", drop_every = 5L, formula = "angle ~ recipe * temp + (1 | replicate) + (1 | recipe:replicate)", REML = TRUE),
+  list(id = "cake_unbalanced_temperature", data = "cake", drop_every = 5L, formula = "angle ~ recipe + temperature + (1 | replicate)", REML = TRUE),
   list(id = "cake_temperature_factor", data = "cake", formula = "angle ~ recipe * temperature + (1 | recipe:replicate)", REML = TRUE),
   list(id = "shrinkage_unbalanced", data = "sim_shrinkage_unbalanced", formula = "y ~ x + (x | cluster)", REML = TRUE)
 )

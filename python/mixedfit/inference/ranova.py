@@ -11,6 +11,7 @@ log-likelihood, as R's ``logLik.lm``).
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pandas as pd
@@ -41,18 +42,27 @@ def _bar(lhs: str, group: str) -> str:
     return " + ".join((["0"] if no_int else []) + terms) + f" | {group}"
 
 
-def _lme4_order(re_terms) -> list[tuple[str, str]]:
-    """The bar terms in lme4's findbars order: a nested ``(1 | a/b)`` lists ``b:a`` first."""
-    out: list[tuple[str, str]] = []
-    run: list[tuple[str, str]] = []
-    for t in re_terms:
-        if run and t.lhs == run[-1][0] and t.name.endswith(":" + run[-1][1]):
-            run.append((t.lhs, t.name))
-            continue
-        out.extend(reversed(run))
-        run = [(t.lhs, t.name)]
-    out.extend(reversed(run))
+def _slash_expansions(text: str) -> list[list[str]]:
+    """Group names that nested bars ``(lhs | a/b/c)`` expand to: a, b:a, c:b:a."""
+    out = []
+    for rhs in re.findall(r"\|\s*([^()|]+?)\s*\)", text):
+        parts = [p.strip() for p in rhs.split("/")]
+        if len(parts) > 1:
+            out.append([":".join(reversed(parts[: k + 1])) for k in range(len(parts))])
     return out
+
+
+def _lme4_order(parsed) -> list[tuple[str, str]]:
+    """The bar terms in lme4's findbars order, where a nested ``(1 | a/b)`` lists ``b:a``
+    before ``a`` (mixedfit's parser lists them outermost first)."""
+    bars = [(t.lhs, t.name) for t in parsed.re_terms]
+    for names in _slash_expansions(parsed.text):
+        for start in range(len(bars) - len(names) + 1):
+            run = bars[start : start + len(names)]
+            if [g for _, g in run] == names and len({lhs for lhs, _ in run}) == 1:
+                bars[start : start + len(names)] = run[::-1]
+                break
+    return bars
 
 
 def _reductions(bars: list[tuple[str, str]]):
@@ -108,7 +118,7 @@ def ranova(fit) -> pd.DataFrame:
     if getattr(fit, "is_glmm", False) or not hasattr(fit, "reml"):
         raise ValueError("ranova() needs a linear mixed model fit (lmer)")
     parsed = fit.design.parsed
-    bars = _lme4_order(parsed.re_terms)
+    bars = _lme4_order(parsed)
     call = dict(fit._call)
     rows, names = [(fit.loglik, fit.df)], ["<none>"]
     for name, reduced in _reductions(bars):
