@@ -415,6 +415,8 @@ def test_block_low_rank_operations_equal_dense():
     np.testing.assert_allclose(op.diag_sum(blk), dense.diag_sum(blk), rtol=1e-12, atol=1e-12)
     assert op.pair_trace(blk, Di, blk, Dj) == pytest.approx(dense.pair_trace(blk, Di, blk, Dj),
                                                             rel=1e-12)
+    np.testing.assert_allclose(op.sandwich_diag_sum(blk, [(blk, Di)]),
+                               dense.sandwich_diag_sum(blk, [(blk, Di)]), rtol=1e-11, atol=1e-11)
 
 
 def test_one_term_path_equals_general_path():

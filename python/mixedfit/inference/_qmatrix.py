@@ -38,6 +38,18 @@ class DenseQ:
         return float(np.sum(GTi[:, bj.start : bj.stop] * GTj[:, bi.start : bi.stop].T))
 
 
+    def sandwich_diag_sum(self, blk: TermBlock, psi) -> np.ndarray:
+        """sum over levels of the term's diagonal blocks of T Psi T, Psi = blockdiag over
+        terms of (I (x) P_k) given as [(block, P_k)]."""
+        M = np.zeros_like(self.T)
+        for b, Pk in psi:
+            M[b.start : b.stop] = block_apply(self.T, b, Pk)         # Psi T
+        q = self.T.shape[0]
+        T_rows = self.T[blk.start : blk.stop].reshape(blk.nlevels, blk.p, q)
+        M_cols = M[:, blk.start : blk.stop].reshape(q, blk.nlevels, blk.p)
+        return np.einsum("lai,ilb->ab", T_rows, M_cols)
+
+
 class BlockLowRankQ:
     """B - F C F' for one term: B as (levels, p, p) blocks, F (q, r), C (r, r) symmetric."""
 
@@ -71,6 +83,22 @@ class BlockLowRankQ:
             F3 = self.F.reshape(self.B.shape[0], self.B.shape[1], -1)
             out = out - np.einsum("lai,ij,lbj->ab", F3, self.C, F3)
         return out
+
+    def sandwich_diag_sum(self, blk: TermBlock, psi) -> np.ndarray:
+        """sum_l (T Psi T)_ll with T = B - F C F' and Psi = I (x) P (the one term)."""
+        (_, P), = psi
+        B = self.B
+        out = np.einsum("lab,bc,lcd->ad", B, P, B)
+        if self.F is None:
+            return out
+        nl, pk, _ = B.shape
+        F3 = self.F.reshape(nl, pk, -1)
+        C = self.C
+        BPF = np.einsum("lab,bc,lci->lai", B, P, F3)                  # B_l P F_l
+        cross = np.einsum("lai,ij,lbj->ab", BPF, C, F3)              # sum_l B_l P F_l C F_l'
+        FtPF = np.einsum("lai,ab,lbj->ij", F3, P, F3)                # F' Psi F
+        inner = C @ FtPF @ C
+        return out - cross - cross.T + np.einsum("lai,ij,lbj->ab", F3, inner, F3)
 
     def pair_trace(self, bi: TermBlock, Di: np.ndarray, bj: TermBlock, Dj: np.ndarray) -> float:
         """tr(Gi T Gj T) = tr(Gi B Gj B) - tr(C F'Gi B Gj F) - tr(C F'Gj B Gi F)

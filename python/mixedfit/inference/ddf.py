@@ -161,81 +161,69 @@ class KenwardRoger:
         self.phi = self.m.vcov_beta
         self._build()
 
-    def _components(self):
-        """Per variance component (each term's covariance elements, then sigma^2):
-        P_i = -X'S^-1 G_i S^-1 X and the pieces of Q_ij = X'S^-1 G_i S^-1 G_j S^-1 X."""
-        m = self.m
-        s2 = m.sigma**2
-        s4, s6 = s2 * s2, s2 * s2 * s2
+    def _component_blocks(self):
+        """pbkrtest's variance components: each element of each term's covariance matrix
+        (a symmetric 0/1 pattern F on every level's block), then sigma^2 (last, implicit)."""
         comps = []
-        for blk in m.blocks:
-            seen = set()
-            for (a, b) in blk.theta_positions():
-                key = (max(a, b), min(a, b))
-                if key in seen:
-                    continue
-                seen.add(key)
+        for blk in self.m.blocks:
+            for (a, b) in blk.theta_positions():      # lower triangle, each element once
                 F = np.zeros((blk.p, blk.p))
                 F[a, b] = F[b, a] = 1.0
                 comps.append((blk, F))
-        # Z' V0^-2 X and friends for the residual component (see module _marginal).
-        ZV2X = m.Bzx - m.Bzz @ m.psi_apply(m.Bzx)
-        XV2X = m.Bxx - m.Bzx.T @ m.psi_apply(m.Bzx)
+        return comps
+
+    def _embedded(self, blk, F, M):
+        """(I (x) F) M on the term's rows, zero elsewhere (q rows)."""
+        out = np.zeros_like(M)
+        out[blk.start : blk.stop] = block_apply(M, blk, F)
+        return out
+
+    def _components(self, comps):
+        """P_i = -X'S^-1 G_i S^-1 X and Q_ij = X'S^-1 G_i S^-1 G_j S^-1 X (S = sigma^2 V0);
+        for sigma^2, G = I and V0^-2, V0^-3 come from V0 = I + Z Psi Z'."""
+        m = self.m
+        s2 = m.sigma**2
+        s4, s6 = s2 * s2, s2 * s2 * s2
+        psiBzx = m.psi_apply(m.Bzx)
+        ZV2X = m.Bzx - m.Bzz_op.matmul(psiBzx)                 # Z' V0^-2 X
+        XV2X = m.Bxx - m.Bzx.T @ psiBzx
         XV3X = XV2X - m.Bzx.T @ m.psi_apply(ZV2X)
         k = len(comps) + 1
         P = [-block_quadratic(m.Bzx, blk, F) / s4 for blk, F in comps] + [-XV2X / s4]
-        FB = [block_apply(m.Bzx, blk, F) for blk, F in comps]   # rows of the term only
+        GB = [self._embedded(blk, F, m.Bzx) for blk, F in comps]   # G_i Z'V0^-1 X
+        BGB = [m.Bzz_op.matmul(g) for g in GB]                      # Z'V0^-1 Z G_i Z'V0^-1 X
         Q = {}
-        for i, (bi, Fi) in enumerate(comps):
+        for i in range(len(comps)):
             for j in range(i, len(comps)):
-                bj, _ = comps[j]
-                # X'V0^-1 Z F_i Z'V0^-1 Z F_j Z' V0^-1 X
-                Q[i, j] = FB[i].T @ m.Bzz[bi.start : bi.stop, bj.start : bj.stop] @ FB[j] / s6
-            Q[i, k - 1] = FB[i].T @ ZV2X[bi.start : bi.stop] / s6
+                Q[i, j] = GB[i].T @ BGB[j] / s6
+            Q[i, k - 1] = GB[i].T @ ZV2X / s6
         Q[k - 1, k - 1] = XV3X / s6
-        return comps, P, Q
+        return P, Q
 
     def _information(self, comps):
-        """tr(P G_i P G_j) (REML P), i.e. pbkrtest's IE2. With V0 = I + Z Psi Z' the residual
-        component needs Z'P0^2 Z = S0 - S0 Psi S0 and tr(P0^2) (see ``_p0_squared``)."""
+        """tr(P G_i P G_j) (REML P), i.e. pbkrtest's IE2. With V0 = I + Z Psi Z', the
+        sigma^2 component needs Z'P0^2 Z = S0 - S0 Psi S0 and tr(P0^2) = tr(P0) -
+        tr(Psi Z'P0^2 Z), where tr(P0) = n - p - tr(Psi S0)."""
         m = self.m
-        s4 = m.sigma**4
-        S = m.S0
+        S = m.S0_op
+        psi = [(blk, blk.T @ blk.T.T) for blk in m.blocks]
         k = len(comps) + 1
-        FS = [(blk, block_apply(S, blk, F)) for blk, F in comps]
         info = np.zeros((k, k))
-        zp2z_diag, tr_p0_squared = self._p0_squared()
-        for i, (bi, FSi) in enumerate(FS):
-            for j in range(i, len(FS)):
-                bj, FSj = FS[j]
-                val = np.sum(FSi[:, bj.start : bj.stop] * FSj[:, bi.start : bi.stop].T)
-                info[i, j] = info[j, i] = val / s4
-            blk, F = comps[i]
-            info[i, k - 1] = info[k - 1, i] = float(np.sum(F * zp2z_diag[id(blk)].T)) / s4
-        info[k - 1, k - 1] = tr_p0_squared / s4
-        return info
-
-    def _p0_squared(self):
-        """Per term, the level-summed diagonal blocks of Z'P0^2 Z = S0 - S0 Psi S0; and
-        tr(P0^2) = tr(P0) - tr(Psi Z'P0^2 Z), tr(P0) = n - p - tr(Psi S0). O(q^2 p)."""
-        m = self.m
-        S = m.S0
-        M = m.psi_apply(S)                                     # Psi S0
-        sums = {}
-        for blk in m.blocks:
-            rows = slice(blk.start, blk.stop)
-            S_rows = S[rows].reshape(blk.nlevels, blk.p, m.q)
-            M_cols = M[:, rows].reshape(m.q, blk.nlevels, blk.p)
-            SpsiS = np.einsum("lai,ilb->ab", S_rows, M_cols)      # sum_l (S0 Psi S0)_ll
-            diag = S[rows, rows].reshape(blk.nlevels, blk.p, blk.nlevels, blk.p)
-            sums[id(blk)] = np.einsum("lalb->ab", diag) - SpsiS
-        tr_psiS = float(np.trace(M))
-        tr_psiSpsiS = float(np.sum(M * M.T))
+        for i, (bi, Fi) in enumerate(comps):
+            for j in range(i, len(comps)):
+                bj, Fj = comps[j]
+                info[i, j] = info[j, i] = S.pair_trace(bi, Fi, bj, Fj)
+            zp2z = S.diag_sum(bi) - S.sandwich_diag_sum(bi, psi)
+            info[i, k - 1] = info[k - 1, i] = float(np.sum(Fi * zp2z.T))
+        tr_psiS = sum(float(np.sum(Pk * S.diag_sum(blk).T)) for blk, Pk in psi)
+        tr_psiSpsiS = sum(S.pair_trace(bk, Pk, bl, Pl) for bk, Pk in psi for bl, Pl in psi)
         tr_p0 = (m.n - m.p) - tr_psiS
-        return sums, tr_p0 - (tr_psiS - tr_psiSpsiS)
+        info[k - 1, k - 1] = tr_p0 - (tr_psiS - tr_psiSpsiS)
+        return info / m.sigma**4
 
     def _build(self):
-        comps, P, Q = self._components()
+        comps = self._component_blocks()
+        P, Q = self._components(comps)
         info = self._information(comps)
         k = len(P)
         cond = np.min(np.abs(np.linalg.eigvalsh(info)))
