@@ -286,8 +286,8 @@ class KenwardRoger:
 def ttest_table(fit, method: str):
     """Estimate, SE, df, t and p for each fixed effect (lmerTest's summary coefficients)."""
     engine = Satterthwaite(fit) if method == "Satterthwaite" else KenwardRoger(fit)
-    rows = [engine.ttest(row) for row in np.eye(len(fit.beta))]
-    est, se, df = (np.array(col, dtype=float) for col in zip(*rows)) if rows else ([], [], [])
-    t = np.asarray(est) / np.asarray(se)
+    rows = np.array([engine.ttest(row) for row in np.eye(len(fit.beta))], dtype=float)
+    est, se, df = rows.reshape(-1, 3).T
+    t = est / se
     p = 2.0 * stats.t.sf(np.abs(t), df)
     return est, se, df, t, p

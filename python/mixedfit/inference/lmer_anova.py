@@ -15,6 +15,7 @@ is not.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -54,25 +55,25 @@ class FixedTerm:
 
 
 def fixed_terms(design) -> tuple[list[FixedTerm], bool]:
-    """The fixed-effects terms (without the intercept) and whether there is an intercept."""
-    spec = design.fixed_spec
-    keep = design.keep_fixed
-    kept = np.arange(len(keep)) if keep is not None else np.arange(design.p)
-    new_index = {int(old): new for new, old in enumerate(np.flatnonzero(keep) if keep is not None
-                                                         else kept)}
+    """The fixed-effects terms (without the intercept) and whether there is an intercept.
+    Column indices are the fit's (after dropping aliased columns)."""
+    kept = np.flatnonzero(design.keep_fixed) if design.keep_fixed is not None \
+        else np.arange(design.p)
+    return _terms_of_spec(design.fixed_spec, kept)
+
+
+def _terms_of_spec(spec, kept) -> tuple[list[FixedTerm], bool]:
+    position = {int(full): i for i, full in enumerate(kept)}
     kinds = {name: state[0] for name, state in spec.encoder_state.items()}
     terms, intercept = [], False
     for term, cols in spec.term_indices.items():
-        label = str(term)
-        if label == "1":
+        if str(term) == "1":
             intercept = True
             continue
         variables = [str(f.expr) for f in term.factors]
-        numeric = [v for v in variables if str(kinds.get(v, "numerical")).endswith("NUMERICAL")
-                   or "numerical" in str(kinds.get(v, "numerical")).lower()]
-        mapped = [new_index[c] for c in cols if c in new_index]
-        terms.append(FixedTerm(label, mapped, frozenset(variables), frozenset(numeric),
-                               len(variables)))
+        numeric = [v for v in variables if getattr(kinds.get(v), "value", "") != "categorical"]
+        terms.append(FixedTerm(str(term), [position[c] for c in cols if c in position],
+                               frozenset(variables), frozenset(numeric), len(variables)))
     return terms, intercept
 
 
@@ -128,16 +129,15 @@ def _type2(X, terms):
     return out
 
 
-def _dummy_design(fit, terms, intercept):
+def _dummy_design(frame, n, terms, intercept):
     """lmerTest's get_rdX: each term coded with all of its levels, named as lme4 names."""
     import formulaic
 
     from .._design import lme4_column_name
 
-    frame = fit.design.frame
     blocks, names = [], []
     if intercept:
-        blocks.append(np.ones((fit.design.n, 1)))
+        blocks.append(np.ones((n, 1)))
         names.append("(Intercept)")
     for t in terms:
         mm = formulaic.model_matrix("0 + " + t.label, frame, na_action="ignore")
@@ -146,8 +146,37 @@ def _dummy_design(fit, terms, intercept):
     return np.column_stack(blocks), names
 
 
-def _type3(fit, X, terms, intercept):
-    rdX, rd_names = _dummy_design(fit, terms, intercept)
+def _is_treatment(state) -> bool:
+    from formulaic.transforms.contrasts import TreatmentContrasts
+
+    return isinstance(getattr(state, "contrasts", None), TreatmentContrasts)
+
+
+def _treatment_coded(fit, terms, intercept):
+    """The design with every factor treatment-coded (lmerTest's remake with
+    contr.treatment): (X, lme4 column names, terms). The fit's own when it already is."""
+    spec = fit.design.fixed_spec
+    recoded = {str(f): re.match(r"^C\(\s*([^,]+?)\s*,.*\)$", str(f))
+               for f, state in spec.factor_contrasts.items() if not _is_treatment(state)}
+    if not recoded:
+        return fit.design.X, list(fit.design.fixed_names), terms
+    import formulaic
+
+    from .._design import lme4_column_name
+
+    plain = {expr: (m.group(1) if m else expr) for expr, m in recoded.items()}
+    labels = [":".join(plain.get(str(f.expr), str(f.expr)) for f in term.factors)
+              for term in spec.term_indices if str(term) != "1"]
+    mm = formulaic.model_matrix(("1 + " if intercept else "0 + ") + " + ".join(labels),
+                                fit.design.frame, na_action="ignore")
+    new_terms, _ = _terms_of_spec(mm.model_spec, np.arange(mm.shape[1]))
+    return (np.asarray(mm, dtype=float), [lme4_column_name(str(c)) for c in mm.columns],
+            new_terms)
+
+
+def _type3_treatment(frame, X, names, terms, intercept):
+    """lmerTest's extract_contrasts_type3 on a treatment-coded design X."""
+    rdX, rd_names = _dummy_design(frame, X.shape[0], terms, intercept)
     L = _zapsmall((np.linalg.pinv(X) @ rdX).T)          # rdX parameters x coefficients
     inside = containment(terms)
     by_label = {t.label: t for t in terms}
@@ -157,17 +186,26 @@ def _type3(fit, X, terms, intercept):
             A, B = L[:, other], L[:, t.columns]
             coef, *_ = np.linalg.lstsq(A, B, rcond=None)
             L[:, t.columns] = _zapsmall(B - A @ coef)
-    names = list(fit.design.fixed_names)
     missing = [n for n in names if n not in rd_names]
     if missing:
-        raise ValueError(f"type 3 tests need treatment-coded factors; coefficients {missing} "
-                         "are not columns of the dummy-coded design")
+        raise ValueError(f"type 3 tests: coefficients {missing} are not columns of the "
+                         "dummy-coded design; use anova(fit, type=1) or type=2")
     L = L[[rd_names.index(n) for n in names]]
-    out = {}
+    out = []
     for t in terms:
         Lt = L[:, t.columns].T
-        out[t.label] = Lt[np.abs(Lt).sum(axis=1) > 1e-8]
+        out.append(Lt[np.abs(Lt).sum(axis=1) > 1e-8])
     return out
+
+
+def _type3(fit, X, terms, intercept):
+    """Type 3 contrasts on the treatment-coded design, mapped to the fit's coding."""
+    X_treat, names, treat_terms = _treatment_coded(fit, terms, intercept)
+    Ls = _type3_treatment(fit.design.frame, X_treat, names, treat_terms, intercept)
+    if X_treat is not X:
+        mapping = _zapsmall(np.linalg.pinv(X_treat) @ X)
+        Ls = [L @ mapping for L in Ls]
+    return {t.label: L for t, L in zip(terms, Ls)}
 
 
 def hypothesis_matrices(fit, type: int) -> dict[str, np.ndarray]:
