@@ -20,7 +20,7 @@ from functools import cached_property
 import numpy as np
 import scipy.sparse as sp
 
-__all__ = ["TermBlock", "Marginal", "marginal_of", "theta_blocks"]
+__all__ = ["TermBlock", "Marginal", "marginal_of", "theta_blocks", "block_apply", "block_quadratic"]
 
 
 @dataclass(frozen=True)
@@ -71,14 +71,6 @@ def block_quadratic(M: np.ndarray, blk: TermBlock, D: np.ndarray, N: np.ndarray 
     """M' (I (x) D) N over the term's rows (M, N with q rows; N defaults to M)."""
     N = M if N is None else N
     return M[blk.start : blk.stop].T @ block_apply(N, blk, D)
-
-
-def block_trace(S: np.ndarray, blk: TermBlock, D: np.ndarray) -> float:
-    """tr((I (x) D) S) for a q x q matrix S: only the term's diagonal blocks matter."""
-    diag = S[blk.start : blk.stop, blk.start : blk.stop]
-    d = diag.reshape(blk.nlevels, blk.p, blk.nlevels, blk.p)
-    summed = np.einsum("lalb->ab", d)
-    return float(np.sum(D * summed.T))
 
 
 def _sparse_z(design) -> sp.csr_matrix:

@@ -19,7 +19,6 @@ sigma^2, and so does this module.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
@@ -33,7 +32,7 @@ DDF_METHODS = ("Satterthwaite", "Kenward-Roger", "lme4")
 
 
 def _theta_derivatives(blocks: list[TermBlock]):
-    """(term, dT T'/dtheta_i) for each theta_i, in lme4's order."""
+    """(term, E_i = dT/dtheta_i, D_i = d(T T')/dtheta_i) for each theta_i, in lme4's order."""
     out = []
     for blk in blocks:
         for (a, b) in blk.theta_positions():
