@@ -305,13 +305,16 @@ def assert_text_close(want: str, got: str, rtol: float):
             assert abs(x - y) <= rtol * abs(x) + _last_digit(a) * 1.0001, (w, g)
 
 
-@pytest.mark.parametrize("model_id", ["cake", "sleepstudy_reml", "sleepstudy_ml", "pastes"])
-def test_summary_prints_lmertest_layout(model_id):
+@pytest.mark.parametrize("model_id,ddf", [(m, "Satterthwaite") for m in
+                                         ("cake", "sleepstudy_reml", "sleepstudy_ml", "pastes")]
+                         + [(m, "Kenward-Roger") for m in ("cake", "sleepstudy_reml")])
+def test_summary_prints_lmertest_layout(model_id, ddf):
     """lmerTest's text (the Formula/Data lines name R's call, so they are left out)."""
     skip = ("Formula:", "   Data:")
     keep = lambda text: "\n".join(ln for ln in text.splitlines() if not ln.startswith(skip))  # noqa: E731
-    want = ref(model_id)["summary_satterthwaite_text"]
-    got = str(fit_of(model_id).summary(ddf="Satterthwaite"))
+    key = "summary_satterthwaite_text" if ddf == "Satterthwaite" else "summary_kenward_roger_text"
+    want = ref(model_id)[key]
+    got = str(fit_of(model_id).summary(ddf=ddf))
     assert_text_close(keep(want), keep(got), DF_RTOL)
 
 
@@ -441,3 +444,13 @@ def test_type3_with_sum_contrasts_equals_lmertest():
     want = table(ref("cake")["anova_satterthwaite"]["3"])
     assert list(got.index) == ["C(recipe, contr.sum)", "temp", "C(recipe, contr.sum):temp"]
     np.testing.assert_allclose(got.to_numpy(), want.to_numpy(), rtol=DF_RTOL)
+
+
+def test_indefinite_hessian_warns_as_lmertest():
+    from mixedfit.inference.ddf import _pos_inverse
+
+    with pytest.warns(UserWarning, match="1 negative eigenvalue"):
+        inv = _pos_inverse(np.diag([2.0, -1.0]))
+    np.testing.assert_allclose(inv, np.diag([0.5, 0.0]))
+    with pytest.warns(UserWarning, match="close to zero"):
+        _pos_inverse(np.diag([2.0, 1e-12]))

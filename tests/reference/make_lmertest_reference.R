@@ -104,6 +104,9 @@ one_model <- function(m) {
   rec$ranova <- table_json(rv)
   rec$ranova$heading <- attr(rv, "heading")
   rec$summary_satterthwaite_text <- paste(capture.output(print(summary(fit))), collapse = "\n")
+  if (!is.null(rec$coef_kenward_roger))
+    rec$summary_kenward_roger_text <- paste(capture.output(print(summary(fit, ddf = "Kenward-Roger"))),
+                                            collapse = "\n")
   rec
 }
 

@@ -19,6 +19,7 @@ sigma^2, and so does this module.
 
 from __future__ import annotations
 
+import warnings
 from functools import cached_property
 
 import numpy as np
@@ -43,8 +44,17 @@ def _theta_derivatives(blocks: list[TermBlock]):
 
 
 def _pos_inverse(h: np.ndarray, tol: float = 1e-8) -> np.ndarray:
-    """Inverse over the eigenvalues above tol (lmerTest's treatment of a singular Hessian)."""
+    """Inverse over the eigenvalues above tol, with lmerTest's warnings when the Hessian of
+    the deviance is not positive definite (lmerTest's treatment of a singular Hessian)."""
     vals, vecs = np.linalg.eigh((h + h.T) / 2)
+    for bad, what in ((vals < -tol, "failed to converge with {n} negative eigenvalue(s)"),
+                      (np.abs(vals) <= tol, "may not have converged with {n} eigenvalue(s) "
+                                            "close to zero")):
+        if bad.any():
+            values = " ".join(f"{v:.1e}" for v in vals[bad])
+            warnings.warn(f"Hessian of the deviance in (theta, sigma): model "
+                          f"{what.format(n=int(bad.sum()))}: {values}; the Satterthwaite df "
+                          "use the positive eigenvalues only", stacklevel=4)
     keep = vals > tol
     return (vecs[:, keep] / vals[keep]) @ vecs[:, keep].T
 
