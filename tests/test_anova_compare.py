@@ -106,10 +106,13 @@ def test_lmer_and_glmer_are_refused():
         mixedfit.anova(g, lm)
 
 
-def test_one_fit_is_refused(sleepstudy):
+def test_one_fit_is_not_a_comparison(sleepstudy):
+    from mixedfit.anova import compare_fits
+
     a = mixedfit.lmer("Reaction ~ Days + (1 | Subject)", sleepstudy, reml=False)
     with pytest.raises(ValueError, match="at least two"):
-        mixedfit.anova(a)
+        compare_fits(a)
+    assert list(mixedfit.anova(a).columns)[-1] == "Pr(>F)"     # one fit: lmerTest's F tests
 
 
 @pytest.mark.parametrize("table_id,reml_flags,names", [

@@ -176,7 +176,7 @@ def test_loglik_aic_bic(fit):
 def test_tidy(fit):
     t = fit.tidy()
     assert list(t.columns) == ["effect", "group", "term", "estimate", "std_error", "statistic",
-                               "p_value"]
+                               "df", "p_value"]
     fx = t[t["effect"] == "fixed"]
     assert list(fx["term"]) == ["(Intercept)", "x", "z"]
     np.testing.assert_allclose(fx["estimate"], fit.fixef, rtol=0)

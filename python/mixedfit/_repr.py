@@ -87,9 +87,15 @@ def _method_title(mtit: str, cls: str, width: int = 80) -> str:
     return "\n".join(lines)
 
 
-def _title(fit) -> str:
+_DDF_TITLE = {"Satterthwaite": "Satterthwaite's", "Kenward-Roger": "Kenward-Roger's"}
+
+
+def _title(fit, ddf: str = "lme4") -> str:
     if fit.family == "gaussian" and fit.link == "identity" and not getattr(fit, "is_glmm", False):
         how = "REML" if fit.reml else "maximum likelihood "
+        if ddf in _DDF_TITLE:  # lmerTest's title and class
+            return _method_title(f"Linear mixed model fit by {how}. t-tests use "
+                                 f"{_DDF_TITLE[ddf]} method", "lmerModLmerTest")
         return _method_title(f"Linear mixed model fit by {how}", "lmerMod")
     if getattr(fit, "nagq", 1) > 1:
         meth = f"Adaptive Gauss-Hermite Quadrature, nAGQ = {fit.nagq}"
@@ -98,8 +104,8 @@ def _title(fit) -> str:
     return _method_title(f"Generalized linear mixed model fit by maximum likelihood ({meth})", "glmerMod")
 
 
-def _header(fit) -> list[str]:
-    lines = [_title(fit)]
+def _header(fit, ddf: str = "lme4") -> list[str]:
+    lines = [_title(fit, ddf)]
     if getattr(fit, "is_glmm", False):
         lines.append(f" Family: {fit.family}  ( {fit.link} )")
     lines.append(f"Formula: {fit.formula}")
@@ -135,34 +141,42 @@ def _scaled_residuals(fit, digits: int) -> list[str]:
     return ["Scaled residuals: ", head + " ", row + " "]
 
 
-def _coef_table(fit, digits: int) -> str:
-    est = fit.beta
-    se = np.sqrt(np.diag(fit.vcov.to_numpy()))
-    stat = est / se
+def _coef_table(fit, digits: int, table=None) -> str:
+    """lme4's fixed-effects table; with ``table`` (a ``coef_table`` with df and p columns)
+    lmerTest's, where printCoefmat formats estimate, SE and df together."""
     names = list(fit.design.fixed_names)
-    glmm = getattr(fit, "is_glmm", False) and fit.has_pvalues
-    cs = np.column_stack([est, se])
+    if table is not None:
+        cs = table[["Estimate", "Std. Error", "df"]].to_numpy()
+        return _format_coefmat(names, cs, table["t value"].to_numpy(), "t value",
+                               table["Pr(>|t|)"].to_numpy(), "Pr(>|t|)", digits)
+    coefs = fit.coefficients()      # lme4's table: one source for print, summary, tidy, JSON
+    stat_name = coefs.columns[2]
+    pv = coefs["Pr(>|z|)"].to_numpy() if "Pr(>|z|)" in coefs else None
+    return _format_coefmat(names, coefs[["Estimate", "Std. Error"]].to_numpy(),
+                           coefs[stat_name].to_numpy(), stat_name, pv, "Pr(>|z|)", digits)
+
+
+def _format_coefmat(names, cs, stat, stat_name, pv, p_name, digits: int) -> str:
+    """printCoefmat: the leading columns ``cs`` rounded together, the statistic, then
+    (when ``pv`` is given) p-values with significance stars and their legend."""
     acs = np.abs(cs[np.isfinite(cs) & (cs != 0)])
     if acs.size:
         digmin = 1 + np.floor(np.log10([acs.min(), acs.max()]))
     else:
         digmin = np.array([1.0, 1.0])
     nd = int(max(1, np.max(digits - digmin)))
-    csf = format_r(np.round(cs, nd).ravel(order="F"), digits)
-    k = len(names)
-    est_s, se_s = csf[:k], csf[k:]
+    k, ncs = cs.shape
+    csf = np.array(format_r(np.round(cs, nd).ravel(order="F"), digits), dtype=object)
+    csf = csf.reshape(ncs, k)
     dig_tst = max(1, min(5, digits - 1))
     tst = format_r(np.round(stat, dig_tst), digits)
-    # lme4 labels the statistic "t value" whenever the family has a scale parameter.
-    z = getattr(fit, "is_glmm", False) and not getattr(fit, "has_scale", False)
-    colnames = ["Estimate", "Std. Error", "z value" if z else "t value"]
-    cells = [[est_s[i], se_s[i], tst[i]] for i in range(k)]
+    colnames = ["Estimate", "Std. Error", "df"][:ncs] + [stat_name]
+    cells = [[*csf[:, i], tst[i]] for i in range(k)]
     legend = ""
-    if glmm:
-        pv = fit.coefficients()["Pr(>|z|)"].to_numpy()
+    if pv is not None:
         pfmt = format_pval(pv, dig_tst)
         stars = [signif_stars(p) for p in pv]
-        colnames = colnames + ["Pr(>|z|)", ""]
+        colnames = colnames + [p_name, ""]
         cells = [row + [pfmt[i], stars[i]] for i, row in enumerate(cells)]
         if any(s.strip() for s in stars):
             legend = "---\nSignif. codes:  0 \u2018***\u2019 0.001 \u2018**\u2019 0.01 \u2018*\u2019 0.05 \u2018.\u2019 0.1 \u2018 \u2019 1"
@@ -254,8 +268,11 @@ def _corr_fixed(fit) -> list[str]:
     return ["Correlation of Fixed Effects:", print_matrix(cells, colnames, rownames, right=False)]
 
 
-def render_summary(fit, digits: int = 4) -> str:
-    lines = _header(fit)
+def render_summary(fit, digits: int = 4, ddf: str = "lme4") -> str:
+    """lme4's summary text; for an LMM with ``ddf`` "Satterthwaite" or "Kenward-Roger",
+    lmerTest's (its title and the df and p-value columns)."""
+    table = None if ddf == "lme4" or getattr(fit, "is_glmm", False) else fit.coef_table(ddf)
+    lines = _header(fit, "lme4" if table is None else ddf)
     glmm = getattr(fit, "is_glmm", False)
     lines.append("")
     if not glmm and fit.reml:
@@ -271,7 +288,7 @@ def render_summary(fit, digits: int = 4) -> str:
     lines.append(_groups_line(fit))
     lines.append("")
     lines.append("Fixed effects:")
-    lines.append(_coef_table(fit, digits))
+    lines.append(_coef_table(fit, digits, table))
     if 1 < len(fit.beta) <= 12:  # lme4.summary.cor.max
         lines.append("")
         lines.extend(_corr_fixed(fit))
@@ -323,12 +340,14 @@ def render_print(fit, digits: int = 4) -> str:
 class Summary:
     """``fit.summary()``: prints in lme4's layout; the pieces stay available as attributes."""
 
-    def __init__(self, fit):
+    def __init__(self, fit, ddf: str = "lme4"):
         self.fit = fit
-        self.coefficients = fit.coefficients()
+        self.ddf = ddf
+        lme4_table = ddf == "lme4" or getattr(fit, "is_glmm", False)
+        self.coefficients = fit.coefficients() if lme4_table else fit.coef_table(ddf)
         self.varcorr = fit.varcorr
 
     def __str__(self) -> str:
-        return render_summary(self.fit)
+        return render_summary(self.fit, ddf=self.ddf)
 
     __repr__ = __str__

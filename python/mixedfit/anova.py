@@ -1,4 +1,5 @@
-"""Likelihood-ratio tests of nested fits, as lme4's ``anova(fit1, fit2, ...)``."""
+"""``anova``: likelihood-ratio tests of nested fits, as lme4's ``anova(fit1, fit2, ...)``, or with
+one fit lmerTest's F tests of its fixed effects."""
 
 from __future__ import annotations
 
@@ -9,8 +10,16 @@ __all__ = ["anova", "compare_fits"]
 REFIT_NOTE = "refitting model(s) with ML (instead of REML)"
 
 
-def anova(*fits, refit: bool = True, names=None):
-    """Compare nested models by likelihood-ratio tests (see :func:`compare_fits`)."""
+def anova(*fits, refit: bool = True, names=None, type=3, ddf: str = "Satterthwaite"):
+    """With several fits: likelihood-ratio tests of nested models (see :func:`compare_fits`).
+    With a single LMM fit: lmerTest's F tests of its fixed-effects terms (``type`` 1, 2 or 3,
+    ``ddf`` "Satterthwaite" or "Kenward-Roger"); see :mod:`mixedfit.inference.lmer_anova`."""
+    if not fits:
+        raise ValueError("anova() needs at least one fitted model")
+    if len(fits) == 1:
+        from .inference.lmer_anova import single_fit_anova
+
+        return single_fit_anova(fits[0], type=type, ddf=ddf)
     return compare_fits(*fits, refit=refit, names=names)
 
 
@@ -27,7 +36,7 @@ def compare_fits(*fits, refit: bool = True, names=None):
     table as lme4 prints it.
     """
     if len(fits) < 2:
-        raise ValueError("anova() needs at least two fitted models")
+        raise ValueError("comparing models needs at least two fitted models")
     labels = _row_labels(fits, names)
     _check_comparable(fits, labels)
     if refit and any(getattr(f, "reml", False) for f in fits):

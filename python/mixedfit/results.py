@@ -342,16 +342,25 @@ class MixedResult:
             table["Pr(>|z|)"] = _two_sided_normal_p(stat)
         return table
 
-    def tidy(self) -> pd.DataFrame:
+    def coef_table(self, ddf: str = "Satterthwaite") -> pd.DataFrame:
+        """Fixed effects with tests, indexed by term. For an LMM, lmerTest's
+        ``summary(fit)$coefficients``: Estimate, Std. Error, df, t value, Pr(>|t|) with
+        ``ddf="Satterthwaite"`` or ``"Kenward-Roger"`` (pbkrtest's adjusted SEs and df; REML
+        fits only), or lme4's Estimate, Std. Error, t value with ``ddf="lme4"``. For a GLMM,
+        lme4's Wald table (Estimate, Std. Error, z value, Pr(>|z|)) whatever ``ddf``."""
+        from .inference.tables import coef_table
+
+        return coef_table(self, ddf)
+
+    def tidy(self, ddf: str = "Satterthwaite") -> pd.DataFrame:
         """One DataFrame of estimates (broom.mixed's columns): fixed effects with standard
-        errors and test statistics (GLMMs also ``p_value``), then random-effect SDs and
-        correlations."""
-        coefs = self.coefficients()
-        pvalues = coefs["Pr(>|z|)"] if "Pr(>|z|)" in coefs else None
-        rows = []
-        for i, nm in enumerate(coefs.index):
-            p = float(pvalues.iloc[i]) if pvalues is not None else np.nan
-            rows.append(("fixed", None, nm, *coefs.iloc[i, :3].astype(float), p))
+        errors, test statistics, ``df`` and ``p_value`` (LMMs: ``ddf`` as in
+        :meth:`coef_table`, none with "lme4"; GLMMs: Wald z tests, df NaN), then
+        random-effect SDs and correlations."""
+        tests = self.coef_table(ddf)
+        stat = tests["t value"] if "t value" in tests else tests["z value"]
+        rows = [("fixed", None, nm, est, se, st)
+                for nm, est, se, st in zip(tests.index, tests["Estimate"], tests["Std. Error"], stat)]
         for _, r in self.varcorr.to_frame().iterrows():
             if r["grp"] == "Residual":
                 term = "sd__Observation"
@@ -359,10 +368,13 @@ class MixedResult:
                 term = f"sd__{r['var1']}"
             else:
                 term = f"cor__{r['var1']}.{r['var2']}"
-            rows.append(("ran_pars", r["grp"], term, r["sdcor"], np.nan, np.nan, np.nan))
-        columns = ["effect", "group", "term", "estimate", "std_error", "statistic", "p_value"]
-        table = pd.DataFrame(rows, columns=columns)
-        return table if pvalues is not None else table.drop(columns="p_value")
+            rows.append(("ran_pars", r["grp"], term, r["sdcor"], np.nan, np.nan))
+        out = pd.DataFrame(rows, columns=["effect", "group", "term", "estimate", "std_error", "statistic"])
+        nfix = len(self.design.fixed_names)
+        for col, name in (("df", "df"), ("p_value", "Pr(>|t|)" if "Pr(>|t|)" in tests else "Pr(>|z|)")):
+            values = tests[name].to_numpy() if name in tests else np.full(nfix, np.nan)
+            out[col] = np.concatenate([values, np.full(len(out) - nfix, np.nan)])
+        return out
 
     # ---- inference (python/mixedfit/inference) ----------------------------------------------
     def simulate(self, nsim: int = 1, seed=None, re_form=None, newdata=None) -> pd.DataFrame:
@@ -402,10 +414,14 @@ class MixedResult:
     def __repr__(self) -> str:
         return self.__str__()
 
-    def summary(self):
+    def summary(self, ddf: str = "lme4"):
+        """lme4's summary; for an LMM with ``ddf="Satterthwaite"`` or ``"Kenward-Roger"``
+        lmerTest's (title and df/p-value columns). GLMMs print lme4's layout."""
         from ._repr import Summary
+        from .inference.ddf import DDF_METHODS
+        from .inference.lmer_anova import check_ddf
 
-        return Summary(self)
+        return Summary(self, check_ddf(ddf, DDF_METHODS))
 
 
 class LmerResult(MixedResult):

@@ -1,1 +1,2 @@
-"""Inference for fitted models: intervals, simulation, refits and the parametric bootstrap."""
+"""Inference for fitted models: degrees of freedom and tests, intervals, simulation, refits
+and the parametric bootstrap; see the modules."""
