@@ -48,10 +48,12 @@ def test_tidy_has_p_value(cbpp_fit):
 
 
 def test_lmm_tables_have_no_p_value():
-    """lme4 prints no p-values for lmer fits (no reference distribution for t)."""
+    """lme4 prints no p-values for lmer fits (no reference distribution for t); they come
+    with a df method (lmerTest's Satterthwaite by default in tidy and coef_table)."""
     fit = mixedfit.lmer("Reaction ~ Days + (1 | Subject)", load_data("lmm", "sleepstudy"))
     assert "Pr(>|z|)" not in fit.coefficients().columns
-    assert "p_value" not in fit.tidy().columns
+    assert fit.tidy(ddf="lme4")["p_value"].isna().all()
+    assert fit.tidy()["p_value"].iloc[:2].notna().all()
 
 
 def test_json_has_p_value(cbpp_fit, tmp_path, capsys):

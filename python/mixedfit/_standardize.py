@@ -191,6 +191,13 @@ class ScaledLmmProblem:
         sol["unscaled_vcov"] = self.fixed.cov_from_scaled(sol["unscaled_vcov"])
         return sol
 
+    def components(self) -> dict:
+        """The core's criterion components at the last theta evaluated, in the data's units."""
+        comps = dict(self.core.components())
+        comps["pwrss"] = self.scale**2 * float(comps["pwrss"])
+        comps["ldRX2"] = float(comps["ldRX2"]) + 2.0 * self.fixed.log_abs_det
+        return comps
+
     def linear_predictor(self, beta, b) -> np.ndarray:
         """X beta + Z b in the data's units (X beta = Xs (T beta)), in one pass."""
         return self.core.linear_predictor(self.fixed.to_scaled(beta), np.asarray(b, dtype=float))
