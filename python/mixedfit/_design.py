@@ -6,6 +6,7 @@ frame is never modified (we only read from it and build new arrays).
 
 from __future__ import annotations
 
+import ast
 import functools
 import re
 import warnings
@@ -14,8 +15,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ._errors import DataError, FormulaError
-from ._formula import ParsedFormula, identifiers, parse_formula
+from ._errors import DataError, FormulaError, MixedfitError
+from ._formula import ParsedFormula, _split_top, identifiers, parse_formula, to_formulaic
+from ._rexpr import MATH_FUNCTIONS, RHS_FUNCTIONS, check, deparse, evaluate, factor, parse
 
 __all__ = ["Design", "GroupTerm", "build_design", "as_pandas", "lme4_column_name"]
 
@@ -85,6 +87,7 @@ class Design:
     fixed_spec: object = None
     term_specs: list = field(default_factory=list)
     keep_fixed: np.ndarray | None = None
+    r_names: dict = field(default_factory=dict)  # formulaic's spelling of a term -> R's
 
     @property
     def n(self) -> int:
@@ -193,44 +196,15 @@ def _check_aliased(X: np.ndarray, names: list[str]) -> np.ndarray:
     return keep
 
 
-_EXPR_FUNCS = {
-    "np": np, "log": np.log, "log10": np.log10, "log2": np.log2, "log1p": np.log1p,
-    "exp": np.exp, "sqrt": np.sqrt, "abs": np.abs, "round": np.round,
-    "I": lambda x: x,  # formulaic's (and R's) "as is"
-}
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+#: formulaic transforms whose values depend on all the rows they see (R evaluates them on every
+#: non-missing value of their argument, before incomplete rows are dropped).
+_STATEFUL = frozenset({"scale", "center", "standardize", "poly", "bs", "cr", "cs", "cc"})
 
 
-@functools.lru_cache(maxsize=256)
-def _compile_expression(expr: str):
-    try:
-        return compile(expr, "<formula>", "eval")
-    except SyntaxError:
-        raise FormulaError(f"cannot parse expression {expr!r}") from None
-
-
-def _eval_expression(expr: str, frame: pd.DataFrame, formula: str) -> np.ndarray:
-    """Evaluate a response, cbind() or offset() expression over the data's columns."""
-    code = _compile_expression(expr)
-    env = {}
-    for name in code.co_names:
-        if name in frame.columns:
-            col = frame[name]
-            env[name] = col.to_numpy() if col.dtype.kind in "biuf" else col
-        elif name not in _EXPR_FUNCS and name not in env:
-            if not any(name in getattr(v, "__dict__", {}) for v in _EXPR_FUNCS.values()):
-                raise FormulaError(f"unknown column {name!r} in {expr!r} of formula {formula!r}")
-    try:
-        val = eval(code, {"__builtins__": {}, **_EXPR_FUNCS}, env)
-    except FormulaError:
-        raise
-    except Exception as exc:
-        raise FormulaError(f"cannot evaluate {expr!r} in formula {formula!r}: {exc}") from None
-    val = np.asarray(val)
-    if val.ndim == 0:
-        val = np.full(len(frame), val)
-    if val.shape != (len(frame),):
-        raise FormulaError(f"{expr!r} in formula {formula!r} does not give one value per row")
-    return val
+def _plain(exc: BaseException) -> str:
+    """An exception's message without terminal colour codes, on one line."""
+    return " ".join(_ANSI.sub("", str(exc)).split())
 
 
 @functools.lru_cache(maxsize=256)
@@ -239,128 +213,275 @@ def _parse_cached(formula: str) -> ParsedFormula:
 
 
 @functools.lru_cache(maxsize=1024)
-def _formula_piece(expr: str):
-    """A parsed formulaic Formula for one right-hand side (parsing is cached; formulas are
-    immutable)."""
+def _formula_piece(expr: str, ordered: frozenset):
+    """formulaic's Formula for one R right-hand side (parsing is cached; formulas are
+    immutable). Its terms are checked against the data's columns by ``_check_piece``."""
     import formulaic
 
-    return formulaic.Formula(expr)
+    py = to_formulaic(expr, ordered)
+    try:
+        return formulaic.Formula(py)
+    except FormulaError:
+        raise
+    except Exception as exc:  # formulaic's own syntax errors are not ValueErrors
+        raise FormulaError(f"cannot parse the formula terms {expr!r}: {_plain(exc)}") from None
 
 
-def build_design(
-    formula: str,
-    data,
-    *,
-    weights=None,
-    offset=None,
-    lmm: bool = True,
-    response_kind: str = "numeric",
-) -> Design:
+def _python_factors(formula) -> list[str]:
+    """The expressions formulaic would evaluate as Python for ``formula``."""
+    return [fa.expr for term in formula for fa in term.factors
+            if fa.eval_method.value == "python"]
+
+
+def _check_piece(formula, columns, ordered: frozenset) -> None:
+    """Every Python expression of ``formula`` passes the whitelist before formulaic evals it."""
+    for expr in _python_factors(formula):
+        check(expr, _r_text(expr, ordered), columns, RHS_FUNCTIONS)
+
+
+def _r_text(expr: str, ordered: frozenset) -> str:
+    try:
+        return deparse(expr, ordered)
+    except Exception:  # shown in a message only
+        return expr
+
+
+def _r_names(formula, ordered: frozenset) -> dict[str, str]:
+    """formulaic's spelling of each Python factor -> R's (``I(x ** 2)`` -> ``I(x^2)``)."""
+    return {e: _r_text(e, ordered) for e in _python_factors(formula)}
+
+
+def _rename(names, r_names: dict[str, str]) -> list[str]:
+    """Column names as lme4 prints them: R's spelling of each factor, then lme4's levels."""
+    out = []
+    for nm in names:
+        for py in sorted(r_names, key=len, reverse=True):
+            if py != r_names[py]:
+                nm = nm.replace(py, r_names[py])
+        out.append(lme4_column_name(nm))
+    return out
+
+
+def _nan_mean(data):
+    return np.nanmean(np.asarray(data, dtype=float), axis=0)
+
+
+def _r_center(data, _state=None):
+    """R's ``scale(x, scale = FALSE)``: the mean of the non-missing values."""
+    if "center" not in _state:
+        _state["center"] = _nan_mean(data)
+    return np.asarray(data, dtype=float) - _state["center"]
+
+
+def _r_scale(data, center=True, scale=True, _state=None):
+    """R's ``scale(x)``: centre and divide by the SD of the non-missing values."""
+    x = np.asarray(data, dtype=float)
+    if "center" not in _state:
+        _state["center"] = _nan_mean(x) if center is True else (None if center is False
+                                                                 else np.asarray(center, float))
+    if _state["center"] is not None:
+        x = x - _state["center"]
+    if "scale" not in _state:
+        n = np.sum(~np.isnan(x), axis=0)
+        _state["scale"] = (np.sqrt(np.nansum(x**2, axis=0) / (n - 1)) if scale is True
+                           else (None if scale is False else np.asarray(scale, float)))
+    return x if _state["scale"] is None else x / _state["scale"]
+
+
+@functools.lru_cache(maxsize=1)
+def formulaic_context() -> dict:
+    """The names formulaic may resolve besides the data's columns: the whitelisted functions."""
+    from formulaic.transforms import stateful_transform
+
+    return {**MATH_FUNCTIONS, "factor": factor,
+            "scale": stateful_transform(_r_scale), "center": stateful_transform(_r_center)}
+
+
+def _stateful_columns(formulas, columns) -> set:
+    """Columns that appear inside a stateful transform (scale(x), poly(x, 2), ...)."""
+    cols = set(columns)
+    out = set()
+    for f in formulas:
+        for expr in _python_factors(f):
+            tree, aliases = parse(expr, expr)
+            names = dict(aliases)
+            for node in ast.walk(tree):
+                if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+                        and node.func.id in _STATEFUL):
+                    for sub in ast.walk(node):
+                        if isinstance(sub, ast.Name) and names.get(sub.id, sub.id) in cols:
+                            out.add(names.get(sub.id, sub.id))
+    return out
+
+
+def _evaluation_frame(df: pd.DataFrame, used: list[str], mask: np.ndarray,
+                      stateful: set) -> pd.DataFrame:
+    """The frame formulaic evaluates, in R's model-frame order.
+
+    R evaluates each variable on all rows, drops incomplete rows afterwards and then drops the
+    factor levels no remaining row has. So when rows are dropped, columns inside stateful
+    transforms keep every row (``scale(x)`` uses every non-missing x) and the other columns are
+    made missing on the dropped rows; categoricals lose their unused categories either way."""
+    full = bool(stateful) and not mask.all()
+    rows = df if full or mask.all() else df.iloc[np.flatnonzero(mask)]
+    kept = mask if full else np.ones(rows.shape[0], dtype=bool)
+    out, changed = {}, full
+    for c in used:
+        col = rows[c]
+        if full and not (c in stateful and col.dtype.kind in "biuf"):
+            col = (col.astype(float) if col.dtype.kind in "iub" else col).where(kept)
+        if isinstance(col.dtype, pd.CategoricalDtype):
+            trimmed = col.cat.remove_unused_categories()
+            changed |= len(trimmed.cat.categories) != len(col.cat.categories)
+            col = trimmed
+        out[c] = col
+    return pd.DataFrame(out, index=rows.index) if changed else rows
+
+
+def _model_matrices(parsed: ParsedFormula, df: pd.DataFrame, used: list[str],
+                    mask: np.ndarray, ordered: frozenset, formula: str):
+    """formulaic's model matrices for the fixed part and each bar term's left side, on the
+    complete rows; and the R spelling of their Python factors."""
     import formulaic
 
-    parsed = _parse_cached(formula) if isinstance(formula, str) else parse_formula(formula)
-    df = as_pandas(data)
-    if not isinstance(df, pd.DataFrame):
-        raise DataError("data must be a DataFrame")
-    if df.shape[0] == 0:
-        raise DataError("data has no rows")
-    extra = [w for w in (weights, offset) if isinstance(w, str)]
-    for val, what in ((weights, "weights"), (offset, "offset")):
-        if isinstance(val, str) and val not in df.columns:
-            raise DataError(f"{what} column {val!r} is not in the data")
-    used = _used_columns(parsed, df, extra)
+    pieces = {"fixed": _formula_piece(parsed.fixed, ordered)}
+    for k, t in enumerate(parsed.re_terms):
+        pieces[f"re{k}"] = _formula_piece(t.lhs, ordered)
+    for f in pieces.values():
+        _check_piece(f, df.columns, ordered)
+    stateful = _stateful_columns(pieces.values(), used)
+    frame = _evaluation_frame(df, used, mask, stateful)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            mms = formulaic.model_matrix(
+                formulaic.Formula(**pieces), frame, context=formulaic_context(),
+                na_action="ignore" if frame.shape[0] != mask.sum() else "raise", output="numpy")
+    except (FormulaError, DataError):
+        raise
+    except Exception as exc:
+        raise _formulaic_error(exc, formula) from None
+    r_names = {}
+    for f in pieces.values():
+        r_names.update(_r_names(f, ordered))
+    if frame.shape[0] != mask.sum():
+        keep = np.flatnonzero(mask)
+        mms = {k: _RowsOf(mms[k], keep) for k in pieces}
+    return mms, r_names
+
+
+class _RowsOf:
+    """A model matrix restricted to some rows, keeping formulaic's model_spec."""
+
+    def __init__(self, mm, rows):
+        self.model_spec = mm.model_spec
+        self.array = np.asarray(mm)[rows]
+        self.shape = self.array.shape
+
+    def __array__(self, dtype=None, copy=None):
+        return self.array if dtype is None else self.array.astype(dtype)
+
+
+def _formulaic_error(exc: Exception, formula: str) -> MixedfitError:
+    """formulaic's (and numpy's, pandas') errors restated as ours, naming the term."""
+    msg = _plain(exc)
+    m = re.search(r"`([^`]+)` is not present in the dataset", msg)
+    if m:
+        return FormulaError(f"unknown column {m.group(1)!r} in formula {formula!r}")
+    m = re.search(r"name '([^']+)' is not defined", msg)
+    if m:
+        return FormulaError(f"unknown column {m.group(1)!r} in formula {formula!r} "
+                            "(not a column of the data nor a known function)")
+    m = re.search(r"Error evaluating factor `([^`]+)`", msg)
+    term = f" in the term {m.group(1)!r}" if m else ""
+    return FormulaError(f"cannot build the model matrices for {formula!r}{term}: {msg}")
+
+
+def _complete_rows(df: pd.DataFrame, used: list[str], weights, offset) -> np.ndarray:
+    """Rows with no missing value in a used column (pandas' NA and pyarrow nulls included)."""
     n_rows = df.shape[0]
     mask = np.ones(n_rows, dtype=bool)
     for c in used:
         col = df[c]
-        if col.dtype.kind in "biu":
+        if isinstance(col.dtype, np.dtype) and col.dtype.kind in "biu":
             continue
-        mask &= ~(np.isnan(col.to_numpy()) if col.dtype.kind == "f" else col.isna().to_numpy())
-    for extra_vec, what in ((weights, "weights"), (offset, "offset")):
+        mask &= ~col.isna().to_numpy(dtype=bool)
+    for extra_vec in (weights, offset):
         if extra_vec is not None and not isinstance(extra_vec, str):
             arr = np.asarray(extra_vec)
             if arr.ndim == 1 and arr.shape[0] == n_rows and arr.dtype.kind in "biuf":
                 mask &= ~np.isnan(arr.astype(float))
-    n_dropped = int(n_rows - mask.sum())
-    index = np.flatnonzero(mask) if n_dropped else np.arange(n_rows)
-    frame = df.iloc[index] if n_dropped else df
-    if frame.shape[0] == 0:
-        raise DataError("no rows left after dropping rows with missing values")
+    return mask
 
-    # One formulaic call for the fixed part and every random-effects left side.
-    F = _formula_piece
-    parts = {"fixed": F(parsed.fixed)}
-    for k, t in enumerate(parsed.re_terms):
-        parts[f"re{k}"] = F(t.lhs)
-    simple_resp = parsed.response.strip("`") in frame.columns
-    cbind = re.fullmatch(r"cbind\((.*)\)", parsed.response.strip())
+
+def _check_columns(df: pd.DataFrame, used: list[str]) -> None:
+    dup = df.columns[df.columns.duplicated()]
+    bad = [c for c in used if c in set(dup)]
+    if bad:
+        raise DataError(f"column name(s) {bad} appear more than once in the data")
+
+
+def _ordered_factors(df: pd.DataFrame, used: list[str]) -> frozenset:
+    return frozenset(c for c in used if isinstance(df[c].dtype, pd.CategoricalDtype)
+                     and df[c].dtype.ordered)
+
+
+def _response(parsed: ParsedFormula, frame: pd.DataFrame, formula: str, response_kind: str):
+    """(y, response): y a float vector for numeric responses, response as given to families."""
+    text = parsed.response.strip()
+    cbind = re.fullmatch(r"cbind\((.*)\)", text, flags=re.S)
     if cbind:
-        from ._formula import _split_top
-
+        if response_kind == "numeric":
+            raise FormulaError(
+                f"a cbind(successes, failures) response {text!r} is for binomial glmer models, "
+                "not lmer")
         pieces = [p.strip() for _, p in _split_top(cbind.group(1), ",")]
         if len(pieces) != 2 or not all(pieces):
-            raise FormulaError(f"cbind() needs two arguments (successes, failures): {parsed.response!r}")
-    try:
-        mms = formulaic.model_matrix(formulaic.Formula(**parts), frame, na_action="raise",
-                                     output="numpy")
-    except Exception as exc:  # formulaic's errors name the factor; restate them plainly
-        msg = str(exc)
-        m = re.search(r"`([^`]+)` is not present in the dataset", msg)
-        if m:
-            raise FormulaError(f"unknown column {m.group(1)!r} in formula {formula!r}") from None
-        m = re.search(r"name '([^']+)' is not defined", msg)  # inside I(...) or a function call
-        if m:
-            raise FormulaError(
-                f"unknown column {m.group(1)!r} in formula {formula!r} "
-                "(not a column of the data nor a known function)"
-            ) from None
-        raise FormulaError(f"cannot build the model matrices for {formula!r}: {msg}") from None
-
-    # Response (and offsets): evaluated in the data like R's model frame, not model matrices.
-    if cbind:
-        s_ = _eval_expression(pieces[0], frame, formula)
-        f_ = _eval_expression(pieces[1], frame, formula)
-        response = pd.DataFrame({"successes": s_, "failures": f_}, index=frame.index)
-        y = None
+            raise FormulaError(f"cbind() needs two arguments (successes, failures): {text!r}")
+        where = f" of the response of formula {formula!r}"
+        s_, f_ = (evaluate(p, frame, where=where) for p in pieces)
+        return None, pd.DataFrame({"successes": s_, "failures": f_}, index=frame.index)
+    if text.strip("`") in frame.columns:
+        response = frame[text.strip("`")]
+        if isinstance(response, pd.DataFrame):
+            raise DataError(f"column name {text!r} appears more than once in the data")
     else:
-        if simple_resp:
-            response = frame[parsed.response.strip("`")]
-        else:
-            response = pd.Series(_eval_expression(parsed.response, frame, formula),
-                                 index=frame.index, name=parsed.response)
-        y = None
-        if response_kind == "numeric":
-            if response.dtype.kind not in "biuf":
-                raise DataError(
-                    f"response {parsed.response!r} must be numeric, got dtype {response.dtype}"
-                )
-            y = np.ascontiguousarray(response.to_numpy(dtype=np.float64))
-            if not np.all(np.isfinite(y)):
-                raise DataError(f"response {parsed.response!r} has non-finite values")
+        response = pd.Series(evaluate(text, frame, where=f" (the response of {formula!r})"),
+                             index=frame.index, name=text)
+    if response_kind != "numeric":
+        return None, response
+    if response.dtype.kind not in "biuf":
+        raise DataError(f"response {text!r} must be numeric, got dtype {response.dtype}")
+    y = np.ascontiguousarray(response.to_numpy(dtype=np.float64, na_value=np.nan))
+    if not np.all(np.isfinite(y)):
+        raise DataError(f"response {text!r} has non-finite values")
+    return y, response
 
-    # Fixed effects
-    Xdf = mms["fixed"]
-    names = [lme4_column_name(c) for c in Xdf.model_spec.column_names]
-    X = np.asarray(Xdf, dtype=np.float64, order="F")
+
+def _fixed_effects(mm, r_names: dict) -> tuple[np.ndarray, list[str], list[str], np.ndarray]:
+    """X without aliased columns (with lme4's warning), its names, the dropped names, the mask."""
+    names = _rename(mm.model_spec.column_names, r_names)
+    X = np.asarray(mm, dtype=np.float64, order="F")
     if not np.all(np.isfinite(X)):
         bad = [names[j] for j in range(X.shape[1]) if not np.all(np.isfinite(X[:, j]))]
         raise DataError(f"fixed-effect column(s) {bad} have non-finite values")
     keep = _check_aliased(X, names)
     dropped = [nm for nm, k in zip(names, keep) if not k]
     if dropped:
+        s = "s" if len(dropped) > 1 else ""
         warnings.warn(
             f"fixed-effect model matrix is rank deficient so dropping {len(dropped)} "
-            f"column{'s' if len(dropped) > 1 else ''} / coefficient{'s' if len(dropped) > 1 else ''}: "
-            f"{', '.join(dropped)}",
-            stacklevel=3,
+            f"column{s} / coefficient{s}: {', '.join(dropped)}",
+            stacklevel=4,
         )
         X = np.asfortranarray(X[:, keep])
         names = [nm for nm, k in zip(names, keep) if k]
+    return X, names, dropped, keep
 
-    n = X.shape[0]
-    # Random-effects terms
-    terms: list[GroupTerm] = []
-    specs = []
+
+def _random_terms(parsed, mms, r_names, frame) -> tuple[list[GroupTerm], list]:
+    """The bar terms in lme4's order (decreasing number of levels, ties in formula order)."""
+    terms, specs = [], []
     for k, t in enumerate(parsed.re_terms):
         Zdf = mms[f"re{k}"]
         if Zdf.shape[1] == 0:
@@ -369,22 +490,17 @@ def build_design(
         if not np.all(np.isfinite(Z)):
             raise DataError(f"random-effects term '({t.lhs} | {t.name})' has non-finite values")
         codes, levels = _codes(frame, t.group)
-        terms.append(
-            GroupTerm(
-                group=t.name,
-                columns=[lme4_column_name(c) for c in Zdf.model_spec.column_names],
-                lhs=t.lhs,
-                group_cols=t.group,
-                codes=codes,
-                levels=levels,
-                Z=Z,
-            )
-        )
+        terms.append(GroupTerm(group=t.name, columns=_rename(Zdf.model_spec.column_names, r_names),
+                               lhs=t.lhs, group_cols=t.group, codes=codes, levels=levels, Z=Z))
         specs.append(Zdf.model_spec)
-    # lme4's order: decreasing number of levels, ties in formula order.
     order = sorted(range(len(terms)), key=lambda i: -terms[i].nlevels)
-    terms = [terms[i] for i in order]
-    specs = [specs[i] for i in order]
+    return [terms[i] for i in order], [specs[i] for i in order]
+
+
+def _check_sizes(terms: list[GroupTerm], n: int, p: int, lmm: bool) -> None:
+    if p > n:
+        raise DataError(f"{p} fixed-effect columns for {n} observations: the fixed effects are "
+                        "not identifiable (fewer rows than coefficients)")
     for t in terms:
         if t.nlevels < 2:
             raise DataError(
@@ -402,26 +518,65 @@ def build_design(
                 "variance are probably unidentifiable"
             )
 
-    w = None
-    if weights is not None:
-        w = np.ascontiguousarray(_numeric_vector(weights, frame, index, "weights", n_rows))
-        bad = np.flatnonzero(~np.isfinite(w) | (w <= 0))
-        if bad.size:
-            raise DataError(
-                f"weights must be positive and finite; row {int(frame.index[bad[0]]) if frame.index.dtype.kind in 'iu' else bad[0]} "
-                f"has weight {float(w[bad[0]])!r}"
-            )
-    off = None
-    if offset is not None:
-        off = _numeric_vector(offset, frame, index, "offset", n_rows)
-    for o_expr in parsed.offsets:
-        o = np.asarray(_eval_expression(o_expr, frame, formula), dtype=np.float64)
-        off = o if off is None else off + o
-    if off is not None:
-        off = np.ascontiguousarray(off)
-        if not np.all(np.isfinite(off)):
-            raise DataError("offset has non-finite values")
 
+def _weights(weights, frame, index, n_rows):
+    if weights is None:
+        return None
+    w = np.ascontiguousarray(_numeric_vector(weights, frame, index, "weights", n_rows))
+    bad = np.flatnonzero(~np.isfinite(w) | (w <= 0))
+    if bad.size:
+        row = frame.index[bad[0]]
+        raise DataError(f"weights must be positive and finite; row {row!r} has weight "
+                        f"{float(w[bad[0]])!r}")
+    return w
+
+
+def _offset(offset, parsed, frame, index, n_rows, formula):
+    off = None if offset is None else _numeric_vector(offset, frame, index, "offset", n_rows)
+    for o_expr in parsed.offsets:
+        o = np.asarray(evaluate(o_expr, frame, where=f" (offset of {formula!r})"), dtype=np.float64)
+        off = o if off is None else off + o
+    if off is None:
+        return None
+    off = np.ascontiguousarray(off)
+    if not np.all(np.isfinite(off)):
+        raise DataError("offset has non-finite values")
+    return off
+
+
+def build_design(
+    formula: str,
+    data,
+    *,
+    weights=None,
+    offset=None,
+    lmm: bool = True,
+    response_kind: str = "numeric",
+) -> Design:
+    parsed = _parse_cached(formula) if isinstance(formula, str) else parse_formula(formula)
+    df = as_pandas(data)
+    if df.shape[0] == 0:
+        raise DataError("data has no rows")
+    extra = [w for w in (weights, offset) if isinstance(w, str)]
+    for val, what in ((weights, "weights"), (offset, "offset")):
+        if isinstance(val, str) and val not in df.columns:
+            raise DataError(f"{what} column {val!r} is not in the data")
+    used = _used_columns(parsed, df, extra)
+    _check_columns(df, used)
+    mask = _complete_rows(df, used, weights, offset)
+    n_rows = df.shape[0]
+    n_dropped = int(n_rows - mask.sum())
+    index = np.flatnonzero(mask) if n_dropped else np.arange(n_rows)
+    frame = df.iloc[index] if n_dropped else df
+    if frame.shape[0] == 0:
+        raise DataError("no rows left after dropping rows with missing values")
+
+    ordered = _ordered_factors(df, used)
+    mms, r_names = _model_matrices(parsed, df, used, mask, ordered, formula)
+    y, response = _response(parsed, frame, formula, response_kind)
+    X, names, dropped, keep = _fixed_effects(mms["fixed"], r_names)
+    terms, specs = _random_terms(parsed, mms, r_names, frame)
+    _check_sizes(terms, X.shape[0], X.shape[1], lmm)
     return Design(
         parsed=parsed,
         source=frame,
@@ -432,10 +587,33 @@ def build_design(
         fixed_names=names,
         dropped_fixed=dropped,
         terms=terms,
-        weights=w,
-        offset=off,
+        weights=_weights(weights, frame, index, n_rows),
+        offset=_offset(offset, parsed, frame, index, n_rows, formula),
         n_dropped_na=n_dropped,
-        fixed_spec=Xdf.model_spec,
+        fixed_spec=mms["fixed"].model_spec,
         term_specs=specs,
         keep_fixed=keep,
+        r_names=r_names,
     )
+
+
+def newdata_matrix(spec, newdata: pd.DataFrame, what: str, r_names: dict | None = None) -> np.ndarray:
+    """A stored model matrix evaluated on new rows; a factor level the fit never saw is a
+    DataError naming it (lme4 refuses them too), not formulaic's warning and a row of zeros."""
+    import formulaic  # noqa: F401  (the spec needs it)
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            mm = spec.get_model_matrix(newdata, na_action="raise", context=formulaic_context())
+        except (FormulaError, DataError):
+            raise
+        except Exception as exc:
+            raise _formulaic_error(exc, what) from None
+    for w in caught:
+        m = re.search(r"outside of the nominated levels.*?: (\{.*?\})", _plain(w.message))
+        if m:
+            raise DataError(f"newdata has level(s) {m.group(1)} of a fixed-effect factor in "
+                            f"{what!r} that the fitted data does not have")
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return np.asarray(mm, dtype=float)
