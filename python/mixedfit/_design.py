@@ -184,15 +184,25 @@ def _numeric_vector(value, frame: pd.DataFrame, index, what: str, n_rows: int) -
 
 
 def _check_aliased(X: np.ndarray, names: list[str]) -> np.ndarray:
-    """Keep-mask of fixed-effect columns; later columns in the span of earlier ones are dropped."""
-    p = X.shape[1]
-    if p == 0:
-        return np.ones(0, dtype=bool)
-    r = np.linalg.qr(X, mode="r")
-    d = np.abs(np.diag(r))
+    """Keep-mask of fixed-effect columns; later columns in the span of earlier ones are dropped.
+
+    Column j is kept when its distance from the span of the columns before it (the j-th
+    diagonal entry of an unpivoted QR) is not negligible against its norm."""
+    n, p = X.shape
     norms = np.linalg.norm(X, axis=0)
-    keep = d > 1e-7 * np.maximum(norms, np.finfo(float).tiny)
-    keep &= norms > 0
+    scale = np.maximum(norms, np.finfo(float).tiny)
+    if p <= n:
+        d = np.abs(np.diag(np.linalg.qr(X, mode="r"))) if p else np.zeros(0)
+        return (d > 1e-7 * scale) & (norms > 0)
+    keep = np.zeros(p, dtype=bool)  # more columns than rows: at most n survive
+    kept: list[int] = []
+    for j in range(p):
+        if len(kept) == n:
+            break
+        last = np.linalg.qr(X[:, kept + [j]], mode="r")[-1, -1]
+        if norms[j] > 0 and abs(last) > 1e-7 * scale[j]:
+            keep[j] = True
+            kept.append(j)
     return keep
 
 
@@ -251,15 +261,38 @@ def _r_names(formula, ordered: frozenset) -> dict[str, str]:
     return {e: _r_text(e, ordered) for e in _python_factors(formula)}
 
 
-def _rename(names, r_names: dict[str, str]) -> list[str]:
-    """Column names as lme4 prints them: R's spelling of each factor, then lme4's levels."""
+def _rename(names, r_names: dict[str, str], rhs: str) -> list[str]:
+    """Column names as lme4 prints them: R's spelling of each factor, the factors of an
+    interaction in the order the formula ``rhs`` first names them (R's ``terms`` order:
+    ``temp %in% recipe`` after ``recipe`` gives ``recipeA:temp``), then lme4's levels.
+
+    R names a one-column matrix term (``poly(x, 1)``) without formulaic's ``[1]`` suffix."""
+    names = list(names)
+    single = {py for py in r_names
+              if sum(nm.startswith(py + "[") for nm in names) == 1 and py + "[1]" in names
+              and py.split("(", 1)[0] in _STATEFUL}
     out = []
     for nm in names:
+        for py in single:
+            nm = nm.replace(py + "[1]", py)
         for py in sorted(r_names, key=len, reverse=True):
             if py != r_names[py]:
                 nm = nm.replace(py, r_names[py])
-        out.append(lme4_column_name(nm))
+        out.append(lme4_column_name(_in_formula_order(nm, rhs)))
     return out
+
+
+def _in_formula_order(name: str, rhs: str) -> str:
+    """The ``:``-joined factors of a column name, ordered by first mention in ``rhs``."""
+    pieces = [p for _, p in _split_top(name, ":")]
+    if len(pieces) < 2:
+        return name
+
+    def first_mention(piece: str) -> int:
+        pos = rhs.find(piece.split("[", 1)[0])
+        return pos if pos >= 0 else len(rhs)
+
+    return ":".join(sorted(pieces, key=first_mention))
 
 
 def _nan_mean(data):
@@ -288,13 +321,30 @@ def _r_scale(data, center=True, scale=True, _state=None):
     return x if _state["scale"] is None else x / _state["scale"]
 
 
+def _r_poly(x, degree=1, raw=False, _state=None):
+    """R's ``poly(x, degree)`` (formulaic's, which matches it), refusing as R does a degree
+    that the distinct values of x cannot carry."""
+    from formulaic.transforms import poly
+
+    values = np.asarray(x, dtype=float)
+    if not _state:
+        distinct = np.unique(values[~np.isnan(values)]).size
+        if not isinstance(degree, (int, np.integer)) or degree < 1:
+            raise DataError(f"poly(): degree must be a positive integer, got {degree!r}")
+        if degree >= distinct:
+            raise DataError(f"poly(): degree {degree} must be less than the number of distinct "
+                            f"values ({distinct})")
+    return poly(values, degree, raw, _state=_state)
+
+
 @functools.lru_cache(maxsize=1)
 def formulaic_context() -> dict:
     """The names formulaic may resolve besides the data's columns: the whitelisted functions."""
     from formulaic.transforms import stateful_transform
 
     return {**MATH_FUNCTIONS, "factor": factor,
-            "scale": stateful_transform(_r_scale), "center": stateful_transform(_r_center)}
+            "scale": stateful_transform(_r_scale), "center": stateful_transform(_r_center),
+            "poly": stateful_transform(_r_poly)}
 
 
 def _stateful_columns(formulas, columns) -> set:
@@ -458,9 +508,9 @@ def _response(parsed: ParsedFormula, frame: pd.DataFrame, formula: str, response
     return y, response
 
 
-def _fixed_effects(mm, r_names: dict) -> tuple[np.ndarray, list[str], list[str], np.ndarray]:
+def _fixed_effects(mm, r_names: dict, rhs: str) -> tuple[np.ndarray, list[str], list[str], np.ndarray]:
     """X without aliased columns (with lme4's warning), its names, the dropped names, the mask."""
-    names = _rename(mm.model_spec.column_names, r_names)
+    names = _rename(mm.model_spec.column_names, r_names, rhs)
     X = np.asarray(mm, dtype=np.float64, order="F")
     if not np.all(np.isfinite(X)):
         bad = [names[j] for j in range(X.shape[1]) if not np.all(np.isfinite(X[:, j]))]
@@ -490,7 +540,7 @@ def _random_terms(parsed, mms, r_names, frame) -> tuple[list[GroupTerm], list]:
         if not np.all(np.isfinite(Z)):
             raise DataError(f"random-effects term '({t.lhs} | {t.name})' has non-finite values")
         codes, levels = _codes(frame, t.group)
-        terms.append(GroupTerm(group=t.name, columns=_rename(Zdf.model_spec.column_names, r_names),
+        terms.append(GroupTerm(group=t.name, columns=_rename(Zdf.model_spec.column_names, r_names, t.lhs),
                                lhs=t.lhs, group_cols=t.group, codes=codes, levels=levels, Z=Z))
         specs.append(Zdf.model_spec)
     order = sorted(range(len(terms)), key=lambda i: -terms[i].nlevels)
@@ -574,7 +624,7 @@ def build_design(
     ordered = _ordered_factors(df, used)
     mms, r_names = _model_matrices(parsed, df, used, mask, ordered, formula)
     y, response = _response(parsed, frame, formula, response_kind)
-    X, names, dropped, keep = _fixed_effects(mms["fixed"], r_names)
+    X, names, dropped, keep = _fixed_effects(mms["fixed"], r_names, parsed.fixed)
     terms, specs = _random_terms(parsed, mms, r_names, frame)
     _check_sizes(terms, X.shape[0], X.shape[1], lmm)
     return Design(

@@ -74,10 +74,16 @@ def to_python(text: str, *, where: str = "") -> str:
         elif kind == "name":
             if tok in _R_TO_PY_NAMES:
                 tok = _R_TO_PY_NAMES[tok]
-            elif "." in tok:
+            elif "." in tok and not _is_module_function(tok):
                 tok = f"`{tok}`"
         out.append(tok)
     return "".join(out)
+
+
+def _is_module_function(name: str) -> bool:
+    """``np.log`` and ``contr.poly`` are spelled as Python attributes, not column names."""
+    module, _, attr = name.partition(".")
+    return (module == "np" and attr in NUMPY_FUNCTIONS) or (module == "contr" and attr in CONTRASTS)
 
 
 # ---- the whitelist ------------------------------------------------------------------------------
