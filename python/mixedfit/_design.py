@@ -489,7 +489,8 @@ def _response(parsed: ParsedFormula, frame: pd.DataFrame, formula: str, response
         if len(pieces) != 2 or not all(pieces):
             raise FormulaError(f"cbind() needs two arguments (successes, failures): {text!r}")
         where = f" of the response of formula {formula!r}"
-        s_, f_ = (evaluate(p, frame, where=where) for p in pieces)
+        s_, f_ = (_numeric_values(evaluate(p, frame, where=where), p, "cbind() argument")
+                  for p in pieces)
         return None, pd.DataFrame({"successes": s_, "failures": f_}, index=frame.index)
     if text.strip("`") in frame.columns:
         response = frame[text.strip("`")]
@@ -548,9 +549,9 @@ def _random_terms(parsed, mms, r_names, frame) -> tuple[list[GroupTerm], list]:
 
 
 def _check_sizes(terms: list[GroupTerm], n: int, p: int, lmm: bool) -> None:
-    if p > n:
-        raise DataError(f"{p} fixed-effect columns for {n} observations: the fixed effects are "
-                        "not identifiable (fewer rows than coefficients)")
+    if p > n or (lmm and p == n):
+        raise DataError(f"{p} fixed-effect columns for {n} observations: no residual degrees "
+                        "of freedom are left (need more rows than fixed-effect coefficients)")
     for t in terms:
         if t.nlevels < 2:
             raise DataError(
@@ -581,10 +582,18 @@ def _weights(weights, frame, index, n_rows):
     return w
 
 
+def _numeric_values(values, expr: str, what: str) -> np.ndarray:
+    values = np.asarray(values)
+    if values.dtype.kind not in "biuf":
+        raise DataError(f"{what} {expr!r} must be numeric, got dtype {values.dtype}")
+    return values.astype(np.float64)
+
+
 def _offset(offset, parsed, frame, index, n_rows, formula):
     off = None if offset is None else _numeric_vector(offset, frame, index, "offset", n_rows)
     for o_expr in parsed.offsets:
-        o = np.asarray(evaluate(o_expr, frame, where=f" (offset of {formula!r})"), dtype=np.float64)
+        o = _numeric_values(evaluate(o_expr, frame, where=f" (offset of {formula!r})"),
+                            o_expr, "offset")
         off = o if off is None else off + o
     if off is None:
         return None
