@@ -174,13 +174,19 @@ def test_column_names_as_lme4_prints_them(formula, names):
     ("Reaction ~ ns(Days, 3) + (1 | Subject)", "ns()"),
     ("Reaction ~ foo(Days) + (1 | Subject)", "foo()"),
     ("Reaction ~ Days + (1 | Subject) + offset(bar(Days))", "bar()"),
-    ("Reaction ~ poly(Days, 10) + (1 | Subject)", "poly(Days, 10)"),
+    ("Reaction ~ log(Subject) + (1 | Subject)", "log(Subject)"),
+    ("Reaction ~ bs(Days, df = 1) + (1 | Subject)", "bs(Days, df = 1)"),
     ("Reaction ~ I(Days %o% Days) + (1 | Subject)", "%o%"),
 ])
 def test_terms_that_cannot_be_evaluated_are_named(formula, must_name):
     with pytest.raises(FormulaError) as info:
         mixedfit.lmer(formula, sleepstudy())
     assert must_name in str(info.value)
+
+
+def test_poly_degree_beyond_the_distinct_values_is_named():
+    with pytest.raises(DataError, match=r"poly\(Days, 10\).*|degree 10"):
+        mixedfit.lmer("Reaction ~ poly(Days, 10) + (1 | Subject)", sleepstudy())
 
 
 def test_no_fixed_effects_fit_prints_and_summarizes():

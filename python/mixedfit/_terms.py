@@ -264,8 +264,13 @@ def _formulaic_error(exc: Exception, formula: str) -> MixedfitError:
     if m:
         return FormulaError(f"unknown column {m.group(1)!r} in formula {formula!r} "
                             "(not a column of the data nor a known function)")
-    m = re.search(r"Error evaluating factor `([^`]+)`", msg)
-    term = f" in the term {m.group(1)!r}" if m else ""
+    m = re.search(r"evaluat\w+ factor `([^`]+)`", msg)
+    term = f" in the term {_r_text(m.group(1), frozenset())!r}" if m else ""
+    cause = exc.__cause__
+    if isinstance(cause, MixedfitError):  # raised by one of our transforms: keep its class
+        return type(cause)(f"{cause}{term} of formula {formula!r}")
+    if cause is not None:
+        msg = f"{type(cause).__name__}: {_plain(cause)}"
     return FormulaError(f"cannot build the model matrices for {formula!r}{term}: {msg}")
 
 
