@@ -195,3 +195,25 @@ def test_no_fixed_effects_fit_prints_and_summarizes():
     assert "No fixed effect coefficients" in str(fit)
     text = str(fit.summary())
     assert "Random effects:" in text and "Fixed effects:" not in text
+
+
+def test_logicals_are_factors_as_in_R():
+    """R's model frame makes a logical a factor: columns ``bTRUE``, ``I(x > 2)TRUE``."""
+    df = sleepstudy().assign(late=lambda d: d["Days"] > 4)
+    fit = mixedfit.lmer("Reaction ~ late + I(Days > 7) + (1 | Subject)", df)
+    assert fit.design.fixed_names == ["(Intercept)", "lateTRUE", "I(Days > 7)TRUE"]
+    np.testing.assert_allclose(fit.predict(newdata=df.iloc[::9]), fit.fitted().iloc[::9])
+    no_intercept = mixedfit.lmer("Reaction ~ 0 + late + (1 | Subject)", df)
+    assert no_intercept.design.fixed_names == ["lateFALSE", "lateTRUE"]
+
+
+def test_logical_operators_bind_as_in_R():
+    """In R ``Days > 2 & Days < 6`` is ``(Days > 2) & (Days < 6)``; Python's ``&`` would bind
+    first (``Days > (2 & Days) < 6``)."""
+    df = sleepstudy()
+    fit = mixedfit.lmer("Reaction ~ I(Days > 2 & Days < 6) + offset(!(Days == 3) & Days > 1)"
+                        " + (1 | Subject)", df)
+    assert fit.design.fixed_names == ["(Intercept)", "I(Days > 2 & Days < 6)TRUE"]
+    days = df["Days"].to_numpy()
+    np.testing.assert_array_equal(fit.design.X[:, 1], (days > 2) & (days < 6))
+    np.testing.assert_array_equal(fit.design.offset, ~(days == 3) & (days > 1))

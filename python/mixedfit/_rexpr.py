@@ -48,7 +48,10 @@ _TOKEN = re.compile(
 _R_TO_PY_NAMES = {"as.numeric": "as_numeric", "as.integer": "as_numeric", "as.double": "as_numeric",
                   "TRUE": "True", "FALSE": "False", "ceiling": "ceil"}
 _PY_TO_R_NAMES = {"as_numeric": "as.numeric", "True": "TRUE", "False": "FALSE", "ceil": "ceiling"}
-_R_OPERATORS = {"^": "**", "%%": "%", "%/%": "//", "&&": "&", "||": "|"}
+# R's logical operators bind more loosely than comparisons, like Python's and/or/not (Python's
+# & and | bind tighter); _logical_calls turns those into elementwise calls afterwards.
+_R_OPERATORS = {"^": "**", "%%": "%", "%/%": "//", "&&": " and ", "||": " or ",
+                "&": " and ", "|": " or ", "!": " not "}
 _REFUSED_OPERATORS = {"[", "]", "{", "}", "$", "@", ";", "\\", "?", "<-", "~"}
 
 
@@ -67,8 +70,6 @@ def to_python(text: str, *, where: str = "") -> str:
             raise FormulaError(f"operator {tok!r} cannot be used inside the expression {text!r}{where}")
         if kind == "op":
             tok = _R_OPERATORS.get(tok, tok)
-            if tok == "!":
-                tok = "~"
         elif kind == "num" and tok.endswith("L"):
             tok = tok[:-1]
         elif kind == "name":
@@ -77,7 +78,36 @@ def to_python(text: str, *, where: str = "") -> str:
             elif "." in tok and not _is_module_function(tok):
                 tok = f"`{tok}`"
         out.append(tok)
-    return "".join(out)
+    return _logical_calls("".join(out), text)
+
+
+class _ToLogicalCalls(ast.NodeTransformer):
+    """``a and b`` -> ``r_and(a, b)``, ``a or b`` -> ``r_or(a, b)``, ``not a`` -> ``r_not(a)``:
+    R's ``&``, ``|``, ``!`` are elementwise."""
+
+    def visit_BoolOp(self, node):
+        self.generic_visit(node)
+        name = "r_and" if isinstance(node.op, ast.And) else "r_or"
+        out = node.values[0]
+        for v in node.values[1:]:
+            out = ast.Call(ast.Name(name, ast.Load()), [out, v], [])
+        return out
+
+    def visit_UnaryOp(self, node):
+        self.generic_visit(node)
+        if isinstance(node.op, ast.Not):
+            return ast.Call(ast.Name("r_not", ast.Load()), [node.operand], [])
+        return node
+
+
+def _logical_calls(py: str, text: str) -> str:
+    if not re.search(r"\b(and|or|not)\b", py):
+        return py
+    tree, aliases = parse(py, text)
+    src = ast.unparse(_ToLogicalCalls().visit(tree))
+    for key, name in aliases:
+        src = src.replace(key, f"`{name}`")
+    return src
 
 
 def _is_module_function(name: str) -> bool:
@@ -146,6 +176,7 @@ MATH_FUNCTIONS: dict[str, Callable] = {
     "round": _r_round, "floor": np.floor, "ceil": np.ceil, "trunc": np.trunc,
     "sign": np.sign, "sin": np.sin, "cos": np.cos, "tan": np.tan,
     "I": _identity, "as_numeric": as_numeric,
+    "r_and": np.logical_and, "r_or": np.logical_or, "r_not": np.logical_not,
 }
 #: ``np.<name>`` is accepted for these numpy functions.
 NUMPY_FUNCTIONS = frozenset({"log", "log10", "log2", "log1p", "exp", "expm1", "sqrt", "abs",
@@ -163,10 +194,10 @@ _NOT_AVAILABLE = {
 
 _BINOPS = {ast.Add: np.add, ast.Sub: np.subtract, ast.Mult: np.multiply, ast.Div: np.divide,
            ast.Pow: np.power, ast.Mod: np.mod, ast.FloorDiv: np.floor_divide,
-           ast.BitAnd: np.logical_and, ast.BitOr: np.logical_or}
+           }
 _COMPARE = {ast.Eq: np.equal, ast.NotEq: np.not_equal, ast.Lt: np.less, ast.LtE: np.less_equal,
             ast.Gt: np.greater, ast.GtE: np.greater_equal}
-_UNARY = {ast.USub: np.negative, ast.UAdd: np.positive, ast.Invert: np.logical_not}
+_UNARY = {ast.USub: np.negative, ast.UAdd: np.positive}
 
 _BACKTICK = re.compile(r"`([^`]*)`")
 
@@ -352,8 +383,8 @@ class _Evaluator:
 # ---- R's printing of an expression ------------------------------------------------------------
 
 _R_BINOP = {ast.Add: (" + ", 4), ast.Sub: (" - ", 4), ast.Mult: (" * ", 5), ast.Div: ("/", 5),
-            ast.Mod: (" %% ", 6), ast.FloorDiv: (" %/% ", 6), ast.Pow: ("^", 8),
-            ast.BitAnd: (" & ", 2), ast.BitOr: (" | ", 1)}
+            ast.Mod: ("%%", 6), ast.FloorDiv: ("%/%", 6), ast.Pow: ("^", 8)}
+_R_LOGICAL = {"r_and": (" & ", 2), "r_or": (" | ", 1)}
 _R_COMPARE = {ast.Eq: "==", ast.NotEq: "!=", ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">", ast.GtE: ">="}
 
 
@@ -379,9 +410,9 @@ class _Deparser:
             s = self.show(node.left, left_prec) + sym + self.show(node.right, right_prec)
             return f"({s})" if prec < outer else s
         if isinstance(node, ast.UnaryOp):
-            sym = {ast.USub: "-", ast.UAdd: "+", ast.Invert: "!"}[type(node.op)]
+            sym = {ast.USub: "-", ast.UAdd: "+"}[type(node.op)]
             s = sym + self.show(node.operand, 7)
-            return f"({s})" if 7 < outer else s
+            return f"({s})" if 7 < outer and outer != 8 else s  # R prints x^-1
         if isinstance(node, ast.Compare):
             parts = [self.show(node.left, 4)]
             for op, right in zip(node.ops, node.comparators):
@@ -389,7 +420,7 @@ class _Deparser:
             s = " ".join(parts)
             return f"({s})" if 3 < outer else s
         if isinstance(node, ast.Call):
-            return self.show_call(node)
+            return self.show_call(node, outer)
         if isinstance(node, ast.Name):
             name = self.aliases.get(node.id, node.id)
             name = _PY_TO_R_NAMES.get(name, name)
@@ -402,8 +433,15 @@ class _Deparser:
             return "c(" + ", ".join(self.show(e, 0) for e in node.elts) + ")"
         return ast.unparse(node)
 
-    def show_call(self, node: ast.Call) -> str:
+    def show_call(self, node: ast.Call, outer: int) -> str:
         fname = self.show(node.func, 9)
+        if fname in _R_LOGICAL and len(node.args) == 2:
+            sym, prec = _R_LOGICAL[fname]
+            s = self.show(node.args[0], prec) + sym + self.show(node.args[1], prec + 1)
+            return f"({s})" if prec < outer else s
+        if fname == "r_not" and len(node.args) == 1:
+            s = "!" + self.show(node.args[0], 4)
+            return f"({s})" if 3 < outer else s
         if (fname == "C" and len(node.args) == 2 and not node.keywords
                 and isinstance(node.args[0], ast.Name)
                 and self.aliases.get(node.args[0].id, node.args[0].id) in self.ordered

@@ -164,7 +164,7 @@ def formulaic_context() -> dict:
     """The names formulaic may resolve besides the data's columns: the whitelisted functions."""
     from formulaic.transforms import stateful_transform
 
-    return {**MATH_FUNCTIONS, "factor": factor,
+    return {**MATH_FUNCTIONS, "factor": factor, "I": _r_as_is,
             "scale": stateful_transform(_r_scale), "center": stateful_transform(_r_center),
             "poly": stateful_transform(_r_poly)}
 
@@ -186,6 +186,29 @@ def _stateful_columns(formulas, columns) -> set:
     return out
 
 
+def _is_logical(values) -> bool:
+    dtype = getattr(values, "dtype", None)
+    return dtype is not None and (dtype == bool or str(dtype) in ("boolean", "bool[pyarrow]"))
+
+
+def r_logical(values) -> pd.Series:
+    """R's model frame treats a logical as a factor with levels FALSE, TRUE (``bTRUE``)."""
+    s = values if isinstance(values, pd.Series) else pd.Series(np.asarray(values))
+    labels = pd.Series(np.where(s.fillna(False).to_numpy(dtype=bool), "TRUE", "FALSE"),
+                       index=s.index).where(s.notna())
+    return labels.astype(pd.CategoricalDtype(["FALSE", "TRUE"]))
+
+
+def _r_as_is(x):
+    """``I(x)``; a logical result is a factor, as in R's model frame (``I(x > 2)TRUE``)."""
+    return r_logical(x) if _is_logical(x) else x
+
+
+def _with_r_logicals(frame: pd.DataFrame) -> pd.DataFrame:
+    logical = [c for c in frame.columns if _is_logical(frame[c])]
+    return frame.assign(**{c: r_logical(frame[c]) for c in logical}) if logical else frame
+
+
 def _evaluation_frame(df: pd.DataFrame, used: list[str], mask: np.ndarray,
                       stateful: set) -> pd.DataFrame:
     """The frame formulaic evaluates, in R's model-frame order.
@@ -200,6 +223,8 @@ def _evaluation_frame(df: pd.DataFrame, used: list[str], mask: np.ndarray,
     out, changed = {}, full
     for c in used:
         col = rows[c]
+        if _is_logical(col):
+            col, changed = r_logical(col), True
         if full and not (c in stateful and col.dtype.kind in "biuf"):
             col = (col.astype(float) if col.dtype.kind in "iub" else col).where(kept)
         if isinstance(col.dtype, pd.CategoricalDtype):
@@ -280,7 +305,8 @@ def newdata_matrix(spec, newdata: pd.DataFrame, what: str) -> np.ndarray:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            mm = spec.get_model_matrix(newdata, na_action="raise", context=formulaic_context())
+            mm = spec.get_model_matrix(_with_r_logicals(newdata), na_action="raise",
+                                       context=formulaic_context())
         except (FormulaError, DataError):
             raise
         except Exception as exc:
