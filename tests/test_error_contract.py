@@ -183,3 +183,24 @@ def test_allowed_expressions_still_work(df):
     ref = lmer("y2 ~ a + b + offset(o) + (1 | g)", d)
     np.testing.assert_allclose(fit.beta, ref.beta, rtol=1e-9)
     assert mixedfit.FormulaError is FormulaError
+
+
+def test_interaction_levels_that_print_alike(df):
+    d = df.assign(a=np.where(df.index % 2, "a:b", "a"), c=np.where(df.index % 2, "c", "b:c"))
+    raises(DataError, lambda: lmer("y ~ x + (1 | g) + (1 | a:c)", d), "'a:b:c'", "a:c")
+
+
+@pytest.mark.parametrize("change, names", [
+    (lambda nd: nd.drop(columns="x"), ["no column 'x'"]),
+    (lambda nd: pd.concat([nd, nd[["x"]]], axis=1), ["'x'", "more than once"]),
+    (lambda nd: nd.assign(x=[1.0, np.nan, 2.0]), ["missing values", "'x'"]),
+    (lambda nd: nd.assign(x=["a", "b", "c"]), ["newdata"]),
+])
+def test_bad_newdata_is_a_data_error(df, change, names):
+    fit = lmer("y ~ x + (1 | g)", df)
+    raises(DataError, lambda: fit.predict(newdata=change(df.iloc[:3].copy())), *names)
+
+
+def test_offset_of_text_is_named(df):
+    d = df.assign(t=np.where(df["k"] > 1, "a", "b"))
+    raises(DataError, lambda: lmer("y ~ x + offset(t) + (1 | g)", d), "offset", "'t'", "numeric")

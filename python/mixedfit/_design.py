@@ -151,7 +151,12 @@ def _codes(frame: pd.DataFrame, cols: tuple[str, ...]) -> tuple[np.ndarray, pd.I
             pieces.append(str(labels[u % len(labels)]))
             u //= len(labels)
         lab.append(":".join(reversed(pieces)))
-    return inv.astype(np.int32), pd.Index(lab)
+    index = pd.Index(lab)
+    if not index.is_unique:
+        twice = index[index.duplicated()][0]
+        raise DataError(f"grouping factor {':'.join(cols)!r} has two different level combinations "
+                        f"labelled {twice!r} (a level label contains ':')")
+    return inv.astype(np.int32), index
 
 
 def _numeric_vector(value, frame: pd.DataFrame, index, what: str, n_rows: int) -> np.ndarray:

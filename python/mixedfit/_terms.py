@@ -299,18 +299,34 @@ def _formulaic_error(exc: Exception, formula: str) -> MixedfitError:
     return FormulaError(f"cannot build the model matrices for {formula!r}{term}: {msg}")
 
 
+def _newdata_error(exc: Exception, what: str) -> DataError:
+    msg = _plain(exc)
+    m = re.search(r"`([^`]+)` is not present in the dataset", msg)
+    if m:
+        return DataError(f"newdata has no column {m.group(1)!r} (used by {what!r})")
+    m = re.search(r"`([^`]+)` contains null values", msg)
+    if m:
+        return DataError(f"newdata has missing values in {m.group(1)!r} (used by {what!r})")
+    return DataError(f"newdata does not fit the columns of {what!r}: "
+                     f"{_formulaic_error(exc, what)}")
+
+
 def newdata_matrix(spec, newdata: pd.DataFrame, what: str) -> np.ndarray:
     """A stored model matrix evaluated on new rows; a factor level the fit never saw is a
-    DataError naming it (lme4 refuses them too), not formulaic's warning and a row of zeros."""
+    DataError naming it (lme4 refuses them too), not formulaic's warning and a row of zeros.
+    The formula was fine for the fit, so whatever goes wrong here is newdata's fault."""
+    dup = sorted(set(newdata.columns[newdata.columns.duplicated()]))
+    if dup:
+        raise DataError(f"newdata has column name(s) {dup} more than once")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
             mm = spec.get_model_matrix(_with_r_logicals(newdata), na_action="raise",
                                        context=formulaic_context())
-        except (FormulaError, DataError):
+        except DataError:
             raise
         except Exception as exc:
-            raise _formulaic_error(exc, what) from None
+            raise _newdata_error(exc, what) from None
     for w in caught:
         m = re.search(r"outside of the nominated levels.*?: (\{.*?\})", _plain(w.message))
         if m:
