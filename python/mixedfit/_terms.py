@@ -93,6 +93,7 @@ def rename(names, r_names: dict[str, str], rhs: str) -> list[str]:
     single = {py for py in r_names
               if sum(nm.startswith(py + "[") for nm in names) == 1 and py + "[1]" in names
               and py.split("(", 1)[0] in _STATEFUL}
+    names = _numbered_contrasts(names)
     out = []
     for nm in names:
         for py in single:
@@ -102,6 +103,23 @@ def rename(names, r_names: dict[str, str], rhs: str) -> list[str]:
                 nm = nm.replace(py, r_names[py])
         out.append(lme4_column_name(_in_formula_order(nm, rhs)))
     return out
+
+
+_CODED_LEVEL = re.compile(r"(?P<factor>[^:\[]*(?:\([^\[]*\))?)\[(?:S|H)\.(?P<level>[^\]]*)\]")
+
+
+def _numbered_contrasts(names: list[str]) -> list[str]:
+    """R numbers the columns of sum and Helmert contrasts (``C(f, contr.sum)1``); formulaic
+    names them by level (``[S.a]``)."""
+    numbers: dict[tuple[str, str], int] = {}
+
+    def number(m) -> str:
+        key = (m.group("factor"), m.group("level"))
+        if key not in numbers:
+            numbers[key] = 1 + sum(f == key[0] for f, _ in numbers)
+        return f"{m.group('factor')}[{numbers[key]}]"
+
+    return [_CODED_LEVEL.sub(number, nm) for nm in names]
 
 
 def _in_formula_order(name: str, rhs: str) -> str:

@@ -1,5 +1,6 @@
 ## lme4 reference values for R formula semantics: I() with ^, factor(), as.numeric(), log(),
-## sqrt(), exp(), poly(), bs(), offset(), %in%, -1 / +0, ordered factors (contr.poly), and
+## sqrt(), exp(), poly(), bs(), offset(), %in%, -1 / +0, ordered factors (contr.poly),
+## C() with contr.helmert / contr.sum, and
 ## stateful transforms on data with missing values (R's model-frame order).
 ##
 ## Run from anywhere (paths are resolved relative to this file):
@@ -81,6 +82,8 @@ models <- list(
        formula = "Reaction ~ bs(Days, df = 4) + (1 | Subject)"),
   list(id = "ordered_factor", data = "cake",
        formula = "angle ~ recipe * temperature + (1 | recipe:replicate)"),
+  list(id = "contrasts", data = "cake",
+       formula = "angle ~ C(recipe, contr.helmert) + C(temperature, contr.sum) + (1 | replicate)"),
   list(id = "in_operator", data = "cake",
        formula = "angle ~ recipe + temp %in% recipe + (1 | replicate)"),
   list(id = "minus_one", data = "sleepstudy",
