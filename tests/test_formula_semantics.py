@@ -138,7 +138,8 @@ def test_scale_uses_every_nonmissing_value_as_R_does():
     """R scales Days over the 178 rows with Days before dropping the rows missing Reaction;
     scaling the 153 complete rows instead gives another coefficient."""
     df = load("sleepstudy_na")
-    fit = mixedfit.lmer("Reaction ~ scale(Days) + (1 | Subject)", df)
+    with pytest.warns(UserWarning, match="dropped 27 row"):
+        fit = mixedfit.lmer("Reaction ~ scale(Days) + (1 | Subject)", df)
     complete = df.dropna()
     on_complete = (complete["Days"] - complete["Days"].mean()) / complete["Days"].std()
     other = mixedfit.lmer("Reaction ~ z + (1 | Subject)", complete.assign(z=on_complete))
@@ -154,7 +155,8 @@ def test_factor_levels_of_dropped_rows_are_dropped():
     df.loc[df["recipe"] == "C", "angle"] = np.nan
     with warnings.catch_warnings():
         warnings.filterwarnings("error", message=".*rank deficient")
-        fit = mixedfit.lmer("angle ~ recipe + scale(temp) + (1 | replicate)", df)
+        with pytest.warns(UserWarning, match="dropped 90 row"):
+            fit = mixedfit.lmer("angle ~ recipe + scale(temp) + (1 | replicate)", df)
     assert fit.design.fixed_names == ["(Intercept)", "recipeB", "scale(temp)"]
 
 
