@@ -1,8 +1,10 @@
-"""lme4 formula syntax: the bar terms are ours, everything else is formulaic's.
+"""lme4 formula syntax: the bar terms are ours, the fixed-effects algebra is formulaic's.
 
 ``parse_formula("y ~ x + (x | g) + (1 | a/b)")`` splits a formula into the response, the
 fixed-effects right-hand side and a list of random-effects terms, each a left-hand expression
 (handed to formulaic) and a grouping factor (one or more column names joined by ``:``).
+``to_formulaic`` rewrites an R right-hand side in formulaic's spelling (R's expressions inside
+function calls become Python, see ``_rexpr``).
 """
 
 from __future__ import annotations
