@@ -205,3 +205,10 @@ def test_bad_newdata_is_a_data_error(df, change, names):
 def test_offset_of_text_is_named(df):
     d = df.assign(t=np.where(df["k"] > 1, "a", "b"))
     raises(DataError, lambda: lmer("y ~ x + offset(t) + (1 | g)", d), "offset", "'t'", "numeric")
+
+
+def test_arithmetic_on_a_text_column_is_named(df):
+    """Found by the fuzz test: pyarrow's ArrowNotImplementedError escaped."""
+    d = df.assign(t=pd.Series(np.where(df["k"] > 1, "a", "b"), dtype="str"))
+    raises(DataError, lambda: lmer("log(abs(t) + 1) ~ x + (1 | g)", d), "'t'", "not numeric")
+    raises(DataError, lambda: lmer("y ~ x + offset(t * 2) + (1 | g)", d), "'t'")

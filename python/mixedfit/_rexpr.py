@@ -322,7 +322,12 @@ def evaluate(text: str, frame: pd.DataFrame, *, where: str = "") -> np.ndarray:
             val = _Evaluator(frame, names).visit(tree.body)
     except (FormulaError, DataError):
         raise
-    except (TypeError, ValueError, ArithmeticError) as exc:
+    except Exception as exc:  # numpy's, pandas' or pyarrow's complaint about the values
+        text_cols = [c for c in _columns_used(tree, names, frame.columns)
+                     if frame[c].dtype.kind not in "biuf"]
+        if text_cols:
+            raise DataError(f"cannot evaluate {text!r}{where}: column(s) {text_cols} are not "
+                            f"numeric ({type(exc).__name__}: {exc})") from None
         raise FormulaError(f"cannot evaluate {text!r}{where}: {exc}") from None
     val = np.asarray(val)
     if val.ndim == 0:
@@ -330,6 +335,12 @@ def evaluate(text: str, frame: pd.DataFrame, *, where: str = "") -> np.ndarray:
     if val.shape != (len(frame),):
         raise FormulaError(f"{text!r}{where} does not give one value per row")
     return val
+
+
+def _columns_used(tree: ast.Expression, aliases: Mapping[str, str], columns) -> list:
+    cols = set(columns)
+    names = (aliases.get(n.id, n.id) for n in ast.walk(tree) if isinstance(n, ast.Name))
+    return list(dict.fromkeys(n for n in names if n in cols))
 
 
 class _Evaluator:
