@@ -343,6 +343,17 @@ def _columns_used(tree: ast.Expression, aliases: Mapping[str, str], columns) -> 
     return list(dict.fromkeys(n for n in names if n in cols))
 
 
+def _number(value):
+    """``value`` if arithmetic may use it; text columns (kept as Series for comparisons such
+    as ``y == "yes"``) and strings are refused by name."""
+    if isinstance(value, pd.Series):
+        raise DataError(f"column {value.name!r} is not numeric (dtype {value.dtype}) and cannot "
+                        "be used in arithmetic")
+    if isinstance(value, str):
+        raise DataError(f"the string {value!r} cannot be used in arithmetic")
+    return value
+
+
 class _Evaluator:
     """Computes a checked expression tree node by node (no ``eval``)."""
 
@@ -368,10 +379,11 @@ class _Evaluator:
         return col
 
     def visit_BinOp(self, node):
-        return _BINOPS[type(node.op)](self.visit(node.left), self.visit(node.right))
+        left, right = _number(self.visit(node.left)), _number(self.visit(node.right))
+        return _BINOPS[type(node.op)](left, right)
 
     def visit_UnaryOp(self, node):
-        return _UNARY[type(node.op)](self.visit(node.operand))
+        return _UNARY[type(node.op)](_number(self.visit(node.operand)))
 
     def visit_Compare(self, node):
         left = self.visit(node.left)
@@ -387,6 +399,8 @@ class _Evaluator:
         name = node.func.id if isinstance(node.func, ast.Name) else node.func.attr
         fn = MATH_FUNCTIONS[name]
         args = [self.visit(a) for a in node.args]
+        if name not in ("I", "as_numeric"):
+            args = [_number(a) for a in args]
         kwargs = {k.arg: self.visit(k.value) for k in node.keywords}
         return fn(*args, **kwargs)
 
