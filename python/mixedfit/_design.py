@@ -17,7 +17,8 @@ import pandas as pd
 from ._errors import DataError, FormulaError
 from ._formula import ParsedFormula, _split_top, identifiers, parse_formula
 from ._rexpr import evaluate
-from ._terms import lme4_column_name, model_matrices, newdata_matrix, rename
+from ._terms import (drop_unused_categories, lme4_column_name, model_matrices, newdata_matrix,
+                     rename)
 
 __all__ = ["Design", "GroupTerm", "build_design", "as_pandas", "lme4_column_name",
            "newdata_matrix"]
@@ -128,7 +129,7 @@ def _codes(frame: pd.DataFrame, cols: tuple[str, ...]) -> tuple[np.ndarray, pd.I
     for c in cols:
         s = frame[c]
         if isinstance(s.dtype, pd.CategoricalDtype):
-            s = s.cat.remove_unused_categories()
+            s = drop_unused_categories(s)
             codes = s.cat.codes.to_numpy()
             labels = pd.Index(s.cat.categories)
         else:

@@ -21,7 +21,8 @@ from ._errors import DataError, FormulaError, MixedfitError
 from ._formula import ParsedFormula, _split_top, to_formulaic
 from ._rexpr import MATH_FUNCTIONS, RHS_FUNCTIONS, check, deparse, factor, parse
 
-__all__ = ["model_matrices", "newdata_matrix", "rename", "lme4_column_name"]
+__all__ = ["model_matrices", "newdata_matrix", "rename", "lme4_column_name",
+           "drop_unused_categories"]
 
 _LEVEL = re.compile(r"\[(?:T\.)?([^\]]*)\]")
 
@@ -204,6 +205,16 @@ def _stateful_columns(formulas, columns) -> set:
     return out
 
 
+def drop_unused_categories(col: pd.Series) -> pd.Series:
+    """``col`` without the categories no row has (``col`` itself when all are used; counting
+    the codes is much cheaper than pandas' sort-based ``remove_unused_categories``)."""
+    codes = col.cat.codes.to_numpy()
+    used = np.bincount(codes[codes >= 0], minlength=len(col.cat.categories)) > 0
+    if used.all():
+        return col
+    return col.cat.remove_categories(col.cat.categories[~used])
+
+
 def _is_logical(values) -> bool:
     dtype = getattr(values, "dtype", None)
     return dtype is not None and (dtype == bool or str(dtype) in ("boolean", "bool[pyarrow]"))
@@ -246,8 +257,8 @@ def _evaluation_frame(df: pd.DataFrame, used: list[str], mask: np.ndarray,
         if full and not (c in stateful and col.dtype.kind in "biuf"):
             col = (col.astype(float) if col.dtype.kind in "iub" else col).where(kept)
         if isinstance(col.dtype, pd.CategoricalDtype):
-            trimmed = col.cat.remove_unused_categories()
-            changed |= len(trimmed.cat.categories) != len(col.cat.categories)
+            trimmed = drop_unused_categories(col)
+            changed |= trimmed is not col
             col = trimmed
         out[c] = col
     return pd.DataFrame(out, index=rows.index) if changed else rows
