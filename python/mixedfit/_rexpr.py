@@ -45,8 +45,8 @@ _TOKEN = re.compile(
 )
 
 #: R function names whose Python spelling differs.
-_R_TO_PY_NAMES = {"as.numeric": "as_numeric", "as.integer": "as_numeric", "as.double": "as_numeric",
-                  "TRUE": "True", "FALSE": "False", "ceiling": "ceil"}
+_R_TO_PY_NAMES = {"as.numeric": "as_numeric", "TRUE": "True", "FALSE": "False",
+                  "ceiling": "ceil"}
 _PY_TO_R_NAMES = {"as_numeric": "as.numeric", "True": "TRUE", "False": "FALSE", "ceil": "ceiling"}
 # R's logical operators bind more loosely than comparisons, like Python's and/or/not (Python's
 # & and | bind tighter); _logical_calls turns those into elementwise calls afterwards.
