@@ -219,3 +219,11 @@ def test_logical_operators_bind_as_in_R():
     days = df["Days"].to_numpy()
     np.testing.assert_array_equal(fit.design.X[:, 1], (days > 2) & (days < 6))
     np.testing.assert_array_equal(fit.design.offset, ~(days == 3) & (days > 1))
+
+
+def test_level_labels_with_parentheses_and_colons():
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"y": rng.normal(size=40), "x": rng.normal(size=40),
+                       "g": np.arange(40) % 8, "s": ["a(", "b:c)"] * 20})
+    names = mixedfit.lmer("y ~ x * s + (1 | g)", df).design.fixed_names
+    assert names == ["(Intercept)", "x", "sb:c)", "x:sb:c)"]  # R's model.matrix names

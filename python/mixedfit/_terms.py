@@ -125,7 +125,10 @@ def _numbered_contrasts(names: list[str]) -> list[str]:
 
 def _in_formula_order(name: str, rhs: str) -> str:
     """The ``:``-joined factors of a column name, ordered by first mention in ``rhs``."""
-    pieces = [p for _, p in _split_top(name, ":")]
+    try:
+        pieces = [p for _, p in _split_top(name, ":")]
+    except FormulaError:  # a level label with an unmatched parenthesis: keep formulaic's order
+        return name
     if len(pieces) < 2:
         return name
 
