@@ -15,19 +15,13 @@ import numpy as np
 import pandas as pd
 
 from ._errors import DataError, FormulaError
-from ._formula import ParsedFormula, identifiers, parse_formula
+from ._formula import ParsedFormula, _split_top, identifiers, parse_formula
+from ._rexpr import evaluate
+from ._terms import (drop_unused_categories, lme4_column_name, model_matrices, newdata_matrix,
+                     rename)
 
-__all__ = ["Design", "GroupTerm", "build_design", "as_pandas", "lme4_column_name"]
-
-_LEVEL = re.compile(r"\[(?:T\.)?([^\]]*)\]")
-
-
-def lme4_column_name(name: str) -> str:
-    """formulaic's column names in lme4's spelling: ``f[T.b]`` -> ``fb``, ``Intercept`` -> ``(Intercept)``."""
-    if name == "Intercept":
-        return "(Intercept)"
-    return _LEVEL.sub(r"\1", name)
-
+__all__ = ["Design", "GroupTerm", "build_design", "as_pandas", "lme4_column_name",
+           "newdata_matrix"]
 
 def as_pandas(data) -> pd.DataFrame:
     """Accept pandas or polars frames (converted once, at the boundary)."""
@@ -135,7 +129,7 @@ def _codes(frame: pd.DataFrame, cols: tuple[str, ...]) -> tuple[np.ndarray, pd.I
     for c in cols:
         s = frame[c]
         if isinstance(s.dtype, pd.CategoricalDtype):
-            s = s.cat.remove_unused_categories()
+            s = drop_unused_categories(s)
             codes = s.cat.codes.to_numpy()
             labels = pd.Index(s.cat.categories)
         else:
@@ -158,7 +152,12 @@ def _codes(frame: pd.DataFrame, cols: tuple[str, ...]) -> tuple[np.ndarray, pd.I
             pieces.append(str(labels[u % len(labels)]))
             u //= len(labels)
         lab.append(":".join(reversed(pieces)))
-    return inv.astype(np.int32), pd.Index(lab)
+    index = pd.Index(lab)
+    if not index.is_unique:
+        twice = index[index.duplicated()][0]
+        raise DataError(f"grouping factor {':'.join(cols)!r} has two different level combinations "
+                        f"labelled {twice!r} (a level label contains ':')")
+    return inv.astype(np.int32), index
 
 
 def _numeric_vector(value, frame: pd.DataFrame, index, what: str, n_rows: int) -> np.ndarray:
@@ -181,186 +180,114 @@ def _numeric_vector(value, frame: pd.DataFrame, index, what: str, n_rows: int) -
 
 
 def _check_aliased(X: np.ndarray, names: list[str]) -> np.ndarray:
-    """Keep-mask of fixed-effect columns; later columns in the span of earlier ones are dropped."""
-    p = X.shape[1]
-    if p == 0:
-        return np.ones(0, dtype=bool)
-    r = np.linalg.qr(X, mode="r")
-    d = np.abs(np.diag(r))
+    """Keep-mask of fixed-effect columns; later columns in the span of earlier ones are dropped.
+
+    Column j is kept when its distance from the span of the columns before it (the j-th
+    diagonal entry of an unpivoted QR) is not negligible against its norm."""
+    n, p = X.shape
     norms = np.linalg.norm(X, axis=0)
-    keep = d > 1e-7 * np.maximum(norms, np.finfo(float).tiny)
-    keep &= norms > 0
+    scale = np.maximum(norms, np.finfo(float).tiny)
+    if p <= n:
+        d = np.abs(np.diag(np.linalg.qr(X, mode="r"))) if p else np.zeros(0)
+        return (d > 1e-7 * scale) & (norms > 0)
+    keep = np.zeros(p, dtype=bool)  # more columns than rows: at most n survive
+    kept: list[int] = []
+    for j in range(p):
+        if len(kept) == n:
+            break
+        last = np.linalg.qr(X[:, kept + [j]], mode="r")[-1, -1]
+        if norms[j] > 0 and abs(last) > 1e-7 * scale[j]:
+            keep[j] = True
+            kept.append(j)
     return keep
 
 
-_EXPR_FUNCS = {
-    "np": np, "log": np.log, "log10": np.log10, "log2": np.log2, "log1p": np.log1p,
-    "exp": np.exp, "sqrt": np.sqrt, "abs": np.abs, "round": np.round,
-    "I": lambda x: x,  # formulaic's (and R's) "as is"
-}
-
-
-@functools.lru_cache(maxsize=256)
-def _compile_expression(expr: str):
-    try:
-        return compile(expr, "<formula>", "eval")
-    except SyntaxError:
-        raise FormulaError(f"cannot parse expression {expr!r}") from None
-
-
-def _eval_expression(expr: str, frame: pd.DataFrame, formula: str) -> np.ndarray:
-    """Evaluate a response, cbind() or offset() expression over the data's columns."""
-    code = _compile_expression(expr)
-    env = {}
-    for name in code.co_names:
-        if name in frame.columns:
-            col = frame[name]
-            env[name] = col.to_numpy() if col.dtype.kind in "biuf" else col
-        elif name not in _EXPR_FUNCS and name not in env:
-            if not any(name in getattr(v, "__dict__", {}) for v in _EXPR_FUNCS.values()):
-                raise FormulaError(f"unknown column {name!r} in {expr!r} of formula {formula!r}")
-    try:
-        val = eval(code, {"__builtins__": {}, **_EXPR_FUNCS}, env)
-    except FormulaError:
-        raise
-    except Exception as exc:
-        raise FormulaError(f"cannot evaluate {expr!r} in formula {formula!r}: {exc}") from None
-    val = np.asarray(val)
-    if val.ndim == 0:
-        val = np.full(len(frame), val)
-    if val.shape != (len(frame),):
-        raise FormulaError(f"{expr!r} in formula {formula!r} does not give one value per row")
-    return val
-
-
-@functools.lru_cache(maxsize=256)
-def _parse_cached(formula: str) -> ParsedFormula:
-    return parse_formula(formula)
-
-
-@functools.lru_cache(maxsize=1024)
-def _formula_piece(expr: str):
-    """A parsed formulaic Formula for one right-hand side (parsing is cached; formulas are
-    immutable)."""
-    import formulaic
-
-    return formulaic.Formula(expr)
-
-
-def build_design(
-    formula: str,
-    data,
-    *,
-    weights=None,
-    offset=None,
-    lmm: bool = True,
-    response_kind: str = "numeric",
-) -> Design:
-    import formulaic
-
-    parsed = _parse_cached(formula) if isinstance(formula, str) else parse_formula(formula)
-    df = as_pandas(data)
-    if not isinstance(df, pd.DataFrame):
-        raise DataError("data must be a DataFrame")
-    if df.shape[0] == 0:
-        raise DataError("data has no rows")
-    extra = [w for w in (weights, offset) if isinstance(w, str)]
-    for val, what in ((weights, "weights"), (offset, "offset")):
-        if isinstance(val, str) and val not in df.columns:
-            raise DataError(f"{what} column {val!r} is not in the data")
-    used = _used_columns(parsed, df, extra)
+def _complete_rows(df: pd.DataFrame, used: list[str], weights, offset) -> np.ndarray:
+    """Rows with no missing value in a used column (pandas' NA and pyarrow nulls included)."""
     n_rows = df.shape[0]
     mask = np.ones(n_rows, dtype=bool)
     for c in used:
         col = df[c]
-        if col.dtype.kind in "biu":
+        if isinstance(col.dtype, np.dtype) and col.dtype.kind in "biu":
             continue
-        mask &= ~(np.isnan(col.to_numpy()) if col.dtype.kind == "f" else col.isna().to_numpy())
-    for extra_vec, what in ((weights, "weights"), (offset, "offset")):
+        mask &= ~col.isna().to_numpy(dtype=bool)
+    for extra_vec in (weights, offset):
         if extra_vec is not None and not isinstance(extra_vec, str):
             arr = np.asarray(extra_vec)
             if arr.ndim == 1 and arr.shape[0] == n_rows and arr.dtype.kind in "biuf":
                 mask &= ~np.isnan(arr.astype(float))
-    n_dropped = int(n_rows - mask.sum())
-    index = np.flatnonzero(mask) if n_dropped else np.arange(n_rows)
-    frame = df.iloc[index] if n_dropped else df
-    if frame.shape[0] == 0:
-        raise DataError("no rows left after dropping rows with missing values")
+    return mask
 
-    # One formulaic call for the fixed part and every random-effects left side.
-    F = _formula_piece
-    parts = {"fixed": F(parsed.fixed)}
-    for k, t in enumerate(parsed.re_terms):
-        parts[f"re{k}"] = F(t.lhs)
-    simple_resp = parsed.response.strip("`") in frame.columns
-    cbind = re.fullmatch(r"cbind\((.*)\)", parsed.response.strip())
+
+def _check_columns(df: pd.DataFrame, used: list[str]) -> None:
+    dup = df.columns[df.columns.duplicated()]
+    bad = [c for c in used if c in set(dup)]
+    if bad:
+        raise DataError(f"column name(s) {bad} appear more than once in the data")
+
+
+def _ordered_factors(df: pd.DataFrame, used: list[str]) -> frozenset:
+    return frozenset(c for c in used if isinstance(df[c].dtype, pd.CategoricalDtype)
+                     and df[c].dtype.ordered)
+
+
+def _response(parsed: ParsedFormula, frame: pd.DataFrame, formula: str, response_kind: str):
+    """(y, response): y a float vector for numeric responses, response as given to families."""
+    text = parsed.response.strip()
+    cbind = re.fullmatch(r"cbind\((.*)\)", text, flags=re.S)
     if cbind:
-        from ._formula import _split_top
-
+        if response_kind == "numeric":
+            raise FormulaError(
+                f"a cbind(successes, failures) response {text!r} is for binomial glmer models, "
+                "not lmer")
         pieces = [p.strip() for _, p in _split_top(cbind.group(1), ",")]
         if len(pieces) != 2 or not all(pieces):
-            raise FormulaError(f"cbind() needs two arguments (successes, failures): {parsed.response!r}")
-    try:
-        mms = formulaic.model_matrix(formulaic.Formula(**parts), frame, na_action="raise",
-                                     output="numpy")
-    except Exception as exc:  # formulaic's errors name the factor; restate them plainly
-        msg = str(exc)
-        m = re.search(r"`([^`]+)` is not present in the dataset", msg)
-        if m:
-            raise FormulaError(f"unknown column {m.group(1)!r} in formula {formula!r}") from None
-        m = re.search(r"name '([^']+)' is not defined", msg)  # inside I(...) or a function call
-        if m:
-            raise FormulaError(
-                f"unknown column {m.group(1)!r} in formula {formula!r} "
-                "(not a column of the data nor a known function)"
-            ) from None
-        raise FormulaError(f"cannot build the model matrices for {formula!r}: {msg}") from None
-
-    # Response (and offsets): evaluated in the data like R's model frame, not model matrices.
-    if cbind:
-        s_ = _eval_expression(pieces[0], frame, formula)
-        f_ = _eval_expression(pieces[1], frame, formula)
-        response = pd.DataFrame({"successes": s_, "failures": f_}, index=frame.index)
-        y = None
+            raise FormulaError(f"cbind() needs two arguments (successes, failures): {text!r}")
+        where = f" of the response of formula {formula!r}"
+        s_, f_ = (_numeric_values(evaluate(p, frame, where=where), p, "cbind() argument")
+                  for p in pieces)
+        return None, pd.DataFrame({"successes": s_, "failures": f_}, index=frame.index)
+    if text.strip("`") in frame.columns:
+        response = frame[text.strip("`")]
+        if isinstance(response, pd.DataFrame):
+            raise DataError(f"column name {text!r} appears more than once in the data")
     else:
-        if simple_resp:
-            response = frame[parsed.response.strip("`")]
-        else:
-            response = pd.Series(_eval_expression(parsed.response, frame, formula),
-                                 index=frame.index, name=parsed.response)
-        y = None
-        if response_kind == "numeric":
-            if response.dtype.kind not in "biuf":
-                raise DataError(
-                    f"response {parsed.response!r} must be numeric, got dtype {response.dtype}"
-                )
-            y = np.ascontiguousarray(response.to_numpy(dtype=np.float64))
-            if not np.all(np.isfinite(y)):
-                raise DataError(f"response {parsed.response!r} has non-finite values")
+        response = pd.Series(evaluate(text, frame, where=f" (the response of {formula!r})"),
+                             index=frame.index, name=text)
+    if response_kind != "numeric":
+        return None, response
+    if response.dtype.kind not in "biuf":
+        raise DataError(f"response {text!r} must be numeric, got dtype {response.dtype}")
+    y = np.ascontiguousarray(response.to_numpy(dtype=np.float64, na_value=np.nan))
+    if not np.all(np.isfinite(y)):
+        raise DataError(f"response {text!r} has non-finite values")
+    return y, response
 
-    # Fixed effects
-    Xdf = mms["fixed"]
-    names = [lme4_column_name(c) for c in Xdf.model_spec.column_names]
-    X = np.asarray(Xdf, dtype=np.float64, order="F")
+
+def _fixed_effects(mm, r_names: dict, rhs: str) -> tuple[np.ndarray, list[str], list[str], np.ndarray]:
+    """X without aliased columns (with lme4's warning), its names, the dropped names, the mask."""
+    names = rename(mm.model_spec.column_names, r_names, rhs)
+    X = np.asarray(mm, dtype=np.float64, order="F")
     if not np.all(np.isfinite(X)):
         bad = [names[j] for j in range(X.shape[1]) if not np.all(np.isfinite(X[:, j]))]
         raise DataError(f"fixed-effect column(s) {bad} have non-finite values")
     keep = _check_aliased(X, names)
     dropped = [nm for nm, k in zip(names, keep) if not k]
     if dropped:
+        s = "s" if len(dropped) > 1 else ""
         warnings.warn(
             f"fixed-effect model matrix is rank deficient so dropping {len(dropped)} "
-            f"column{'s' if len(dropped) > 1 else ''} / coefficient{'s' if len(dropped) > 1 else ''}: "
-            f"{', '.join(dropped)}",
-            stacklevel=3,
+            f"column{s} / coefficient{s}: {', '.join(dropped)}",
+            stacklevel=4,
         )
         X = np.asfortranarray(X[:, keep])
         names = [nm for nm, k in zip(names, keep) if k]
+    return X, names, dropped, keep
 
-    n = X.shape[0]
-    # Random-effects terms
-    terms: list[GroupTerm] = []
-    specs = []
+
+def _random_terms(parsed, mms, r_names, frame) -> tuple[list[GroupTerm], list]:
+    """The bar terms in lme4's order (decreasing number of levels, ties in formula order)."""
+    terms, specs = [], []
     for k, t in enumerate(parsed.re_terms):
         Zdf = mms[f"re{k}"]
         if Zdf.shape[1] == 0:
@@ -369,22 +296,17 @@ def build_design(
         if not np.all(np.isfinite(Z)):
             raise DataError(f"random-effects term '({t.lhs} | {t.name})' has non-finite values")
         codes, levels = _codes(frame, t.group)
-        terms.append(
-            GroupTerm(
-                group=t.name,
-                columns=[lme4_column_name(c) for c in Zdf.model_spec.column_names],
-                lhs=t.lhs,
-                group_cols=t.group,
-                codes=codes,
-                levels=levels,
-                Z=Z,
-            )
-        )
+        terms.append(GroupTerm(group=t.name, columns=rename(Zdf.model_spec.column_names, r_names, t.lhs),
+                               lhs=t.lhs, group_cols=t.group, codes=codes, levels=levels, Z=Z))
         specs.append(Zdf.model_spec)
-    # lme4's order: decreasing number of levels, ties in formula order.
     order = sorted(range(len(terms)), key=lambda i: -terms[i].nlevels)
-    terms = [terms[i] for i in order]
-    specs = [specs[i] for i in order]
+    return [terms[i] for i in order], [specs[i] for i in order]
+
+
+def _check_sizes(terms: list[GroupTerm], n: int, p: int, lmm: bool) -> None:
+    if p > n or (lmm and p == n):
+        raise DataError(f"{p} fixed-effect columns for {n} observations: no residual degrees "
+                        "of freedom are left (need more rows than fixed-effect coefficients)")
     for t in terms:
         if t.nlevels < 2:
             raise DataError(
@@ -402,26 +324,78 @@ def build_design(
                 "variance are probably unidentifiable"
             )
 
-    w = None
-    if weights is not None:
-        w = np.ascontiguousarray(_numeric_vector(weights, frame, index, "weights", n_rows))
-        bad = np.flatnonzero(~np.isfinite(w) | (w <= 0))
-        if bad.size:
-            raise DataError(
-                f"weights must be positive and finite; row {int(frame.index[bad[0]]) if frame.index.dtype.kind in 'iu' else bad[0]} "
-                f"has weight {float(w[bad[0]])!r}"
-            )
-    off = None
-    if offset is not None:
-        off = _numeric_vector(offset, frame, index, "offset", n_rows)
-    for o_expr in parsed.offsets:
-        o = np.asarray(_eval_expression(o_expr, frame, formula), dtype=np.float64)
-        off = o if off is None else off + o
-    if off is not None:
-        off = np.ascontiguousarray(off)
-        if not np.all(np.isfinite(off)):
-            raise DataError("offset has non-finite values")
 
+def _weights(weights, frame, index, n_rows):
+    if weights is None:
+        return None
+    w = np.ascontiguousarray(_numeric_vector(weights, frame, index, "weights", n_rows))
+    bad = np.flatnonzero(~np.isfinite(w) | (w <= 0))
+    if bad.size:
+        row = frame.index[bad[0]]
+        raise DataError(f"weights must be positive and finite; row {row!r} has weight "
+                        f"{float(w[bad[0]])!r}")
+    return w
+
+
+def _numeric_values(values, expr: str, what: str) -> np.ndarray:
+    values = np.asarray(values)
+    if values.dtype.kind not in "biuf":
+        raise DataError(f"{what} {expr!r} must be numeric, got dtype {values.dtype}")
+    return values.astype(np.float64)
+
+
+def _offset(offset, parsed, frame, index, n_rows, formula):
+    off = None if offset is None else _numeric_vector(offset, frame, index, "offset", n_rows)
+    for o_expr in parsed.offsets:
+        o = _numeric_values(evaluate(o_expr, frame, where=f" (offset of {formula!r})"),
+                            o_expr, "offset")
+        off = o if off is None else off + o
+    if off is None:
+        return None
+    off = np.ascontiguousarray(off)
+    if not np.all(np.isfinite(off)):
+        raise DataError("offset has non-finite values")
+    return off
+
+
+@functools.lru_cache(maxsize=256)
+def _parse_cached(formula: str) -> ParsedFormula:
+    return parse_formula(formula)
+
+
+def build_design(
+    formula: str,
+    data,
+    *,
+    weights=None,
+    offset=None,
+    lmm: bool = True,
+    response_kind: str = "numeric",
+) -> Design:
+    parsed = _parse_cached(formula) if isinstance(formula, str) else parse_formula(formula)
+    df = as_pandas(data)
+    if df.shape[0] == 0:
+        raise DataError("data has no rows")
+    extra = [w for w in (weights, offset) if isinstance(w, str)]
+    for val, what in ((weights, "weights"), (offset, "offset")):
+        if isinstance(val, str) and val not in df.columns:
+            raise DataError(f"{what} column {val!r} is not in the data")
+    used = _used_columns(parsed, df, extra)
+    _check_columns(df, used)
+    mask = _complete_rows(df, used, weights, offset)
+    n_rows = df.shape[0]
+    n_dropped = int(n_rows - mask.sum())
+    index = np.flatnonzero(mask) if n_dropped else np.arange(n_rows)
+    frame = df.iloc[index] if n_dropped else df
+    if frame.shape[0] == 0:
+        raise DataError("no rows left after dropping rows with missing values")
+
+    ordered = _ordered_factors(df, used)
+    mms, r_names = model_matrices(parsed, df, used, mask, ordered, formula)
+    y, response = _response(parsed, frame, formula, response_kind)
+    X, names, dropped, keep = _fixed_effects(mms["fixed"], r_names, parsed.fixed)
+    terms, specs = _random_terms(parsed, mms, r_names, frame)
+    _check_sizes(terms, X.shape[0], X.shape[1], lmm)
     return Design(
         parsed=parsed,
         source=frame,
@@ -432,10 +406,10 @@ def build_design(
         fixed_names=names,
         dropped_fixed=dropped,
         terms=terms,
-        weights=w,
-        offset=off,
+        weights=_weights(weights, frame, index, n_rows),
+        offset=_offset(offset, parsed, frame, index, n_rows, formula),
         n_dropped_na=n_dropped,
-        fixed_spec=Xdf.model_spec,
+        fixed_spec=mms["fixed"].model_spec,
         term_specs=specs,
         keep_fixed=keep,
     )

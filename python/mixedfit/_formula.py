@@ -1,8 +1,10 @@
-"""lme4 formula syntax: the bar terms are ours, everything else is formulaic's.
+"""lme4 formula syntax: the bar terms are ours, the fixed-effects algebra is formulaic's.
 
 ``parse_formula("y ~ x + (x | g) + (1 | a/b)")`` splits a formula into the response, the
 fixed-effects right-hand side and a list of random-effects terms, each a left-hand expression
 (handed to formulaic) and a grouping factor (one or more column names joined by ``:``).
+``to_formulaic`` rewrites an R right-hand side in formulaic's spelling (R's expressions inside
+function calls become Python, see ``_rexpr``).
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ class ParsedFormula:
     text: str
 
 
-_IDENT = re.compile(r"`[^`]+`|[A-Za-z_.][A-Za-z0-9_.]*")
+_IDENT = re.compile(r"`[^`]+`|(?:[^\W\d]|\.(?!\d))[\w.]*")
 
 
 def _split_top(s: str, seps: str) -> list[tuple[str, str]]:
@@ -220,3 +222,61 @@ def parse_formula(formula: str) -> ParsedFormula:
 def identifiers(expr: str) -> list[str]:
     """Names that may refer to columns (backticks removed)."""
     return [t.strip("`") for t in _IDENT.findall(expr)]
+
+
+def to_formulaic(rhs: str, ordered: frozenset = frozenset()) -> str:
+    """formulaic's spelling of an R right-hand side (fixed part or a bar term's left side).
+
+    Function calls are R expressions, rewritten into Python (``I(Days^2)`` -> ``I(Days ** 2)``;
+    ``^`` outside a call stays formula syntax: ``(a + b)^2`` is interaction expansion);
+    ``a %in% b`` becomes ``a:b``; names with dots are backticked; an ordered factor ``o`` gets R's
+    polynomial contrasts, ``C(o, contr.poly)``."""
+    from ._rexpr import to_python, tokens
+
+    toks = tokens(rhs)
+    out: list[str] = []
+    i = 0
+    while i < len(toks):
+        kind, tok = toks[i]
+        if kind == "name" and _next_token(toks, i + 1) == "(":
+            end = _matching_paren(toks, i, rhs)
+            call = "".join(t for _, t in toks[i:end + 1])
+            out.append(to_python(call, where=f" of the formula term {call!r}"))
+            i = end + 1
+            continue
+        out.append(_formula_token(kind, tok, rhs, ordered))
+        i += 1
+    return "".join(out)
+
+
+_FORMULA_OPERATORS = {"+", "-", "*", "/", ":", "^", "(", ")", "%in%"}
+
+
+def _formula_token(kind: str, tok: str, rhs: str, ordered: frozenset) -> str:
+    if kind in ("name", "bq"):
+        name = tok.strip("`")
+        quoted = f"`{name}`" if kind == "bq" or "." in name else name
+        return f"C({quoted}, contr.poly)" if name in ordered else quoted
+    if kind == "op" and tok in _FORMULA_OPERATORS:
+        return ":" if tok == "%in%" else tok
+    if kind in ("ws", "num"):
+        return tok
+    raise FormulaError(f"{tok!r} is not formula syntax in {rhs!r}")
+
+
+def _next_token(toks, i: int) -> str | None:
+    while i < len(toks) and toks[i][0] == "ws":
+        i += 1
+    return toks[i][1] if i < len(toks) else None
+
+
+def _matching_paren(toks, start: int, rhs: str) -> int:
+    depth = 0
+    for j in range(start, len(toks)):
+        if toks[j] == ("op", "("):
+            depth += 1
+        elif toks[j] == ("op", ")"):
+            depth -= 1
+            if depth == 0:
+                return j
+    raise FormulaError(f"unbalanced parentheses in {rhs!r}")

@@ -286,9 +286,10 @@ def render_summary(fit, digits: int = 4, ddf: str = "lme4") -> str:
     comp = ("Variance", "Std.Dev.")
     lines.append(format_varcorr(fit.varcorr, digits=digits, comp=comp))
     lines.append(_groups_line(fit))
-    lines.append("")
-    lines.append("Fixed effects:")
-    lines.append(_coef_table(fit, digits, table))
+    if len(fit.beta):  # lme4 prints no fixed-effects block for a model without them
+        lines.append("")
+        lines.append("Fixed effects:")
+        lines.append(_coef_table(fit, digits, table))
     if 1 < len(fit.beta) <= 12:  # lme4.summary.cor.max
         lines.append("")
         lines.extend(_corr_fixed(fit))
@@ -318,11 +319,11 @@ def render_print(fit, digits: int = 4) -> str:
     lines.append("Random effects:")
     lines.append(format_varcorr(fit.varcorr, digits=digits, comp=("Std.Dev.",)))
     lines.append(_groups_line(fit))
-    lines.append("Fixed Effects:" if not glmm else "Fixed Effects:")
+    lines.append("Fixed Effects:" if len(fit.beta) else "No fixed effect coefficients")
     vals = format_r(fit.beta, digits)
     names = list(fit.design.fixed_names)
     # R prints a named vector in rows that fit a width of 80, all columns equally wide.
-    w = max(max(len(n) for n in names), max(len(v) for v in vals))
+    w = max([len(n) for n in names] + [len(v) for v in vals] + [1])
     per_line = max(1, 80 // (w + 2))
     for start in range(0, len(names), per_line):
         chunk = slice(start, start + per_line)

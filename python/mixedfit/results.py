@@ -284,18 +284,16 @@ class MixedResult:
     def _newdata_parts(self, newdata, use, allow_new_levels):
         """Fixed-effects matrix, offset, per-term (codes, Z) (code -1 for a level the fit has
         not seen) and per-term level labels of ``newdata``."""
-        from ._design import as_pandas
+        from ._design import as_pandas, newdata_matrix
+        from ._rexpr import evaluate
 
         nd = as_pandas(newdata)
-        X = self.design.fixed_spec.get_model_matrix(nd, na_action="raise")
-        X = np.asarray(X, dtype=float)
+        X = newdata_matrix(self.design.fixed_spec, nd, self.formula)
         if self.design.keep_fixed is not None and X.shape[1] == len(self.design.keep_fixed):
             X = X[:, self.design.keep_fixed]
         offset = None
         for o in self.design.parsed.offsets:
-            from ._design import _eval_expression
-
-            ov = np.asarray(_eval_expression(o, nd, self.formula), dtype=float)
+            ov = np.asarray(evaluate(o, nd, where=f" (offset of {self.formula!r})"), dtype=float)
             offset = ov if offset is None else offset + ov
         parts, labels = [], []
         for k, (t, spec) in enumerate(zip(self.design.terms, self.design.term_specs)):
@@ -306,7 +304,7 @@ class MixedResult:
             for c in t.group_cols:
                 if c not in nd.columns:
                     raise DataError(f"newdata has no grouping column {c!r}")
-            Z = np.asarray(spec.get_model_matrix(nd, na_action="raise"), dtype=float)
+            Z = newdata_matrix(spec, nd, self.formula)
             if len(t.group_cols) == 1:
                 lab = nd[t.group_cols[0]]
                 codes = pd.Index(t.levels).get_indexer(lab)
