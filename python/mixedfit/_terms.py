@@ -299,6 +299,23 @@ def model_matrices(parsed: ParsedFormula, df: pd.DataFrame, used: list[str],
     return mms, r_names
 
 
+def bar_term_columns(lhs: str, df: pd.DataFrame, ordered: frozenset) -> list[str]:
+    """lme4's column names of a bar term's left side ``lhs`` evaluated on ``df`` (checked
+    against the whitelist first, as every piece handed to formulaic is)."""
+    import formulaic
+
+    piece = _formula_piece(lhs, ordered)
+    _check_piece(piece, df.columns, ordered)
+    try:
+        mm = formulaic.model_matrix(piece, df, context=formulaic_context(), na_action="ignore",
+                                    output="numpy")
+    except (FormulaError, DataError):
+        raise
+    except Exception as exc:
+        raise _formulaic_error(exc, lhs) from None
+    return rename(mm.model_spec.column_names, _r_names(piece, ordered), lhs)
+
+
 class _RowsOf:
     """A model matrix restricted to some rows, keeping formulaic's model_spec."""
 

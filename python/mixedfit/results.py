@@ -242,15 +242,17 @@ class MixedResult:
 
     def _re_form_columns(self, re_term) -> list[str]:
         """lme4's column names of one ``re_form`` bar term, built on the fit's data."""
-        from ._design import _formula_piece, lme4_column_name
+        from ._design import _ordered_factors
         from ._errors import FormulaError
+        from ._terms import bar_term_columns
 
+        source = self.design.source
         try:
-            spec = _formula_piece(re_term.lhs).get_model_matrix(self.design.source).model_spec
-        except Exception as exc:  # formulaic's errors: restate with the term at fault
+            return bar_term_columns(re_term.lhs, source,
+                                    _ordered_factors(source, list(source.columns)))
+        except FormulaError as exc:
             raise FormulaError(f"re_form term '({re_term.lhs} | {re_term.name})' cannot be "
                                f"evaluated on the fit's data: {exc}") from None
-        return [lme4_column_name(c) for c in spec.column_names]
 
     def _find_re_column(self, re_term, column: str) -> tuple[int, int]:
         """(term index, column index) of a grouping factor's random-effect column."""

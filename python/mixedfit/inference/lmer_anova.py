@@ -59,10 +59,13 @@ def fixed_terms(design) -> tuple[list[FixedTerm], bool]:
     Column indices are the fit's (after dropping aliased columns)."""
     kept = np.flatnonzero(design.keep_fixed) if design.keep_fixed is not None \
         else np.arange(design.p)
-    return _terms_of_spec(design.fixed_spec, kept)
+    from .._design import _ordered_factors
+
+    ordered = _ordered_factors(design.source, list(design.used))
+    return _terms_of_spec(design.fixed_spec, kept, ordered)
 
 
-def _terms_of_spec(spec, kept) -> tuple[list[FixedTerm], bool]:
+def _terms_of_spec(spec, kept, ordered: frozenset = frozenset()) -> tuple[list[FixedTerm], bool]:
     position = {int(full): i for i, full in enumerate(kept)}
     kinds = {name: state[0] for name, state in spec.encoder_state.items()}
     terms, intercept = [], False
@@ -72,9 +75,20 @@ def _terms_of_spec(spec, kept) -> tuple[list[FixedTerm], bool]:
             continue
         variables = [str(f.expr) for f in term.factors]
         numeric = [v for v in variables if getattr(kinds.get(v), "value", "") != "categorical"]
-        terms.append(FixedTerm(str(term), [position[c] for c in cols if c in position],
+        label = ":".join(_r_label(v, ordered) for v in variables)   # R's spelling
+        terms.append(FixedTerm(label, [position[c] for c in cols if c in position],
                                frozenset(variables), frozenset(numeric), len(variables)))
     return terms, intercept
+
+
+def _r_label(expr: str, ordered: frozenset) -> str:
+    """R's name of one factor of a term (``C(o, contr.poly)`` of an ordered ``o`` is ``o``)."""
+    from .._rexpr import deparse
+
+    try:
+        return deparse(expr, ordered)
+    except Exception:       # a plain column name formulaic quoted: keep formulaic's text
+        return expr
 
 
 def _contains(inner: FixedTerm, outer: FixedTerm) -> bool:
