@@ -3,6 +3,8 @@
 #include <cmath>
 #include <limits>
 
+#include "mixedfit/interrupt.hpp"
+
 namespace mixedfit {
 
 namespace {
@@ -318,6 +320,7 @@ Status Glmm::pirls(Problem& prob, bool with_beta, const double* theta, bool star
       (fam_.fam == FamilyKind::InverseGaussian && fam_.link == LinkKind::InverseSquare);
   Status s;
   for (iters_ = 0; iters_ < control.maxit; ++iters_) {
+    if (interrupt_requested()) return Status::Interrupted;
     working(base);
     if ((s = prob.set_response(zwork_.data(), wts_.data(), false)) != Status::Ok) return s;
     if ((s = prob.factor(theta)) != Status::Ok) return s;
@@ -405,15 +408,65 @@ bool Glmm::predict_start(int stage, const Vector& phi) {
   return u_.allFinite() && beta_.allFinite();
 }
 
+void Glmm::eta_from_mode(Problem& prob, bool with_beta, const double* theta) {
+  prob.install_theta(theta);
+  Vector bvec;
+  prob.lambda_times(u_, bvec);
+  if (with_beta) {
+    prob.linear_predictor(beta_.data(), bvec.data(), eta_.data());
+    if (off_) eta_ += Eigen::Map<const Vector>(off_, n_);
+  } else {
+    prob.linear_predictor(nullptr, bvec.data(), eta_.data());
+    eta_ += fixed_;
+  }
+}
+
+void Glmm::record_success(int stage, const double* theta) {
+  evaluated_stage_ = stage;
+  theta_ = Eigen::Map<const Vector>(theta, pb_.ntheta());
+}
+
+// A failure from a start says nothing about the model, only about the start (e.g. a far
+// start where a sqrt link's eta is negative, so the mean is invalid at once): these are the
+// failures after which PIRLS tries again from a safer start.
+static bool start_may_be_at_fault(Status s) {
+  return s == Status::InvalidMean || s == Status::PirlsDiverged || s == Status::PirlsMaxIter ||
+         s == Status::NotPositiveDefinite;
+}
+
+Status Glmm::stage1_from_start(const double* theta) {
+  const Vector u_start = u_, b_start = beta_;
+  eta_from_mode(pb_, true, theta);
+  Status s = pirls(pb_, true, theta, true);
+  if (!start_may_be_at_fault(s)) return s;
+  // The last mode itself (the start may have been a prediction from it).
+  if (u1_warm_.size() == pb_.q() && (u1_warm_ != u_start || b1_warm_ != b_start)) {
+    u_ = u1_warm_;
+    beta_ = b1_warm_;
+    eta_from_mode(pb_, true, theta);
+    s = pirls(pb_, true, theta, true);
+    if (!start_may_be_at_fault(s)) return s;
+  }
+  // The GLM starting values, as on the first evaluation.
+  if (eta1_start_.size() != n_) return s;
+  eta_ = eta1_start_;
+  u_.setZero(pb_.q());
+  beta_.setZero(p_);
+  return pirls(pb_, true, theta, false);
+}
+
 Status Glmm::eval_stage1(const double* theta, const double* eta_start, double& obj) {
   obj = std::nan("");
+  evaluated_stage_ = 0;
   for (Index j = 0; j < pb_.ntheta(); ++j)
     if (!std::isfinite(theta[j])) return Status::NonFiniteInput;
-  bool known = false;
+  Status s;
   if (eta_start) {
-    eta_ = Eigen::Map<const Vector>(eta_start, n_);
+    eta1_start_ = Eigen::Map<const Vector>(eta_start, n_);
+    eta_ = eta1_start_;
     u_.setZero(pb_.q());
     beta_.setZero(p_);
+    s = pirls(pb_, true, theta, false);
   } else if (u1_warm_.size() == pb_.q()) {
     // Warm start from the last stage-1 mode (beta, u), or a prediction from the last
     // gradient point, re-expressed at this theta.
@@ -421,28 +474,35 @@ Status Glmm::eval_stage1(const double* theta, const double* eta_start, double& o
       u_ = u1_warm_;
       beta_ = b1_warm_;
     }
-    pb_.install_theta(theta);
-    Vector bvec;
-    pb_.lambda_times(u_, bvec);
-    pb_.linear_predictor(beta_.data(), bvec.data(), eta_.data());
-    if (off_) eta_ += Eigen::Map<const Vector>(off_, n_);
-    known = true;
+    s = stage1_from_start(theta);
   } else {
     return Status::NotEvaluated;
   }
-  Status s = pirls(pb_, true, theta, known);
   if (s != Status::Ok) return s;
   u1_warm_ = u_;
   b1_warm_ = beta_;
   obj = aic_ + u_.squaredNorm() + ldL2_;
+  record_success(1, theta);
+  return Status::Ok;
+}
+
+Status Glmm::random_effects(Vector& b) {
+  if (evaluated_stage_ == 0) return Status::NotEvaluated;
+  Problem& prob = evaluated_stage_ == 1 ? pb_ : pu_;
+  prob.install_theta(theta_.data());
+  prob.lambda_times(u_, b);
   return Status::Ok;
 }
 
 Status Glmm::eval_stage2(const double* theta, const double* beta, const double* u_start, int nagq,
                          const double* ghz, const double* ghw, double& obj) {
   obj = std::nan("");
+  evaluated_stage_ = 0;
   for (Index j = 0; j < p_; ++j)
     if (!std::isfinite(beta[j])) return Status::NonFiniteInput;
+  for (Index j = 0; j < pu_.ntheta(); ++j)
+    if (!std::isfinite(theta[j])) return Status::NonFiniteInput;
+  if (nagq > 1 && (terms_.size() != 1 || terms_[0].p != 1)) return Status::BadDimension;
   beta_ = Eigen::Map<const Vector>(beta, p_);
   if (p_ > 0)
     fixed_.noalias() = Eigen::Map<const Matrix>(X_, n_, p_) * beta_;
@@ -462,22 +522,21 @@ Status Glmm::eval_stage2(const double* theta, const double* beta, const double* 
   } else {
     u_.setZero(pu_.q());
   }
-  // eta at the start (needs lambda for theta: factor once to install it).
-  for (Index j = 0; j < pu_.ntheta(); ++j)
-    if (!std::isfinite(theta[j])) return Status::NonFiniteInput;
-  if (nagq > 1 && (terms_.size() != 1 || terms_[0].p != 1)) return Status::BadDimension;
-  {
-    pu_.install_theta(theta);
-    Vector bvec;
-    pu_.lambda_times(u_, bvec);
-    pu_.linear_predictor(nullptr, bvec.data(), eta_.data());
-    eta_ += fixed_;
-  }
+  const bool from_zero = u_.isZero(0.0);
+  eta_from_mode(pu_, false, theta);
   Status s = pirls(pu_, false, theta, true);
+  if (start_may_be_at_fault(s) && !from_zero) {
+    // Not from this start: from u = 0 (eta = X beta + offset), where the fixed effects alone
+    // decide whether the mean is valid.
+    u_.setZero(pu_.q());
+    eta_from_mode(pu_, false, theta);
+    s = pirls(pu_, false, theta, true);
+  }
   if (s != Status::Ok) return s;
   u_warm_ = u_;
   if (nagq <= 1) {
     obj = aic_ + u_.squaredNorm() + ldL2_;
+    record_success(2, theta);
     return Status::Ok;
   }
   // Adaptive Gauss-Hermite for one scalar term.
@@ -510,6 +569,7 @@ Status Glmm::eval_stage2(const double* theta, const double* beta, const double* 
     }
   }
   obj = devc0.sum() + ldL2_ - 2.0 * mult.array().log().sum();
+  record_success(2, theta);
   return Status::Ok;
 }
 
@@ -531,6 +591,7 @@ Status Glmm::gradient(bool stage1, const double* theta, Vector& grad) {
   // step (which moved by <= step_tol relative): its use here is exact to that order, as the
   // objective's log|L|^2 is.
   if (!has_gradient()) return Status::BadDimension;
+  if (evaluated_stage_ != (stage1 ? 1 : 2)) return Status::NotEvaluated;
   Problem& prob = stage1 ? pb_ : pu_;
   const Index nt = prob.ntheta();
   const Index np = stage1 ? 0 : p_;
