@@ -89,6 +89,26 @@ class CoreLock {
   std::unique_lock<std::mutex> lock_;
 };
 
+// A core object that Python created with cls.__new__(cls) but never initialized (pybind11
+// then hands the methods raw memory): each object carries this mark from its constructor to
+// its destructor, and every method checks it before touching anything else.
+class AliveMark {
+ public:
+  AliveMark() : mark_(kAlive) {}
+  ~AliveMark() { reinterpret_cast<volatile std::uint64_t&>(mark_) = 0; }
+  AliveMark(const AliveMark&) = delete;
+  AliveMark& operator=(const AliveMark&) = delete;
+  void check() const {
+    if (reinterpret_cast<const volatile std::uint64_t&>(mark_) != kAlive)
+      throw py::type_error("this core object was never initialized (create it with its "
+                           "constructor or by unpickling)");
+  }
+
+ private:
+  static constexpr std::uint64_t kAlive = 0x6d69786564666974ULL;
+  std::uint64_t mark_;
+};
+
 // Refuses NaN and infinities in a data array (count values from p) by name.
 inline void require_finite(const double* p, py::ssize_t count, const char* name) {
   for (py::ssize_t i = 0; i < count; ++i)
@@ -136,6 +156,8 @@ struct CheckedTerms {
       auto t = item.cast<py::tuple>();
       py::array g = t[0].cast<py::array>();
       py::array Z = t[2].cast<py::array>();
+      if (!py::isinstance<py::int_>(t[1]))
+        throw py::type_error("a term's number of levels must be an integer");
       const long nlev = t[1].cast<long>();
       if (nlev < 1 || nlev > n)
         throw py::value_error("a term's number of levels must be between 1 and the number of "

@@ -46,6 +46,7 @@ struct PyGlmm {
   std::unique_ptr<Glmm> g;
   py::ssize_t n = 0, p = 0;
   std::mutex mu;
+  AliveMark alive;  // last member: set only once everything above is constructed
 
   PyGlmm(py::array X, py::array y, py::array pw, py::object offset, py::list terms, int family,
          int link) {
@@ -141,11 +142,13 @@ struct PyGlmm {
   }
 
   double stage1(DArr theta, py::object eta_start) {
+    alive.check();
     CoreLock lock(mu);
     return stage1_locked(theta, eta_start);
   }
 
   double stage2(DArr theta, DArr beta, py::object u_start, int nagq, DArr ghz, DArr ghw) {
+    alive.check();
     CoreLock lock(mu);
     return stage2_locked(theta, beta, u_start, nagq, ghz, ghw);
   }
@@ -163,12 +166,14 @@ struct PyGlmm {
 
   // Objective and its gradient: stage 1 in theta, stage 2 in (theta, beta); Laplace only.
   py::tuple stage1_grad(DArr theta) {
+    alive.check();
     CoreLock lock(mu);
     const double obj = stage1_locked(theta, py::none());
     return py::make_tuple(obj, gradient_locked(true, theta, "gradient (nAGQ = 0 stage)"));
   }
 
   py::tuple stage2_grad(DArr theta, DArr beta) {
+    alive.check();
     CoreLock lock(mu);
     DArr none_z, none_w;
     const double obj = stage2_locked(theta, beta, py::none(), 1, none_z, none_w);
@@ -233,11 +238,13 @@ struct PyGlmm {
   }
 
   py::dict state(bool with_variances) {
+    alive.check();
     CoreLock lock(mu);
     return state_locked(with_variances);
   }
 
   py::dict state_at(DArr theta) {
+    alive.check();
     CoreLock lock(mu);
     require_length(theta, ntheta(), "theta");
     if (g->evaluated_stage() == 0)
@@ -250,6 +257,7 @@ struct PyGlmm {
   }
 
   void set_pirls_control(double tol, int maxit) {
+    alive.check();
     CoreLock lock(mu);
     if (!(tol > 0) || !std::isfinite(tol) || maxit < 1)
       throw py::value_error("PIRLS tol must be finite and > 0, maxit >= 1");
@@ -261,6 +269,7 @@ struct PyGlmm {
   // the warm starts of the last evaluations are not kept (the next stage-1 call needs an
   // eta_start, as on a new object).
   py::tuple getstate() {
+    alive.check();
     CoreLock lock(mu);
     return py::make_tuple(args, g->control.tol, g->control.maxit);
   }
@@ -299,7 +308,7 @@ void bind_glmm(py::module_& m) {
       .def("stage2_grad", &PyGlmm::stage2_grad, py::arg("theta"), py::arg("beta"),
            "(Laplace objective, gradient in (theta, beta)), PIRLS warm-started from the last "
            "stage-2 mode (binomial-logit and Poisson-log only).")
-      .def_property_readonly("has_gradient", [](PyGlmm& s) { return s.g->has_gradient(); })
+      .def_property_readonly("has_gradient", [](PyGlmm& s) { s.alive.check(); return s.g->has_gradient(); })
       .def("set_pirls_control", &PyGlmm::set_pirls_control, py::arg("tol"), py::arg("maxit"))
       .def("state", &PyGlmm::state, py::arg("with_variances") = false,
            "Mode, b, eta, mu, weights and deviance pieces at the last successful evaluation.")

@@ -35,6 +35,7 @@ struct PyProblem {
   py::ssize_t n = 0;
   bool has_response = false;
   std::mutex mu;
+  AliveMark alive;  // last member: set only once everything above is constructed
 
   PyProblem(py::array X_, py::list terms_) : X(X_), terms(terms_) {
     if (X.ndim() != 2) throw py::value_error("X must be two-dimensional");
@@ -52,6 +53,7 @@ struct PyProblem {
   }
 
   void set_response(py::array y_, py::object w_) {
+    alive.check();
     CoreLock lock(mu);
     checked->check_unchanged(n);
     const double* yp = f64_data(y_, "y", n);
@@ -92,6 +94,7 @@ struct PyProblem {
   }
 
   double objective(DArr theta, bool reml) {
+    alive.check();
     CoreLock lock(mu);
     factor_checked(theta);
     return prob->profiled_objective(reml);
@@ -99,6 +102,7 @@ struct PyProblem {
 
   // Objective and its gradient in theta.
   py::tuple objective_grad(DArr theta, bool reml) {
+    alive.check();
     CoreLock lock(mu);
     checked->check_unchanged(n);
     factor_checked(theta);
@@ -115,6 +119,7 @@ struct PyProblem {
   }
 
   py::dict solution(DArr theta) {
+    alive.check();
     CoreLock lock(mu);
     factor_checked(theta);
     Vector beta, u, b;
@@ -150,6 +155,7 @@ struct PyProblem {
   }
 
   py::dict components() {
+    alive.check();
     CoreLock lock(mu);
     const auto& c = prob->components();
     py::dict out;
@@ -161,6 +167,7 @@ struct PyProblem {
   }
 
   py::array_t<double> linear_predictor(DArr beta, DArr b) {
+    alive.check();
     CoreLock lock(mu);
     checked->check_unchanged(n);
     if (beta.size() != prob->p())
@@ -180,6 +187,7 @@ struct PyProblem {
   // Pickling: the arrays the problem was built from and the last response; loading rebuilds
   // the problem from them (the factorization is recomputed at the next evaluation).
   py::tuple getstate() {
+    alive.check();
     CoreLock lock(mu);
     return py::make_tuple(X, terms, y, w);
   }
@@ -211,12 +219,13 @@ void bind_lmm(py::module_& m) {
       .def("components", &PyProblem::components)
       .def("linear_predictor", &PyProblem::linear_predictor, py::arg("beta"), py::arg("b"),
            "X beta + Z b, shape (n,).")
-      .def_property_readonly("n", [](const PyProblem& s) { return s.prob->n(); })
-      .def_property_readonly("p", [](const PyProblem& s) { return s.prob->p(); })
-      .def_property_readonly("q", [](const PyProblem& s) { return s.prob->q(); })
-      .def_property_readonly("ntheta", [](const PyProblem& s) { return s.prob->ntheta(); })
-      .def_property_readonly("rest_dense", [](const PyProblem& s) { return s.prob->rest_dense(); })
+      .def_property_readonly("n", [](const PyProblem& s) { s.alive.check(); return s.prob->n(); })
+      .def_property_readonly("p", [](const PyProblem& s) { s.alive.check(); return s.prob->p(); })
+      .def_property_readonly("q", [](const PyProblem& s) { s.alive.check(); return s.prob->q(); })
+      .def_property_readonly("ntheta", [](const PyProblem& s) { s.alive.check(); return s.prob->ntheta(); })
+      .def_property_readonly("rest_dense", [](const PyProblem& s) { s.alive.check(); return s.prob->rest_dense(); })
       .def("input_addresses", [](const PyProblem& s) {
+        s.alive.check();
         py::list out;
         for (auto a : s.keep) out.append(reinterpret_cast<std::uintptr_t>(a.cast<py::array>().data()));
         return out;

@@ -467,6 +467,14 @@ Status Glmm::eval_stage1(const double* theta, const double* eta_start, double& o
     u_.setZero(pb_.q());
     beta_.setZero(p_);
     s = pirls(pb_, true, theta, false);
+    if (start_may_be_at_fault(s) && u1_warm_.size() == pb_.q()) {
+      // Scoring from the GLM start can stall (non-canonical links); the last mode is a
+      // start too, and the mode does not depend on where PIRLS begins.
+      u_ = u1_warm_;
+      beta_ = b1_warm_;
+      eta_from_mode(pb_, true, theta);
+      s = pirls(pb_, true, theta, true);
+    }
   } else if (u1_warm_.size() == pb_.q()) {
     // Warm start from the last stage-1 mode (beta, u), or a prediction from the last
     // gradient point, re-expressed at this theta.
