@@ -5,11 +5,11 @@ Two checks per model:
 
 * at lme4's own theta, through the core: the conditional modes b = Lambda(theta) u, the fixed
   effects and the linear predictor. PIRLS is converged on both sides, so only PIRLS's
-  stopping rule (lme4 stops at a relative change of ~1e-7 or better) separates them:
-  tolerance 2e-6 absolute on values of order 1.
+  stopping rule separates them (measured: 1.2e-9 cbpp, 1e-11 grouseticks): tolerance 1e-7
+  absolute on values of order 1.
 * the whole fit: ranef, coef, fixef and predict (in-sample and for new rows). The two
-  optimizers stop at their own tolerances (theta within ~1e-4 relative of each other), which
-  moves the modes by up to ~2e-4: tolerance 1e-3 absolute.
+  optimizers stop at their own tolerances (theta within 4e-5 relative of each other), which
+  moves the modes by up to 2.4e-5 (cbpp): tolerance 2e-4 absolute.
 
 Before b was formed from the right Lambda, nAGQ = 0 fits reported b == u (cbpp: b_1 = 0.868
 where lme4 has 0.557), so every one of these checks failed by ~0.3.
@@ -29,8 +29,8 @@ from _reference import REFERENCE_DIR, load_data
 
 import mixedfit as mf
 
-AT_THETA_ATOL = 2e-6
-FIT_ATOL = 1e-3
+AT_THETA_ATOL = 1e-7
+FIT_ATOL = 2e-4
 
 
 @lru_cache(maxsize=None)
@@ -77,7 +77,7 @@ def test_modes_at_lme4_theta(model_id):
 @pytest.mark.parametrize("model_id", MODELS)
 def test_fit_matches_lme4(model_id):
     fit, data, ref = _fit(model_id)
-    np.testing.assert_allclose(fit.theta, ref["theta"], rtol=1e-3)
+    np.testing.assert_allclose(fit.theta, ref["theta"], rtol=5e-4)
     fe = fit.fixef
     assert list(fe.index) == list(ref["fixef"])
     np.testing.assert_allclose(fe.to_numpy(), list(ref["fixef"].values()), atol=FIT_ATOL)
