@@ -101,6 +101,15 @@ def test_fit_matches_lme4(model_id):
                                ref["newdata_link_fixed_only"], atol=FIT_ATOL)
 
 
+def test_pooling_table_partial_pooling_is_lme4_coef():
+    from mixedfit import shrinkage
+
+    fit, _, ref = _fit("cbpp")
+    table = shrinkage.pooling_table(fit, "herd")
+    np.testing.assert_allclose(table["partial_(Intercept)"].to_numpy(),
+                               ref["coef"]["herd"]["values"]["(Intercept)"], atol=FIT_ATOL)
+
+
 @pytest.mark.parametrize("model_id", MODELS)
 def test_predict_in_sample_equals_predict_on_the_same_rows(model_id):
     fit, data, _ = _fit(model_id)
