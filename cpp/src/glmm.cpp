@@ -447,12 +447,43 @@ Status Glmm::stage1_from_start(const double* theta) {
     s = pirls(pb_, true, theta, true);
     if (!start_may_be_at_fault(s)) return s;
   }
-  // The GLM starting values, as on the first evaluation.
+  // The GLM starting values, as on the first evaluation, then the fixed-effects-only fit.
   if (eta1_start_.size() != n_) return s;
   eta_ = eta1_start_;
   u_.setZero(pb_.q());
   beta_.setZero(p_);
-  return pirls(pb_, true, theta, false);
+  s = pirls(pb_, true, theta, false);
+  if (!start_may_be_at_fault(s)) return s;
+  return stage1_from_glm_fit(theta, s);
+}
+
+Status Glmm::stage1_fallback(const double* theta) {
+  // From a bare starting eta, a first step to an invalid mean can only be halved toward
+  // (beta, u) = 0, which need not be valid either (e.g. eta = offset <= 0 for the 1/mu^2
+  // link), and scoring can stall for non-canonical links. The mode does not depend on where
+  // PIRLS begins, so begin elsewhere: at the last stage-1 mode if there is one,
+  Status s = Status::PirlsDiverged;
+  if (u1_warm_.size() == pb_.q()) {
+    u_ = u1_warm_;
+    beta_ = b1_warm_;
+    eta_from_mode(pb_, true, theta);
+    s = pirls(pb_, true, theta, true);
+    if (!start_may_be_at_fault(s)) return s;
+  }
+  // else at the fixed-effects-only fit (theta = 0, where u vanishes) with u = 0.
+  return stage1_from_glm_fit(theta, s);
+}
+
+Status Glmm::stage1_from_glm_fit(const double* theta, Status failed) {
+  if (eta1_start_.size() != n_) return failed;
+  const Vector no_re = Vector::Zero(pb_.ntheta());
+  eta_ = eta1_start_;
+  u_.setZero(pb_.q());
+  beta_.setZero(p_);
+  if (pirls(pb_, true, no_re.data(), false) != Status::Ok) return failed;
+  u_.setZero(pb_.q());
+  eta_from_mode(pb_, true, theta);
+  return pirls(pb_, true, theta, true);
 }
 
 Status Glmm::eval_stage1(const double* theta, const double* eta_start, double& obj) {
@@ -467,14 +498,7 @@ Status Glmm::eval_stage1(const double* theta, const double* eta_start, double& o
     u_.setZero(pb_.q());
     beta_.setZero(p_);
     s = pirls(pb_, true, theta, false);
-    if (start_may_be_at_fault(s) && u1_warm_.size() == pb_.q()) {
-      // Scoring from the GLM start can stall (non-canonical links); the last mode is a
-      // start too, and the mode does not depend on where PIRLS begins.
-      u_ = u1_warm_;
-      beta_ = b1_warm_;
-      eta_from_mode(pb_, true, theta);
-      s = pirls(pb_, true, theta, true);
-    }
+    if (start_may_be_at_fault(s)) s = stage1_fallback(theta);
   } else if (u1_warm_.size() == pb_.q()) {
     // Warm start from the last stage-1 mode (beta, u), or a prediction from the last
     // gradient point, re-expressed at this theta.

@@ -98,6 +98,11 @@ class Glmm {
   // Stage 1 from the current (beta_, u_), falling back to the last stage-1 mode and then to
   // the last GLM starting eta when PIRLS fails from it.
   Status stage1_from_start(const double* theta);
+  // Stage 1 after PIRLS failed from the GLM starting eta (see glmm.cpp).
+  Status stage1_fallback(const double* theta);
+  // Stage 1 from the fixed-effects-only fit at theta = 0 (from the GLM starting eta) with
+  // u = 0; returns `failed` if that fit fails too.
+  Status stage1_from_glm_fit(const double* theta, Status failed);
   void record_success(int stage, const double* theta);
   bool update_mu(const Vector& eta);      // mu_ from eta; false if invalid
   double penalized_deviance(const Vector& u) const;
