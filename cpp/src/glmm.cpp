@@ -435,43 +435,33 @@ static bool start_may_be_at_fault(Status s) {
 }
 
 Status Glmm::stage1_from_start(const double* theta) {
-  const Vector u_start = u_, b_start = beta_;
+  const bool from_last_mode = u_ == u1_warm_ && beta_ == b1_warm_;
   eta_from_mode(pb_, true, theta);
   Status s = pirls(pb_, true, theta, true);
-  if (!start_may_be_at_fault(s)) return s;
-  // The last mode itself (the start may have been a prediction from it).
-  if (u1_warm_.size() == pb_.q() && (u1_warm_ != u_start || b1_warm_ != b_start)) {
-    u_ = u1_warm_;
-    beta_ = b1_warm_;
-    eta_from_mode(pb_, true, theta);
-    s = pirls(pb_, true, theta, true);
-    if (!start_may_be_at_fault(s)) return s;
-  }
-  // The GLM starting values, as on the first evaluation, then the fixed-effects-only fit.
-  if (eta1_start_.size() != n_) return s;
+  if (!start_may_be_at_fault(s) || eta1_start_.size() != n_) return s;
+  // The GLM starting values, as on the first evaluation.
   eta_ = eta1_start_;
   u_.setZero(pb_.q());
   beta_.setZero(p_);
   s = pirls(pb_, true, theta, false);
   if (!start_may_be_at_fault(s)) return s;
-  return stage1_from_glm_fit(theta, s);
+  return stage1_fallback(theta, !from_last_mode, s);
 }
 
-Status Glmm::stage1_fallback(const double* theta) {
+Status Glmm::stage1_fallback(const double* theta, bool try_last_mode, Status failed) {
   // From a bare starting eta, a first step to an invalid mean can only be halved toward
   // (beta, u) = 0, which need not be valid either (e.g. eta = offset <= 0 for the 1/mu^2
   // link), and scoring can stall for non-canonical links. The mode does not depend on where
   // PIRLS begins, so begin elsewhere: at the last stage-1 mode if there is one,
-  Status s = Status::PirlsDiverged;
-  if (u1_warm_.size() == pb_.q()) {
+  if (try_last_mode && u1_warm_.size() == pb_.q()) {
     u_ = u1_warm_;
     beta_ = b1_warm_;
     eta_from_mode(pb_, true, theta);
-    s = pirls(pb_, true, theta, true);
-    if (!start_may_be_at_fault(s)) return s;
+    failed = pirls(pb_, true, theta, true);
+    if (!start_may_be_at_fault(failed)) return failed;
   }
   // else at the fixed-effects-only fit (theta = 0, where u vanishes) with u = 0.
-  return stage1_from_glm_fit(theta, s);
+  return stage1_from_glm_fit(theta, failed);
 }
 
 Status Glmm::stage1_from_glm_fit(const double* theta, Status failed) {
@@ -498,7 +488,7 @@ Status Glmm::eval_stage1(const double* theta, const double* eta_start, double& o
     u_.setZero(pb_.q());
     beta_.setZero(p_);
     s = pirls(pb_, true, theta, false);
-    if (start_may_be_at_fault(s)) s = stage1_fallback(theta);
+    if (start_may_be_at_fault(s)) s = stage1_fallback(theta, true, s);
   } else if (u1_warm_.size() == pb_.q()) {
     // Warm start from the last stage-1 mode (beta, u), or a prediction from the last
     // gradient point, re-expressed at this theta.

@@ -95,11 +95,12 @@ class Glmm {
   Status pirls(Problem& prob, bool with_beta, const double* theta, bool start_known);
   // eta_ from the current u_ (and beta_ for stage 1) at theta.
   void eta_from_mode(Problem& prob, bool with_beta, const double* theta);
-  // Stage 1 from the current (beta_, u_), falling back to the last stage-1 mode and then to
-  // the last GLM starting eta when PIRLS fails from it.
+  // Stage 1 from the current (beta_, u_); when PIRLS fails from there, from the last GLM
+  // starting eta, then as stage1_fallback().
   Status stage1_from_start(const double* theta);
-  // Stage 1 after PIRLS failed from the GLM starting eta (see glmm.cpp).
-  Status stage1_fallback(const double* theta);
+  // Stage 1 after PIRLS failed (status `failed`) from the GLM starting eta: from the last
+  // stage-1 mode (if try_last_mode), then from the fixed-effects-only fit.
+  Status stage1_fallback(const double* theta, bool try_last_mode, Status failed);
   // Stage 1 from the fixed-effects-only fit at theta = 0 (from the GLM starting eta) with
   // u = 0; returns `failed` if that fit fails too.
   Status stage1_from_glm_fit(const double* theta, Status failed);
