@@ -9,12 +9,31 @@ status.
 
 from __future__ import annotations
 
+import importlib.machinery
+import importlib.util
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 
-from mixedfit import _core
+
+def _load_core():
+    """mixedfit._core alone, without importing the package (pandas, scipy ...): the cases
+    need only the extension, and the subprocess then starts in a fraction of a second."""
+    package = importlib.util.find_spec("mixedfit")
+    for folder in package.submodule_search_locations:
+        for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+            path = Path(folder) / f"_core{suffix}"
+            if path.exists():
+                spec = importlib.util.spec_from_file_location("_core", path)
+                module = importlib.util.module_from_spec(spec)
+                spec.loader.exec_module(module)
+                return module
+    raise ImportError("mixedfit._core not found")
+
+
+_core = None  # loaded by main(): importing this file only lists the cases
 
 N = 12
 
@@ -223,6 +242,8 @@ def _swallow(f):
 
 
 def main() -> None:
+    global _core
+    _core = _load_core()
     for name, case in CASES.items():
         print(json.dumps({"start": name}), flush=True)
         try:

@@ -47,6 +47,7 @@ CHILD = textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # a child process that imports mixedfit and fits for seconds
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGINT to a child process is POSIX")
 def test_sigint_stops_a_long_fit():
     env = dict(os.environ)
