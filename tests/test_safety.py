@@ -141,3 +141,28 @@ def test_stage1_falls_back_from_the_glm_start():
     for t in (0.25, 0.5, 0.75, 1.0):
         warm = other.stage1(np.array([t]), None)
     assert cold == pytest.approx(warm, rel=1e-9)
+
+
+def test_stage1_from_a_bare_eta_damps_an_invalid_first_step():
+    """Inverse Gaussian, 1/mu^2 link, no offset: with this seed the first PIRLS step from the
+    GLM start 1 / y^2 leaves eta > 0 for some rows, and halving toward (beta, u) = 0 (eta = 0)
+    never returns to valid means. PIRLS must move eta only part of the way instead."""
+    rng = np.random.default_rng(161)
+    n, G = 20, 4
+    x = rng.uniform(-1, 1, n)
+    X = np.asfortranarray(np.column_stack([np.ones(n), x]))
+    codes = np.ascontiguousarray(rng.integers(0, G, n), dtype=np.int32)
+    eta = X @ np.array([2.0, 0.4]) + 0.3 * rng.normal(size=G)[codes]
+    y = np.ascontiguousarray(rng.wald(eta**-0.5, 4.0))
+    Z = np.asfortranarray(np.ones((n, 1)))
+
+    def problem():
+        return _core.GlmmProblem(X, y, np.ones(n), None, [(codes, G, Z)], 3, 8)
+
+    for theta in (0.0, 0.5):
+        cold = problem().stage1(np.array([theta]), np.ascontiguousarray(y**-2.0))
+        # Another path to the same mode: from the GLM start at theta = 1, then warm.
+        other = problem()
+        other.stage1(np.array([1.0]), np.ascontiguousarray(y**-2.0))
+        warm = other.stage1(np.array([theta]), None)
+        assert cold == pytest.approx(warm, rel=1e-9), theta

@@ -343,6 +343,13 @@ Status Glmm::pirls(Problem& prob, bool with_beta, const double* theta, bool star
       if (with_beta) bnew = old_b + alpha * (bnew - old_b);
     }
     double pdev = candidate(unew, bnew);
+    if (!std::isfinite(pdev) && !std::isfinite(oldpdev)) {
+      // From a bare starting eta (no (beta, u) behind it) a step to an invalid mean cannot
+      // be halved back toward a previous iterate: move eta only part of the way toward the
+      // step's linear predictor, and iterate from that valid eta, still without a start.
+      if (!damp_bare_start(eta_new)) return Status::InvalidMean;
+      continue;
+    }
     if (std::isfinite(pdev) &&
         std::abs(oldpdev - pdev) < control.tol * std::max(std::abs(pdev), 1.0) &&
         step <= control.step_tol * (1.0 + size)) {
@@ -392,6 +399,20 @@ Status Glmm::pirls(Problem& prob, bool with_beta, const double* theta, bool star
   ldL2_ = prob.ldL2();
   aic_ = family_aic();
   return Status::Ok;
+}
+
+bool Glmm::damp_bare_start(const Vector& eta_step) {
+  Vector eta_try(n_);
+  double t = 0.5;
+  for (int k = 0; k < control.max_halvings; ++k, t *= 0.5) {
+    eta_try = eta_ + t * (eta_step - eta_);
+    if (update_mu(eta_try)) {  // also sets mu_, mueta_ and devsum_ for the next step
+      eta_ = eta_try;
+      return true;
+    }
+  }
+  update_mu(eta_);
+  return false;
 }
 
 bool Glmm::predict_start(int stage, const Vector& phi) {

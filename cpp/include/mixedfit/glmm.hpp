@@ -106,6 +106,9 @@ class Glmm {
   Status stage1_from_glm_fit(const double* theta, Status failed);
   void record_success(int stage, const double* theta);
   bool update_mu(const Vector& eta);      // mu_ from eta; false if invalid
+  // eta_ moved toward eta_step by the largest of 1/2, 1/4, ... that keeps the mean valid;
+  // false if none does (eta_ and mu_ then unchanged).
+  bool damp_bare_start(const Vector& eta_step);
   double penalized_deviance(const Vector& u) const;
   void working(const Vector& base);       // wts_, zwork_ = eta - base + (y - mu)/mu_eta
   double family_aic() const;
