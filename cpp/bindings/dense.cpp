@@ -1,6 +1,11 @@
 // Bindings for the thread-count setting and a test hook for the dense Cholesky.
+#include <atomic>
+#include <stdexcept>
+#include <string>
+
 #include "common.hpp"
 #include "mixedfit/dense_chol.hpp"
+#include "mixedfit/parallel.hpp"
 
 namespace mixedfit_py {
 
@@ -24,12 +29,34 @@ py::array_t<double, py::array::f_style> dense_cholesky(const py::array& a, int t
     for (py::ssize_t i = 0; i < n; ++i) out[i + j * n] = i >= j ? src(i, j) : 0.0;
   bool ok;
   {
+    mixedfit::clear_interrupt();
     py::gil_scoped_release release;
     Eigen::Map<Eigen::MatrixXd> A(out, n, n);
     ok = mixedfit::cholesky_lower(A, threads, block);
   }
   if (!ok) raise_status(mixedfit::Status::NotPositiveDefinite, "dense_cholesky");
   return L;
+}
+
+// Test hook for run_pair: `which` side ("helper", "caller" or "none") throws; returns how
+// many of the two sides ran to the end.
+int run_pair_throwing(const std::string& which) {
+  if (which != "helper" && which != "caller" && which != "none")
+    throw py::value_error("which must be 'helper', 'caller' or 'none'");
+  std::atomic<int> finished{0};
+  {
+    py::gil_scoped_release release;
+    mixedfit::run_pair(
+        [&] {
+          if (which == "helper") throw std::runtime_error("injected fault on the helper thread");
+          ++finished;
+        },
+        [&] {
+          if (which == "caller") throw std::runtime_error("injected fault on the calling thread");
+          ++finished;
+        });
+  }
+  return finished.load();
 }
 
 }  // namespace
@@ -50,6 +77,10 @@ void bind_dense(py::module_& m) {
         "Test hook: lower Cholesky factor of the square SPD array a (only its lower triangle is "
         "read), computed with `threads` threads and column blocks of width `block` (0: the "
         "default choice, which uses Eigen's LLT for small a or one thread).");
+  m.def("_set_cholesky_fault_step", &mixedfit::set_cholesky_fault_step, py::arg("step"),
+        "Test hook: a helper thread of the blocked Cholesky throws at this step (-1: off).");
+  m.def("_run_pair_throwing", &run_pair_throwing, py::arg("which"),
+        "Test hook: runs two tasks on two threads, one of which may throw.");
 }
 
 }  // namespace mixedfit_py

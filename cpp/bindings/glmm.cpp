@@ -1,5 +1,6 @@
 // Bindings for the GLMM: PIRLS stages and the Laplace / AGQ objectives. The GIL is released
-// while the core computes; bad statuses become Python exceptions.
+// while the core computes; bad statuses become Python exceptions; each object's mutex
+// (CoreLock) serializes the methods that use it.
 #include <pybind11/stl.h>
 
 #include <cmath>
@@ -17,7 +18,6 @@ using mixedfit::Glmm;
 using mixedfit::LinkKind;
 using mixedfit::Matrix;
 using mixedfit::Status;
-using mixedfit::TermData;
 using mixedfit::Vector;
 
 namespace {
@@ -27,21 +27,46 @@ py::array_t<double> to_numpy(const Matrix& M) {
                              M.data());
 }
 using DArr = py::array_t<double, py::array::c_style | py::array::forcecast>;
+
+constexpr int kMaxFamilyCode = 4;
+constexpr int kMaxLinkCode = 8;
+constexpr int kMaxNodes = 1000;  // adaptive Gauss-Hermite nodes (lme4 allows up to 25)
+
+// A float64 vector argument of exactly `len` entries, by name.
+void require_length(const DArr& a, py::ssize_t len, const char* name) {
+  if (a.ndim() != 1 || a.shape(0) != len)
+    throw py::value_error(std::string(name) + " must be a vector of length " + std::to_string(len));
+}
 }  // namespace
 
 struct PyGlmm {
   py::list keep;
+  py::tuple args;  // the constructor's arguments (for pickling)
+  std::unique_ptr<CheckedTerms> checked;
   std::unique_ptr<Glmm> g;
   py::ssize_t n = 0, p = 0;
+  std::mutex mu;
+  AliveMark alive;  // last member: set only once everything above is constructed
 
   PyGlmm(py::array X, py::array y, py::array pw, py::object offset, py::list terms, int family,
          int link) {
+    args = py::make_tuple(X, y, pw, offset, terms, family, link);
     if (X.ndim() != 2) throw py::value_error("X must be two-dimensional");
     n = X.shape(0);
     p = X.shape(1);
+    if (n < 1) throw py::value_error("the problem needs at least one observation");
+    if (family < 0 || family > kMaxFamilyCode)
+      throw py::value_error("unknown family code " + std::to_string(family));
+    if (link < 0 || link > kMaxLinkCode)
+      throw py::value_error("unknown link code " + std::to_string(link));
     const double* Xp = f64_data(X, "X", n, p);
     const double* yp = f64_data(y, "y", n);
     const double* wp = f64_data(pw, "weights", n);
+    require_finite(Xp, n * p, "X");
+    require_finite(yp, n, "y");
+    require_finite(wp, n, "weights");
+    for (py::ssize_t i = 0; i < n; ++i)
+      if (wp[i] < 0) throw py::value_error("weights must be non-negative");
     const double* op = nullptr;
     keep.append(X);
     keep.append(y);
@@ -49,44 +74,32 @@ struct PyGlmm {
     if (!offset.is_none()) {
       py::array oa = offset.cast<py::array>();
       op = f64_data(oa, "offset", n);
+      require_finite(op, n, "offset");
       keep.append(oa);
     }
-    if (family < 0 || family > 4) throw py::value_error("unknown family code");
-    if (link < 0 || link > 8) throw py::value_error("unknown link code");
-    std::vector<TermData> td;
-    for (auto item : terms) {
-      auto t = item.cast<py::tuple>();
-      py::array gc = t[0].cast<py::array>();
-      py::array Z = t[2].cast<py::array>();
-      TermData d;
-      d.g = i32_data(gc, "codes", n);
-      d.nlev = t[1].cast<int>();
-      d.p = static_cast<int>(Z.shape(1));
-      d.Z = f64_data(Z, "Z", n, d.p);
-      for (py::ssize_t i = 0; i < n; ++i)
-        if (d.g[i] < 0 || d.g[i] >= d.nlev) throw py::value_error("level code out of range");
-      keep.append(gc);
-      keep.append(Z);
-      td.push_back(d);
-    }
-    if (td.empty()) throw py::value_error("at least one random-effects term is required");
+    checked = std::make_unique<CheckedTerms>(terms, n);
+    for (auto a : checked->arrays) keep.append(a);
+    std::vector<mixedfit::TermData> td = checked->data;
     Family fam{static_cast<FamilyKind>(family), static_cast<LinkKind>(link)};
     py::gil_scoped_release release;
     g = std::make_unique<Glmm>(n, p, Xp, yp, wp, op, std::move(td), fam);
   }
 
-  void check_theta(const DArr& theta) {
-    if (theta.ndim() != 1 || theta.shape(0) != g->problem_u().ntheta())
-      throw py::value_error("theta must have length " + std::to_string(g->problem_u().ntheta()));
+  py::ssize_t ntheta() const { return g->problem_u().ntheta(); }
+
+  // The checks every evaluation starts with; the caller holds the lock.
+  void check_call(const DArr& theta) {
+    checked->check_unchanged(n);
+    require_length(theta, ntheta(), "theta");
   }
 
-  double stage1(DArr theta, py::object eta_start_obj) {
-    check_theta(theta);
+  double stage1_locked(const DArr& theta, const py::object& eta_start_obj) {
+    check_call(theta);
     DArr eta_start;
     const double* ep = nullptr;
     if (!eta_start_obj.is_none()) {
       eta_start = eta_start_obj.cast<DArr>();
-      if (eta_start.size() != n) throw py::value_error("eta_start must have length n");
+      require_length(eta_start, n, "eta_start");
       ep = eta_start.data();
     }
     double obj;
@@ -99,18 +112,25 @@ struct PyGlmm {
     return obj;
   }
 
-  double stage2(DArr theta, DArr beta, py::object u_start_obj, int nagq, DArr ghz, DArr ghw) {
-    check_theta(theta);
-    if (beta.size() != p) throw py::value_error("beta must have length " + std::to_string(p));
+  double stage2_locked(const DArr& theta, const DArr& beta, const py::object& u_start_obj,
+                       int nagq, const DArr& ghz, const DArr& ghw) {
+    check_call(theta);
+    require_length(beta, p, "beta");
     DArr u_start;
     const double* up = nullptr;
     if (!u_start_obj.is_none()) {
       u_start = u_start_obj.cast<DArr>();
-      if (u_start.size() != g->problem_u().q()) throw py::value_error("u_start has the wrong length");
+      require_length(u_start, g->problem_u().q(), "u_start");
       up = u_start.data();
     }
-    if (nagq > 1 && (ghz.size() != nagq || ghw.size() != nagq))
-      throw py::value_error("need nagq quadrature nodes and weights");
+    if (nagq > kMaxNodes)
+      throw py::value_error("nagq must be at most " + std::to_string(kMaxNodes));
+    if (nagq > 1) {
+      require_length(ghz, nagq, "ghz");
+      require_length(ghw, nagq, "ghw");
+      require_finite(ghz.data(), nagq, "ghz");
+      require_finite(ghw.data(), nagq, "ghw");
+    }
     double obj;
     Status s;
     {
@@ -121,38 +141,87 @@ struct PyGlmm {
     return obj;
   }
 
-  // Objective and its gradient: stage 1 in theta, stage 2 in (theta, beta); Laplace only.
-  py::tuple stage1_grad(DArr theta) {
-    const double obj = stage1(theta, py::none());
+  double stage1(DArr theta, py::object eta_start) {
+    alive.check();
+    CoreLock lock(mu);
+    return stage1_locked(theta, eta_start);
+  }
+
+  double stage2(DArr theta, DArr beta, py::object u_start, int nagq, DArr ghz, DArr ghw) {
+    alive.check();
+    CoreLock lock(mu);
+    return stage2_locked(theta, beta, u_start, nagq, ghz, ghw);
+  }
+
+  py::array_t<double> gradient_locked(bool stage1, const DArr& theta, const char* where) {
     Vector grad;
     Status s;
     {
       py::gil_scoped_release release;
-      s = g->gradient(true, theta.data(), grad);
+      s = g->gradient(stage1, theta.data(), grad);
     }
-    raise_status(s, "gradient (nAGQ = 0 stage)");
-    return py::make_tuple(obj, to_numpy(grad));
+    raise_status(s, where);
+    return to_numpy(grad);
+  }
+
+  // Objective and its gradient: stage 1 in theta, stage 2 in (theta, beta); Laplace only.
+  py::tuple stage1_grad(DArr theta) {
+    alive.check();
+    CoreLock lock(mu);
+    const double obj = stage1_locked(theta, py::none());
+    return py::make_tuple(obj, gradient_locked(true, theta, "gradient (nAGQ = 0 stage)"));
   }
 
   py::tuple stage2_grad(DArr theta, DArr beta) {
+    alive.check();
+    CoreLock lock(mu);
     DArr none_z, none_w;
-    const double obj = stage2(theta, beta, py::none(), 1, none_z, none_w);
-    Vector grad;
-    Status s;
-    {
-      py::gil_scoped_release release;
-      s = g->gradient(false, theta.data(), grad);
-    }
-    raise_status(s, "gradient (Laplace stage)");
-    return py::make_tuple(obj, to_numpy(grad));
+    const double obj = stage2_locked(theta, beta, py::none(), 1, none_z, none_w);
+    return py::make_tuple(obj, gradient_locked(false, theta, "gradient (Laplace stage)"));
   }
 
-  // State at the last evaluation: mode, linear predictor, mean, weights, deviance pieces, and
-  // from the u-only factor the unscaled conditional variances; from the (beta, u) factor at
-  // the same weights the unscaled vcov of beta.
-  py::dict state(bool with_variances) {
+  // Unscaled conditional variances from the u-only factor and the unscaled vcov of beta from
+  // the (beta, u) factor, both at the mode's working weights and the last evaluated theta.
+  void add_variances(py::dict& out) {
+    std::vector<Matrix> cv;
+    Matrix V;
+    Status s1, s2, s3 = Status::Ok;
+    {
+      py::gil_scoped_release release;
+      const double* theta = g->theta().data();
+      auto& pu = g->problem_u();
+      Vector zu = g->eta();  // any response: only L_ZZ is needed
+      s1 = pu.set_response(zu.data(), g->working_weights().data(), false);
+      if (s1 == Status::Ok) s1 = pu.factor(theta, false);
+      if (s1 == Status::Ok) s1 = pu.cond_var(cv);
+      auto& pb = g->problem_bu();
+      Vector z = g->eta();  // any response: only L_XX is needed
+      s2 = pb.set_response(z.data(), g->working_weights().data(), false);
+      if (s2 == Status::Ok) s2 = pb.factor(theta, false);
+      if (s2 == Status::Ok) s3 = pb.unscaled_vcov(V);
+    }
+    raise_status(s1, "condVar");
+    raise_status(s2, "vcov factor");
+    raise_status(s3, "vcov");
+    py::list cvl;
+    for (const auto& M : cv) cvl.append(to_numpy(M));
+    out["unscaled_condvar"] = cvl;
+    out["unscaled_vcov"] = to_numpy(V);
+  }
+
+  // State at the last successful evaluation: mode, b = Lambda(theta) u, linear predictor,
+  // mean, weights, deviance pieces; with_variances adds the unscaled conditional variances
+  // and vcov of beta at that theta.
+  py::dict state_locked(bool with_variances) {
+    checked->check_unchanged(n);
+    if (g->evaluated_stage() == 0)
+      throw py::value_error("no successful evaluation yet: call stage1() or stage2() first");
+    Vector b;
+    raise_status(g->random_effects(b), "random effects");
     py::dict out;
+    out["theta"] = to_numpy(g->theta());
     out["u"] = to_numpy(g->u());
+    out["b"] = to_numpy(b);
     out["beta"] = to_numpy(g->beta());
     out["eta"] = to_numpy(g->eta());
     out["mu"] = to_numpy(g->mu());
@@ -163,46 +232,57 @@ struct PyGlmm {
     out["ldL2"] = g->ldL2();
     out["pearson"] = g->pearson();
     out["iterations"] = g->iterations();
-    Vector b;
-    g->problem_u().lambda_times(g->u(), b);
-    out["b"] = to_numpy(b);
-    if (with_variances) {
-      std::vector<Matrix> cv;
-      Matrix V;
-      Status s1, s2, s3;
-      Vector bb, uu;
-      {
-        py::gil_scoped_release release;
-        // Conditional variances from the u-only factor at the mode's working weights
-        // (after stage 1 only the (beta, u) problem has been factored).
-        auto& pu = g->problem_u();
-        Vector zu = g->eta();  // any response: only L_ZZ is needed
-        s1 = pu.set_response(zu.data(), g->working_weights().data(), false);
-        if (s1 == Status::Ok) s1 = pu.factor(theta_cache.data(), false);
-        if (s1 == Status::Ok) s1 = pu.cond_var(cv);
-        // vcov from the final weighted factor: refactor the (beta, u) system at these weights.
-        auto& pb = g->problem_bu();
-        Vector z = g->eta();  // any response: only L_XX is needed
-        s2 = pb.set_response(z.data(), g->working_weights().data(), false);
-        if (s2 == Status::Ok) s2 = pb.factor(theta_cache.data(), false);
-        if (s2 == Status::Ok) s3 = pb.unscaled_vcov(V); else s3 = Status::Ok;
-      }
-      raise_status(s1, "condVar");
-      raise_status(s2, "vcov factor");
-      raise_status(s3, "vcov");
-      py::list cvl;
-      for (const auto& M : cv) cvl.append(to_numpy(M));
-      out["unscaled_condvar"] = cvl;
-      out["unscaled_vcov"] = to_numpy(V);
-    }
+    out["stage"] = g->evaluated_stage();
+    if (with_variances) add_variances(out);
     return out;
   }
 
-  std::vector<double> theta_cache;
+  py::dict state(bool with_variances) {
+    alive.check();
+    CoreLock lock(mu);
+    return state_locked(with_variances);
+  }
+
   py::dict state_at(DArr theta) {
-    check_theta(theta);
-    theta_cache.assign(theta.data(), theta.data() + theta.size());
-    return state(true);
+    alive.check();
+    CoreLock lock(mu);
+    require_length(theta, ntheta(), "theta");
+    if (g->evaluated_stage() == 0)
+      throw py::value_error("no successful evaluation yet: call stage1() or stage2() first");
+    const Vector t = Eigen::Map<const Vector>(theta.data(), ntheta());
+    if (t != g->theta())
+      throw py::value_error("state_at: theta differs from the last evaluated theta; evaluate "
+                            "the objective there first");
+    return state_locked(true);
+  }
+
+  void set_pirls_control(double tol, int maxit) {
+    alive.check();
+    CoreLock lock(mu);
+    if (!(tol > 0) || !std::isfinite(tol) || maxit < 1)
+      throw py::value_error("PIRLS tol must be finite and > 0, maxit >= 1");
+    g->control.tol = tol;
+    g->control.maxit = maxit;
+  }
+
+  // Pickling: the constructor's arguments and the PIRLS control. Loading rebuilds the object;
+  // the warm starts of the last evaluations are not kept (the next stage-1 call needs an
+  // eta_start, as on a new object).
+  py::tuple getstate() {
+    alive.check();
+    CoreLock lock(mu);
+    return py::make_tuple(args, g->control.tol, g->control.maxit);
+  }
+
+  static std::unique_ptr<PyGlmm> from_state(const py::tuple& t) {
+    if (t.size() != 3) throw py::value_error("invalid GlmmProblem state");
+    const auto a = t[0].cast<py::tuple>();
+    if (a.size() != 7) throw py::value_error("invalid GlmmProblem state");
+    auto out = std::make_unique<PyGlmm>(a[0].cast<py::array>(), a[1].cast<py::array>(),
+                                        a[2].cast<py::array>(), a[3], a[4].cast<py::list>(),
+                                        a[5].cast<int>(), a[6].cast<int>());
+    out->set_pirls_control(t[1].cast<double>(), t[2].cast<int>());
+    return out;
   }
 };
 
@@ -210,7 +290,8 @@ void bind_glmm(py::module_& m) {
   py::class_<PyGlmm>(m, "GlmmProblem",
                      "GLMM by PIRLS on the blocked-Cholesky core. family: 0 binomial, 1 poisson, "
                      "2 Gamma, 3 inverse.gaussian, 4 gaussian; link: 0 identity, 1 log, 2 logit, "
-                     "3 probit, 4 cloglog, 5 cauchit, 6 inverse, 7 sqrt, 8 1/mu^2.")
+                     "3 probit, 4 cloglog, 5 cauchit, 6 inverse, 7 sqrt, 8 1/mu^2. Safe to share "
+                     "between threads: calls on one object run one at a time. Picklable.")
       .def(py::init<py::array, py::array, py::array, py::object, py::list, int, int>(),
            py::arg("X"), py::arg("y"), py::arg("weights"), py::arg("offset"), py::arg("terms"),
            py::arg("family"), py::arg("link"))
@@ -227,18 +308,14 @@ void bind_glmm(py::module_& m) {
       .def("stage2_grad", &PyGlmm::stage2_grad, py::arg("theta"), py::arg("beta"),
            "(Laplace objective, gradient in (theta, beta)), PIRLS warm-started from the last "
            "stage-2 mode (binomial-logit and Poisson-log only).")
-      .def_property_readonly("has_gradient", [](PyGlmm& s) { return s.g->has_gradient(); })
-      .def("set_pirls_control",
-           [](PyGlmm& s, double tol, int maxit) {
-             if (!(tol > 0) || maxit < 1) throw py::value_error("PIRLS tol must be > 0, maxit >= 1");
-             s.g->control.tol = tol;
-             s.g->control.maxit = maxit;
-           },
-           py::arg("tol"), py::arg("maxit"))
+      .def_property_readonly("has_gradient", [](PyGlmm& s) { s.alive.check(); return s.g->has_gradient(); })
+      .def("set_pirls_control", &PyGlmm::set_pirls_control, py::arg("tol"), py::arg("maxit"))
       .def("state", &PyGlmm::state, py::arg("with_variances") = false,
-           "Mode, eta, mu, weights and deviance pieces at the last evaluation.")
+           "Mode, b, eta, mu, weights and deviance pieces at the last successful evaluation.")
       .def("state_at", &PyGlmm::state_at, py::arg("theta"),
-           "As state(True), with the variances computed at theta (the last evaluated theta).");
+           "As state(True); theta must be the last evaluated theta.")
+      .def(py::pickle([](PyGlmm& s) { return s.getstate(); },
+                      [](const py::tuple& t) { return PyGlmm::from_state(t); }));
 }
 
 }  // namespace mixedfit_py

@@ -1,5 +1,5 @@
 // Bindings for the LMM Problem: arrays in, objective / solution out. The GIL is released while
-// the core computes.
+// the core computes; each object's mutex (CoreLock) serializes the methods that use it.
 #include <pybind11/stl.h>
 
 #include <memory>
@@ -13,66 +13,77 @@ namespace mixedfit_py {
 using mixedfit::Matrix;
 using mixedfit::Problem;
 using mixedfit::Status;
-using mixedfit::TermData;
 using mixedfit::Vector;
+
+namespace {
+using DArr = py::array_t<double, py::array::c_style | py::array::forcecast>;
+
+py::array_t<double> matrix_to_numpy(const Matrix& M) {
+  return py::array_t<double>({M.rows(), M.cols()}, {sizeof(double), sizeof(double) * M.rows()},
+                             M.data());
+}
+}  // namespace
 
 // Owns references to the caller's arrays so the core can use their buffers without copies.
 struct PyProblem {
-  py::list keep;  // X, y, w, and every term's g and Z
+  py::list keep;  // X, every term's codes and Z, then each response's y and w
+  py::array X;
+  py::list terms;
+  py::object y = py::none(), w = py::none();  // the last response (for pickling)
+  std::unique_ptr<CheckedTerms> checked;
   std::unique_ptr<Problem> prob;
   py::ssize_t n = 0;
+  bool has_response = false;
+  std::mutex mu;
+  AliveMark alive;  // last member: set only once everything above is constructed
 
-  PyProblem(py::array X, py::list terms) {
+  PyProblem(py::array X_, py::list terms_) : X(X_), terms(terms_) {
     if (X.ndim() != 2) throw py::value_error("X must be two-dimensional");
     n = X.shape(0);
+    if (n < 1) throw py::value_error("the problem needs at least one observation");
     const py::ssize_t p = X.shape(1);
     const double* Xp = f64_data(X, "X", n, p);
+    require_finite(Xp, n * p, "X");
     keep.append(X);
-    if (terms.size() == 0) throw py::value_error("at least one random-effects term is required");
-    std::vector<TermData> td;
-    for (auto item : terms) {
-      auto t = item.cast<py::tuple>();
-      if (t.size() != 3) throw py::value_error("each term must be (codes, nlevels, Z)");
-      py::array g = t[0].cast<py::array>();
-      const int nlev = t[1].cast<int>();
-      py::array Z = t[2].cast<py::array>();
-      if (Z.ndim() != 2) throw py::value_error("a term's Z must be two-dimensional");
-      TermData d;
-      d.g = i32_data(g, "codes", n);
-      d.nlev = nlev;
-      d.p = static_cast<int>(Z.shape(1));
-      d.Z = f64_data(Z, "Z", n, d.p);
-      if (nlev < 1 || d.p < 1) throw py::value_error("a term needs at least one level and column");
-      for (py::ssize_t i = 0; i < n; ++i)
-        if (d.g[i] < 0 || d.g[i] >= nlev) throw py::value_error("level code out of range");
-      keep.append(g);
-      keep.append(Z);
-      td.push_back(d);
-    }
+    checked = std::make_unique<CheckedTerms>(terms, n);
+    for (auto a : checked->arrays) keep.append(a);
+    std::vector<mixedfit::TermData> td = checked->data;
     py::gil_scoped_release release;
     prob = std::make_unique<Problem>(n, p, Xp, std::move(td));
   }
 
-  void set_response(py::array y, py::object w) {
-    const double* yp = f64_data(y, "y", n);
+  void set_response(py::array y_, py::object w_) {
+    alive.check();
+    CoreLock lock(mu);
+    checked->check_unchanged(n);
+    const double* yp = f64_data(y_, "y", n);
     const double* wp = nullptr;
-    keep.append(y);
-    if (!w.is_none()) {
-      py::array wa = w.cast<py::array>();
+    keep.append(y_);
+    py::object wkeep = py::none();
+    if (!w_.is_none()) {
+      py::array wa = w_.cast<py::array>();
       wp = f64_data(wa, "weights", n);
       keep.append(wa);
+      wkeep = wa;
     }
+    has_response = false;
     Status s;
     {
       py::gil_scoped_release release;
       s = prob->set_response(yp, wp);
     }
     raise_status(s, "set_response");
+    y = y_;
+    w = wkeep;
+    has_response = true;
   }
 
-  void factor_checked(py::array_t<double, py::array::c_style | py::array::forcecast> theta) {
+  // Factors at theta; the caller holds the lock.
+  void factor_checked(const DArr& theta) {
+    if (!has_response)
+      throw py::value_error("set_response() must be called before the objective is evaluated");
     if (theta.ndim() != 1 || theta.shape(0) != prob->ntheta())
-      throw py::value_error("theta must have length " + std::to_string(prob->ntheta()));
+      throw py::value_error("theta must be a vector of length " + std::to_string(prob->ntheta()));
     const double* t = theta.data();
     Status s;
     {
@@ -82,15 +93,18 @@ struct PyProblem {
     raise_status(s, "objective");
   }
 
-  double objective(py::array_t<double, py::array::c_style | py::array::forcecast> theta,
-                   bool reml) {
+  double objective(DArr theta, bool reml) {
+    alive.check();
+    CoreLock lock(mu);
     factor_checked(theta);
     return prob->profiled_objective(reml);
   }
 
   // Objective and its gradient in theta.
-  py::tuple objective_grad(py::array_t<double, py::array::c_style | py::array::forcecast> theta,
-                           bool reml) {
+  py::tuple objective_grad(DArr theta, bool reml) {
+    alive.check();
+    CoreLock lock(mu);
+    checked->check_unchanged(n);
     factor_checked(theta);
     const double obj = prob->profiled_objective(reml);
     Vector beta, u, grad;
@@ -104,7 +118,9 @@ struct PyProblem {
     return py::make_tuple(obj, py::array_t<double>(grad.size(), grad.data()));
   }
 
-  py::dict solution(py::array_t<double, py::array::c_style | py::array::forcecast> theta) {
+  py::dict solution(DArr theta) {
+    alive.check();
+    CoreLock lock(mu);
     factor_checked(theta);
     Vector beta, u, b;
     Matrix V;
@@ -113,7 +129,7 @@ struct PyProblem {
     {
       py::gil_scoped_release release;
       s1 = prob->solve(beta, u);
-      prob->lambda_times(u, b);
+      if (s1 == Status::Ok) prob->lambda_times(u, b);
       s2 = prob->unscaled_vcov(V);
       s3 = prob->cond_var(cv);
     }
@@ -125,13 +141,9 @@ struct PyProblem {
     out["beta"] = py::array_t<double>(beta.size(), beta.data());
     out["u"] = py::array_t<double>(u.size(), u.data());
     out["b"] = py::array_t<double>(b.size(), b.data());
-    py::array_t<double> Va({V.rows(), V.cols()}, {sizeof(double), sizeof(double) * V.rows()},
-                           V.data());
-    out["unscaled_vcov"] = Va;
+    out["unscaled_vcov"] = matrix_to_numpy(V);
     py::list cvl;
-    for (const auto& M : cv)
-      cvl.append(py::array_t<double>({M.rows(), M.cols()},
-                                     {sizeof(double), sizeof(double) * M.rows()}, M.data()));
+    for (const auto& M : cv) cvl.append(matrix_to_numpy(M));
     out["unscaled_condvar"] = cvl;
     out["ldL2"] = c.ldL2;
     out["ldRX2"] = c.ldRX2;
@@ -142,7 +154,9 @@ struct PyProblem {
     return out;
   }
 
-  py::dict components() const {
+  py::dict components() {
+    alive.check();
+    CoreLock lock(mu);
     const auto& c = prob->components();
     py::dict out;
     out["ldL2"] = c.ldL2;
@@ -152,10 +166,13 @@ struct PyProblem {
     return out;
   }
 
-  py::array_t<double> linear_predictor(py::array_t<double, py::array::c_style | py::array::forcecast> beta,
-                                       py::array_t<double, py::array::c_style | py::array::forcecast> b) {
-    if (beta.size() != prob->p()) throw py::value_error("beta has the wrong length");
-    if (b.size() != prob->q()) throw py::value_error("b has the wrong length");
+  py::array_t<double> linear_predictor(DArr beta, DArr b) {
+    alive.check();
+    CoreLock lock(mu);
+    checked->check_unchanged(n);
+    if (beta.size() != prob->p())
+      throw py::value_error("beta must have length " + std::to_string(prob->p()));
+    if (b.size() != prob->q()) throw py::value_error("b must have length " + std::to_string(prob->q()));
     py::array_t<double> eta(n);
     const double* bp = beta.data();
     const double* bb = b.data();
@@ -166,13 +183,30 @@ struct PyProblem {
     }
     return eta;
   }
+
+  // Pickling: the arrays the problem was built from and the last response; loading rebuilds
+  // the problem from them (the factorization is recomputed at the next evaluation).
+  py::tuple getstate() {
+    alive.check();
+    CoreLock lock(mu);
+    return py::make_tuple(X, terms, y, w);
+  }
+
+  static std::unique_ptr<PyProblem> from_state(const py::tuple& t) {
+    if (t.size() != 4) throw py::value_error("invalid LmmProblem state");
+    auto out = std::make_unique<PyProblem>(t[0].cast<py::array>(), t[1].cast<py::list>());
+    if (!t[2].is_none()) out->set_response(t[2].cast<py::array>(), t[3]);
+    return out;
+  }
 };
 
 void bind_lmm(py::module_& m) {
   py::class_<PyProblem>(m, "LmmProblem",
                         "Blocked-Cholesky LMM problem. X: (n, p) float64 column-major; terms: "
                         "list of (codes int32 (n,), nlevels, Z float64 (n, p_k) column-major) in "
-                        "lme4's order. Buffers are used without copies.")
+                        "lme4's order. Buffers are used without copies (do not change them in "
+                        "place). Safe to share between threads: calls on one object run one at a "
+                        "time. Picklable (rebuilt from its arrays).")
       .def(py::init<py::array, py::list>(), py::arg("X"), py::arg("terms"))
       .def("set_response", &PyProblem::set_response, py::arg("y"), py::arg("weights") = py::none(),
            "Form A = [Z X y]' W [Z X y] (O(n)).")
@@ -185,16 +219,19 @@ void bind_lmm(py::module_& m) {
       .def("components", &PyProblem::components)
       .def("linear_predictor", &PyProblem::linear_predictor, py::arg("beta"), py::arg("b"),
            "X beta + Z b, shape (n,).")
-      .def_property_readonly("n", [](const PyProblem& s) { return s.prob->n(); })
-      .def_property_readonly("p", [](const PyProblem& s) { return s.prob->p(); })
-      .def_property_readonly("q", [](const PyProblem& s) { return s.prob->q(); })
-      .def_property_readonly("ntheta", [](const PyProblem& s) { return s.prob->ntheta(); })
-      .def_property_readonly("rest_dense", [](const PyProblem& s) { return s.prob->rest_dense(); })
+      .def_property_readonly("n", [](const PyProblem& s) { s.alive.check(); return s.prob->n(); })
+      .def_property_readonly("p", [](const PyProblem& s) { s.alive.check(); return s.prob->p(); })
+      .def_property_readonly("q", [](const PyProblem& s) { s.alive.check(); return s.prob->q(); })
+      .def_property_readonly("ntheta", [](const PyProblem& s) { s.alive.check(); return s.prob->ntheta(); })
+      .def_property_readonly("rest_dense", [](const PyProblem& s) { s.alive.check(); return s.prob->rest_dense(); })
       .def("input_addresses", [](const PyProblem& s) {
+        s.alive.check();
         py::list out;
         for (auto a : s.keep) out.append(reinterpret_cast<std::uintptr_t>(a.cast<py::array>().data()));
         return out;
-      }, "Data addresses of the buffers the core reads (to check that nothing was copied).");
+      }, "Data addresses of the buffers the core reads (to check that nothing was copied).")
+      .def(py::pickle([](PyProblem& s) { return s.getstate(); },
+                      [](const py::tuple& t) { return PyProblem::from_state(t); }));
 }
 
 }  // namespace mixedfit_py

@@ -6,10 +6,14 @@
 #include <cmath>
 #include <condition_variable>
 #include <cstdlib>
+#include <exception>
 #include <mutex>
+#include <stdexcept>
 #include <system_error>
 #include <thread>
 #include <vector>
+
+#include "mixedfit/interrupt.hpp"
 
 #if defined(__linux__)
 #include <sched.h>
@@ -55,6 +59,9 @@ int initial_threads() {
 #endif
   return std::max(1, std::min(hw, kMaxDefaultThreads));
 }
+
+// Test hook: a helper thread of the blocked factorization throws at this step (-1: never).
+std::atomic<long> g_fault_step{-1};
 
 std::atomic<int>& thread_setting() {
   static std::atomic<int> n{initial_threads()};
@@ -108,12 +115,46 @@ class Blocked {
     wake();
   }
 
+  // A helper thread's body: waits for start(), then works. An exception (e.g. bad_alloc in
+  // a product's temporary) is kept for the caller instead of terminating the process.
   void join_when_started() {
-    if (wait([&] { return started_.load(std::memory_order_acquire); })) work();
+    guarded([&] {
+      if (wait([&] { return started_.load(std::memory_order_acquire); })) work(false);
+    });
   }
 
-  void work() {
+  // The calling thread's part; it also checks for a stop request (Ctrl-C) at each step.
+  void work_on_caller() { guarded([&] { work(true); }); }
+
+  // After every thread has joined: rethrow the first exception a thread raised.
+  void rethrow_if_any() const {
+    if (error_) std::rethrow_exception(error_);
+  }
+
+ private:
+  template <class Body>
+  void guarded(Body body) {
+    try {
+      body();
+    } catch (...) {
+      {
+        std::lock_guard<std::mutex> lock(mutex_);
+        if (!error_) error_ = std::current_exception();
+      }
+      failed_.store(true);
+      wake();
+    }
+  }
+
+  void work(bool caller) {
     for (Index s = 0; s < nblocks_; ++s) {
+      if (caller && interrupt_requested()) {
+        failed_.store(true);
+        wake();
+        return;
+      }
+      if (!caller && g_fault_step.load(std::memory_order_relaxed) == s)
+        throw std::runtime_error("injected fault in a helper thread of the blocked Cholesky");
       const Index s0 = s * nb_, w = std::min(nb_, n_ - s0), below = n_ - s0 - w;
       const Index nupdate = s > 0 ? nblocks_ - s : 1;  // task 0, then blocks s+1.. if s > 0
       Index rows = 0, nsolve = 0;
@@ -198,6 +239,7 @@ class Blocked {
   std::atomic<int> sleepers_{0};
   std::mutex mutex_;
   std::condition_variable cv_;
+  std::exception_ptr error_;  // the first exception a thread raised (under mutex_)
 };
 
 bool cholesky_blocked(Eigen::Ref<Matrix>& A, int threads, Index block) {
@@ -214,12 +256,15 @@ bool cholesky_blocked(Eigen::Ref<Matrix>& A, int threads, Index block) {
   }
   // Every thread takes part in every step's barrier, so the count is fixed before work starts.
   job.start(static_cast<int>(pool.size()) + 1);
-  job.work();
+  job.work_on_caller();
   for (auto& th : pool) th.join();
+  job.rethrow_if_any();
   return job.ok();
 }
 
 }  // namespace
+
+void set_cholesky_fault_step(long step) { g_fault_step.store(step); }
 
 int num_threads() { return thread_setting().load(std::memory_order_relaxed); }
 

@@ -3,6 +3,8 @@
 #include <cmath>
 #include <limits>
 
+#include "mixedfit/interrupt.hpp"
+
 namespace mixedfit {
 
 namespace {
@@ -318,6 +320,7 @@ Status Glmm::pirls(Problem& prob, bool with_beta, const double* theta, bool star
       (fam_.fam == FamilyKind::InverseGaussian && fam_.link == LinkKind::InverseSquare);
   Status s;
   for (iters_ = 0; iters_ < control.maxit; ++iters_) {
+    if (interrupt_requested()) return Status::Interrupted;
     working(base);
     if ((s = prob.set_response(zwork_.data(), wts_.data(), false)) != Status::Ok) return s;
     if ((s = prob.factor(theta)) != Status::Ok) return s;
@@ -340,6 +343,13 @@ Status Glmm::pirls(Problem& prob, bool with_beta, const double* theta, bool star
       if (with_beta) bnew = old_b + alpha * (bnew - old_b);
     }
     double pdev = candidate(unew, bnew);
+    if (!std::isfinite(pdev) && !std::isfinite(oldpdev)) {
+      // From a bare starting eta (no (beta, u) behind it) a step to an invalid mean cannot
+      // be halved back toward a previous iterate: move eta only part of the way toward the
+      // step's linear predictor, and iterate from that valid eta, still without a start.
+      if (!damp_bare_start(eta_new)) return Status::InvalidMean;
+      continue;
+    }
     if (std::isfinite(pdev) &&
         std::abs(oldpdev - pdev) < control.tol * std::max(std::abs(pdev), 1.0) &&
         step <= control.step_tol * (1.0 + size)) {
@@ -391,6 +401,20 @@ Status Glmm::pirls(Problem& prob, bool with_beta, const double* theta, bool star
   return Status::Ok;
 }
 
+bool Glmm::damp_bare_start(const Vector& eta_step) {
+  Vector eta_try(n_);
+  double t = 0.5;
+  for (int k = 0; k < control.max_halvings; ++k, t *= 0.5) {
+    eta_try = eta_ + t * (eta_step - eta_);
+    if (update_mu(eta_try)) {  // also sets mu_, mueta_ and devsum_ for the next step
+      eta_ = eta_try;
+      return true;
+    }
+  }
+  update_mu(eta_);
+  return false;
+}
+
 bool Glmm::predict_start(int stage, const Vector& phi) {
   // First-order prediction of the mode from the last gradient point: O(|dphi|^2) off, so
   // PIRLS needs one step fewer at the nearby points of a Hessian or a Newton step. Only for
@@ -405,15 +429,87 @@ bool Glmm::predict_start(int stage, const Vector& phi) {
   return u_.allFinite() && beta_.allFinite();
 }
 
+void Glmm::eta_from_mode(Problem& prob, bool with_beta, const double* theta) {
+  prob.install_theta(theta);
+  Vector bvec;
+  prob.lambda_times(u_, bvec);
+  if (with_beta) {
+    prob.linear_predictor(beta_.data(), bvec.data(), eta_.data());
+    if (off_) eta_ += Eigen::Map<const Vector>(off_, n_);
+  } else {
+    prob.linear_predictor(nullptr, bvec.data(), eta_.data());
+    eta_ += fixed_;
+  }
+}
+
+void Glmm::record_success(int stage, const double* theta) {
+  evaluated_stage_ = stage;
+  theta_ = Eigen::Map<const Vector>(theta, pb_.ntheta());
+}
+
+// A failure from a start says nothing about the model, only about the start (e.g. a far
+// start where a sqrt link's eta is negative, so the mean is invalid at once): these are the
+// failures after which PIRLS tries again from a safer start.
+static bool start_may_be_at_fault(Status s) {
+  return s == Status::InvalidMean || s == Status::PirlsDiverged || s == Status::PirlsMaxIter ||
+         s == Status::NotPositiveDefinite;
+}
+
+Status Glmm::stage1_from_start(const double* theta) {
+  const bool from_last_mode = u_ == u1_warm_ && beta_ == b1_warm_;
+  eta_from_mode(pb_, true, theta);
+  Status s = pirls(pb_, true, theta, true);
+  if (!start_may_be_at_fault(s) || eta1_start_.size() != n_) return s;
+  // The GLM starting values, as on the first evaluation.
+  eta_ = eta1_start_;
+  u_.setZero(pb_.q());
+  beta_.setZero(p_);
+  s = pirls(pb_, true, theta, false);
+  if (!start_may_be_at_fault(s)) return s;
+  return stage1_fallback(theta, !from_last_mode, s);
+}
+
+Status Glmm::stage1_fallback(const double* theta, bool try_last_mode, Status failed) {
+  // From a bare starting eta, a first step to an invalid mean can only be halved toward
+  // (beta, u) = 0, which need not be valid either (e.g. eta = offset <= 0 for the 1/mu^2
+  // link), and scoring can stall for non-canonical links. The mode does not depend on where
+  // PIRLS begins, so begin elsewhere: at the last stage-1 mode if there is one,
+  if (try_last_mode && u1_warm_.size() == pb_.q()) {
+    u_ = u1_warm_;
+    beta_ = b1_warm_;
+    eta_from_mode(pb_, true, theta);
+    failed = pirls(pb_, true, theta, true);
+    if (!start_may_be_at_fault(failed)) return failed;
+  }
+  // else at the fixed-effects-only fit (theta = 0, where u vanishes) with u = 0.
+  return stage1_from_glm_fit(theta, failed);
+}
+
+Status Glmm::stage1_from_glm_fit(const double* theta, Status failed) {
+  if (eta1_start_.size() != n_) return failed;
+  const Vector no_re = Vector::Zero(pb_.ntheta());
+  eta_ = eta1_start_;
+  u_.setZero(pb_.q());
+  beta_.setZero(p_);
+  if (pirls(pb_, true, no_re.data(), false) != Status::Ok) return failed;
+  u_.setZero(pb_.q());
+  eta_from_mode(pb_, true, theta);
+  return pirls(pb_, true, theta, true);
+}
+
 Status Glmm::eval_stage1(const double* theta, const double* eta_start, double& obj) {
   obj = std::nan("");
+  evaluated_stage_ = 0;
   for (Index j = 0; j < pb_.ntheta(); ++j)
     if (!std::isfinite(theta[j])) return Status::NonFiniteInput;
-  bool known = false;
+  Status s;
   if (eta_start) {
-    eta_ = Eigen::Map<const Vector>(eta_start, n_);
+    eta1_start_ = Eigen::Map<const Vector>(eta_start, n_);
+    eta_ = eta1_start_;
     u_.setZero(pb_.q());
     beta_.setZero(p_);
+    s = pirls(pb_, true, theta, false);
+    if (start_may_be_at_fault(s)) s = stage1_fallback(theta, true, s);
   } else if (u1_warm_.size() == pb_.q()) {
     // Warm start from the last stage-1 mode (beta, u), or a prediction from the last
     // gradient point, re-expressed at this theta.
@@ -421,28 +517,35 @@ Status Glmm::eval_stage1(const double* theta, const double* eta_start, double& o
       u_ = u1_warm_;
       beta_ = b1_warm_;
     }
-    pb_.install_theta(theta);
-    Vector bvec;
-    pb_.lambda_times(u_, bvec);
-    pb_.linear_predictor(beta_.data(), bvec.data(), eta_.data());
-    if (off_) eta_ += Eigen::Map<const Vector>(off_, n_);
-    known = true;
+    s = stage1_from_start(theta);
   } else {
     return Status::NotEvaluated;
   }
-  Status s = pirls(pb_, true, theta, known);
   if (s != Status::Ok) return s;
   u1_warm_ = u_;
   b1_warm_ = beta_;
   obj = aic_ + u_.squaredNorm() + ldL2_;
+  record_success(1, theta);
+  return Status::Ok;
+}
+
+Status Glmm::random_effects(Vector& b) {
+  if (evaluated_stage_ == 0) return Status::NotEvaluated;
+  Problem& prob = evaluated_stage_ == 1 ? pb_ : pu_;
+  prob.install_theta(theta_.data());
+  prob.lambda_times(u_, b);
   return Status::Ok;
 }
 
 Status Glmm::eval_stage2(const double* theta, const double* beta, const double* u_start, int nagq,
                          const double* ghz, const double* ghw, double& obj) {
   obj = std::nan("");
+  evaluated_stage_ = 0;
   for (Index j = 0; j < p_; ++j)
     if (!std::isfinite(beta[j])) return Status::NonFiniteInput;
+  for (Index j = 0; j < pu_.ntheta(); ++j)
+    if (!std::isfinite(theta[j])) return Status::NonFiniteInput;
+  if (nagq > 1 && (terms_.size() != 1 || terms_[0].p != 1)) return Status::BadDimension;
   beta_ = Eigen::Map<const Vector>(beta, p_);
   if (p_ > 0)
     fixed_.noalias() = Eigen::Map<const Matrix>(X_, n_, p_) * beta_;
@@ -462,22 +565,21 @@ Status Glmm::eval_stage2(const double* theta, const double* beta, const double* 
   } else {
     u_.setZero(pu_.q());
   }
-  // eta at the start (needs lambda for theta: factor once to install it).
-  for (Index j = 0; j < pu_.ntheta(); ++j)
-    if (!std::isfinite(theta[j])) return Status::NonFiniteInput;
-  if (nagq > 1 && (terms_.size() != 1 || terms_[0].p != 1)) return Status::BadDimension;
-  {
-    pu_.install_theta(theta);
-    Vector bvec;
-    pu_.lambda_times(u_, bvec);
-    pu_.linear_predictor(nullptr, bvec.data(), eta_.data());
-    eta_ += fixed_;
-  }
+  const bool from_zero = u_.isZero(0.0);
+  eta_from_mode(pu_, false, theta);
   Status s = pirls(pu_, false, theta, true);
+  if (start_may_be_at_fault(s) && !from_zero) {
+    // Not from this start: from u = 0 (eta = X beta + offset), where the fixed effects alone
+    // decide whether the mean is valid.
+    u_.setZero(pu_.q());
+    eta_from_mode(pu_, false, theta);
+    s = pirls(pu_, false, theta, true);
+  }
   if (s != Status::Ok) return s;
   u_warm_ = u_;
   if (nagq <= 1) {
     obj = aic_ + u_.squaredNorm() + ldL2_;
+    record_success(2, theta);
     return Status::Ok;
   }
   // Adaptive Gauss-Hermite for one scalar term.
@@ -510,6 +612,7 @@ Status Glmm::eval_stage2(const double* theta, const double* beta, const double* 
     }
   }
   obj = devc0.sum() + ldL2_ - 2.0 * mult.array().log().sum();
+  record_success(2, theta);
   return Status::Ok;
 }
 
@@ -531,6 +634,7 @@ Status Glmm::gradient(bool stage1, const double* theta, Vector& grad) {
   // step (which moved by <= step_tol relative): its use here is exact to that order, as the
   // objective's log|L|^2 is.
   if (!has_gradient()) return Status::BadDimension;
+  if (evaluated_stage_ != (stage1 ? 1 : 2)) return Status::NotEvaluated;
   Problem& prob = stage1 ? pb_ : pu_;
   const Index nt = prob.ntheta();
   const Index np = stage1 ? 0 : p_;

@@ -1,6 +1,7 @@
 #include "mixedfit/problem.hpp"
 
 #include "mixedfit/dense_chol.hpp"
+#include "mixedfit/parallel.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -83,9 +84,8 @@ void lower_tri_inverse(const Eigen::Ref<const Matrix>& L, Matrix& Linv) {
     const double cost = static_cast<double>(n - j0) * static_cast<double>(n - j0);
     if (a <= b) { mine.push_back(j0); a += cost; } else { theirs.push_back(j0); b += cost; }
   }
-  std::thread other([&]() { for (Index j0 : theirs) solve_block(j0); });
-  for (Index j0 : mine) solve_block(j0);
-  other.join();
+  run_pair([&]() { for (Index j0 : theirs) solve_block(j0); },
+           [&]() { for (Index j0 : mine) solve_block(j0); });
 }
 
 // f(lo, hi) over [0, n): on the calling thread alone, or in two halves with one more thread
@@ -95,9 +95,8 @@ double split_sum(bool parallel, Index n, F f) {
   if (!parallel) return f(Index{0}, n);
   const Index h = n / 2;
   double other = 0.0;
-  std::thread t([&]() { other = f(h, n); });
-  const double mine = f(Index{0}, h);
-  t.join();
+  double mine = 0.0;
+  run_pair([&]() { other = f(h, n); }, [&]() { mine = f(Index{0}, h); });
   return mine + other;
 }
 
@@ -538,11 +537,12 @@ Status Problem::factor(const double* theta, bool with_response) {
         // Two threads, each over half of term 0's levels (the update's inner dimension).
         const Index h = q0_ / 2;
         Matrix S2 = Matrix::Zero(mZ_, mZ_);
-        std::thread t([&]() {
-          S2.selfadjointView<Eigen::Lower>().rankUpdate(BZ.rightCols(q0_ - h), 1.0);
-        });
-        R_.topLeftCorner(mZ_, mZ_).selfadjointView<Eigen::Lower>().rankUpdate(BZ.leftCols(h), -1.0);
-        t.join();
+        run_pair(
+            [&]() { S2.selfadjointView<Eigen::Lower>().rankUpdate(BZ.rightCols(q0_ - h), 1.0); },
+            [&]() {
+              R_.topLeftCorner(mZ_, mZ_).selfadjointView<Eigen::Lower>().rankUpdate(
+                  BZ.leftCols(h), -1.0);
+            });
         R_.topLeftCorner(mZ_, mZ_).triangularView<Eigen::Lower>() -= S2;
       } else {
         R_.topLeftCorner(mZ_, mZ_).selfadjointView<Eigen::Lower>().rankUpdate(BZ, -1.0);

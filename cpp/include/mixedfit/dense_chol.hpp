@@ -33,6 +33,14 @@ void set_num_threads(int n);
 // else the blocked algorithm with a column-block width chosen by order (64 to 128).
 // block > 0 forces the blocked algorithm with that width, on any size and thread count (tests
 // use it to exercise the blocking).
+//
+// An exception raised on a helper thread is rethrown here after every thread has joined. On
+// the calling thread the blocked algorithm checks interrupt_requested() at each step and, when
+// asked to stop, returns false.
 bool cholesky_lower(Eigen::Ref<Eigen::MatrixXd> A, int threads, int block = 0);
+
+// Test hook: from now on a helper thread of the blocked algorithm throws std::runtime_error at
+// column-block step `step` (-1, the default, turns it off).
+void set_cholesky_fault_step(long step);
 
 }  // namespace mixedfit

@@ -68,6 +68,14 @@ class Glmm {
   Status gradient(bool stage1, const double* theta, Vector& grad);
   bool has_gradient() const;
 
+  // The stage (1 or 2) of the last successful evaluation, 0 if none (or the last one failed:
+  // the mode accessors below then hold no solution).
+  int evaluated_stage() const { return evaluated_stage_; }
+  // theta of the last successful evaluation (empty before the first).
+  const Vector& theta() const { return theta_; }
+  // b = Lambda(theta) u at the last successful evaluation (NotEvaluated before one).
+  Status random_effects(Vector& b);
+
   const Vector& beta() const { return beta_; }
   const Vector& u() const { return u_; }
   const Vector& eta() const { return eta_; }
@@ -85,7 +93,22 @@ class Glmm {
 
  private:
   Status pirls(Problem& prob, bool with_beta, const double* theta, bool start_known);
+  // eta_ from the current u_ (and beta_ for stage 1) at theta.
+  void eta_from_mode(Problem& prob, bool with_beta, const double* theta);
+  // Stage 1 from the current (beta_, u_); when PIRLS fails from there, from the last GLM
+  // starting eta, then as stage1_fallback().
+  Status stage1_from_start(const double* theta);
+  // Stage 1 after PIRLS failed (status `failed`) from the GLM starting eta: from the last
+  // stage-1 mode (if try_last_mode), then from the fixed-effects-only fit.
+  Status stage1_fallback(const double* theta, bool try_last_mode, Status failed);
+  // Stage 1 from the fixed-effects-only fit at theta = 0 (from the GLM starting eta) with
+  // u = 0; returns `failed` if that fit fails too.
+  Status stage1_from_glm_fit(const double* theta, Status failed);
+  void record_success(int stage, const double* theta);
   bool update_mu(const Vector& eta);      // mu_ from eta; false if invalid
+  // eta_ moved toward eta_step by the largest of 1/2, 1/4, ... that keeps the mean valid;
+  // false if none does (eta_ and mu_ then unchanged).
+  bool damp_bare_start(const Vector& eta_step);
   double penalized_deviance(const Vector& u) const;
   void working(const Vector& base);       // wts_, zwork_ = eta - base + (y - mu)/mu_eta
   double family_aic() const;
@@ -106,6 +129,9 @@ class Glmm {
   bool predict_start(int stage, const Vector& phi);
   Vector u_warm_;  // mode of the last successful stage-2 evaluation
   Vector u1_warm_, b1_warm_;  // mode of the last successful stage-1 evaluation
+  Vector eta1_start_;         // the last starting eta given to stage 1
+  Vector theta_;              // theta of the last successful evaluation
+  int evaluated_stage_ = 0;
   Vector beta_, u_, eta_, mu_, mueta_, wts_, zwork_, fixed_, b_;
   double devsum_ = 0, aic_ = 0, ldL2_ = 0, aic_const_ = 0, dev_const_ = 0;
   bool aic_const_valid_ = false;

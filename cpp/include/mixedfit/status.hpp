@@ -13,6 +13,7 @@ enum class Status : int {
   PirlsDiverged = 5,        // PIRLS could not reduce the penalized deviance
   PirlsMaxIter = 6,         // PIRLS hit its iteration limit
   InvalidMean = 7,          // the mean left the family's domain (e.g. mu <= 0 for Poisson)
+  Interrupted = 8,          // the user asked to stop (interrupt_requested(), e.g. Ctrl-C)
 };
 
 inline const char* status_message(Status s) {
@@ -27,6 +28,7 @@ inline const char* status_message(Status s) {
       return "PIRLS failed to reduce the penalized deviance (step-halving exhausted)";
     case Status::PirlsMaxIter: return "PIRLS did not converge within its iteration limit";
     case Status::InvalidMean: return "the fitted mean left the family's valid range";
+    case Status::Interrupted: return "interrupted";
   }
   return "unknown status";
 }
