@@ -35,7 +35,7 @@ struct PyGlmm {
   py::ssize_t n = 0, p = 0;
 
   PyGlmm(py::array X, py::array y, py::array pw, py::object offset, py::list terms, int family,
-         int link) {
+         int link, double nb_theta) {
     if (X.ndim() != 2) throw py::value_error("X must be two-dimensional");
     n = X.shape(0);
     p = X.shape(1);
@@ -51,7 +51,9 @@ struct PyGlmm {
       op = f64_data(oa, "offset", n);
       keep.append(oa);
     }
-    if (family < 0 || family > 4) throw py::value_error("unknown family code");
+    if (family < 0 || family > 5) throw py::value_error("unknown family code");
+    if (family == 5 && !(nb_theta > 0 && std::isfinite(nb_theta)))
+      throw py::value_error("negative binomial theta must be positive and finite");
     if (link < 0 || link > 8) throw py::value_error("unknown link code");
     std::vector<TermData> td;
     for (auto item : terms) {
@@ -70,7 +72,7 @@ struct PyGlmm {
       td.push_back(d);
     }
     if (td.empty()) throw py::value_error("at least one random-effects term is required");
-    Family fam{static_cast<FamilyKind>(family), static_cast<LinkKind>(link)};
+    Family fam{static_cast<FamilyKind>(family), static_cast<LinkKind>(link), nb_theta};
     py::gil_scoped_release release;
     g = std::make_unique<Glmm>(n, p, Xp, yp, wp, op, std::move(td), fam);
   }
@@ -209,11 +211,11 @@ struct PyGlmm {
 void bind_glmm(py::module_& m) {
   py::class_<PyGlmm>(m, "GlmmProblem",
                      "GLMM by PIRLS on the blocked-Cholesky core. family: 0 binomial, 1 poisson, "
-                     "2 Gamma, 3 inverse.gaussian, 4 gaussian; link: 0 identity, 1 log, 2 logit, "
+                     "2 Gamma, 3 inverse.gaussian, 4 gaussian, 5 negative binomial (nb_theta); link: 0 identity, 1 log, 2 logit, "
                      "3 probit, 4 cloglog, 5 cauchit, 6 inverse, 7 sqrt, 8 1/mu^2.")
-      .def(py::init<py::array, py::array, py::array, py::object, py::list, int, int>(),
+      .def(py::init<py::array, py::array, py::array, py::object, py::list, int, int, double>(),
            py::arg("X"), py::arg("y"), py::arg("weights"), py::arg("offset"), py::arg("terms"),
-           py::arg("family"), py::arg("link"))
+           py::arg("family"), py::arg("link"), py::arg("nb_theta") = 0.0)
       .def("stage1", &PyGlmm::stage1, py::arg("theta"), py::arg("eta_start"),
            "nAGQ = 0 objective at theta (beta profiled by PIRLS), lme4's scale; "
            "eta_start=None starts PIRLS from the last stage-1 mode.")

@@ -7,12 +7,13 @@
 
 import operator
 
-from . import _core, plot, shrinkage, simulate
+from . import _core, families, plot, shrinkage, simulate
 from ._errors import (ConvergenceError, ConvergenceWarning, DataError, FormulaError,
                       MixedfitError, NumericalError, SingularFitWarning)
 from .anova import anova
 from .glmm import GlmerResult, glmer
 from .lmm import lmer
+from .negbin import glmer_nb
 from .options import Control
 from .results import LmerResult, VarCorr
 
@@ -41,6 +42,7 @@ def get_num_threads() -> int:
 __all__ = [
     "lmer",
     "glmer",
+    "glmer_nb",
     "GlmerResult",
     "anova",
     "Control",
@@ -55,6 +57,7 @@ __all__ = [
     "SingularFitWarning",
     "simulate",
     "shrinkage",
+    "families",
     "plot",
     "set_num_threads",
     "get_num_threads",
