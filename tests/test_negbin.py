@@ -134,6 +134,8 @@ def test_ranef_condvar_and_predict():
     re = fit.ranef(condvar=True)["subject"]
     assert np.allclose(re["(Intercept)"].to_numpy(), ref["ranef1"], atol=2e-3)
     assert np.allclose(re["condsd_(Intercept)"].to_numpy(), ref["condsd1"], rtol=5e-3)
+    # the Python family's deviance residuals agree with the core's deviance
+    assert np.sum(fit.residuals() ** 2) == pytest.approx(fit.deviance, rel=1e-12)
     data = _data("epil")
     mu = fit.predict(data, type="response")
     assert np.allclose(np.asarray(mu), fit.fitted().to_numpy())
@@ -204,3 +206,5 @@ def test_links():
     assert NegativeBinomial(2.0, "sqrt").link == "sqrt"
     with pytest.raises(ValueError, match="link 'logit'"):
         NegativeBinomial(2.0, "logit")
+    with pytest.raises(ValueError, match="link 'logit' is not available for family 'negative"):
+        mixedfit.glmer_nb(REF["epil"]["formula"], _data("epil"), link="logit")

@@ -163,7 +163,8 @@ def NegativeBinomial(theta: float, link: str = "log") -> Family:
     """The NB2 family with a known shape ``theta`` (variance mu + mu^2 / theta; MASS's
     ``negative.binomial(theta)``), for ``glmer(..., family=NegativeBinomial(theta))``.
     ``mixedfit.glmer_nb`` estimates theta. Links: log (default), sqrt, identity."""
-    if isinstance(theta, (bool, np.bool_)) or not isinstance(theta, (int, float, np.integer, np.floating)):
+    is_number = isinstance(theta, (int, float, np.integer, np.floating))
+    if isinstance(theta, (bool, np.bool_)) or not is_number:
         raise DataError(f"negative binomial theta must be a positive number, got {theta!r}")
     if not (np.isfinite(theta) and theta > 0):
         raise DataError(f"negative binomial theta must be positive and finite, got {theta!r}")

@@ -41,8 +41,8 @@ from scipy import optimize as sciopt
 
 from . import _core
 from ._errors import ConvergenceError, NumericalError
-from .families import NegativeBinomial, resolve_family
-from .glmm import GlmerResult, _gauss_hermite, _response, glmer
+from .families import NegativeBinomial
+from .glmm import GlmerResult, _gauss_hermite, glmer
 from .optimize import bobyqa, theta_lower
 from .options import Control
 
@@ -52,8 +52,9 @@ __all__ = ["glmer_nb"]
 # 1e-5 mu and the fit is the Poisson one to every printed digit.
 THETA_MAX_PER_MEAN = 1e5
 THETA_MIN = 1e-4
-# Brent's tolerance on log(theta): theta to ~1e-7 relative.
-LOG_THETA_TOL = 1e-8
+# Brent's tolerance on log(theta), relative: theta to ~1e-5, where the log-likelihood is flat
+# to ~1e-9.
+LOG_THETA_TOL = 1e-5
 
 
 def glmer_nb(formula: str, data, *, link: str = "log", nagq: int = 1, weights=None,
@@ -68,30 +69,45 @@ def glmer_nb(formula: str, data, *, link: str = "log", nagq: int = 1, weights=No
     profile's evaluations); its ``df``, AIC and BIC count theta, as lme4's ``logLik`` does.
     """
     control = Control.coerce(control)
-    resolve_family("poisson", link)  # the same links as MASS's negative.binomial
+    NegativeBinomial(1.0, link)  # validates the link
     if init_theta is not None:
         NegativeBinomial(init_theta)  # validates: positive and finite
     name = data_name if data_name is not None else "data"
     common = dict(weights=weights, offset=offset, control=control, data_name=name)
-    pois = glmer(formula, data, family="poisson", link=link, nagq=nagq, **common)
+    # Starting values from the Poisson model's first stage (beta inside PIRLS): close enough,
+    # and without the second stage's optimization and Hessian.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pois = glmer(formula, data, family="poisson", link=link, fast=True, **common)
     y, mu = pois._y, pois._mu
     theta_max = THETA_MAX_PER_MEAN * max(1.0, float(np.mean(y)))
     start = init_theta if init_theta is not None else _moment_theta(y, mu, theta_max)
-    profile = _Profile(pois, link, nagq, control)
-    search = _minimize_log_theta(profile, math.log(start), math.log(theta_max))
-    # theta -> infinity: the search ran to its cap, or no finite theta beats the Poisson fit
-    # (far out the profile is flat to rounding and the search stops anywhere).
-    if (search.x >= math.log(theta_max) - 1e-3
-            or pois.deviance_table_value <= search.fun + 1e-9 * abs(search.fun)):
-        return _poisson_limit(pois, math.exp(search.x))
+    upper = math.log(theta_max)
+    # Locate theta on the cheap first-stage objective (beta inside PIRLS, BOBYQA over the
+    # variance parameters only), then minimize the Laplace profile from there.
+    rough = _Profile(pois, link, nagq, control, stage=1)
+    first = _minimize_log_theta(rough, math.log(start), upper, step=0.5, tol=1e-3)
+    profile = _Profile(pois, link, nagq, control, stage=2, seed=rough)
+    search = _minimize_log_theta(profile, first.x, upper, step=0.05, tol=LOG_THETA_TOL)
+    if _at_poisson_limit(search, theta_max):
+        # theta -> infinity, unless the Poisson fit is no better than the best NB found
+        pois = glmer(formula, data, family="poisson", link=link, nagq=nagq, **common)
+        if pois.deviance_table_value <= search.fun + 1e-9 * abs(search.fun):
+            return _poisson_limit(pois, math.exp(search.x))
     nb_theta = math.exp(search.x)
     best = profile.nearest(search.x)
     nt = len(pois.theta)
     start_par = np.r_[best.par[:nt], pois._fixed.from_scaled(best.par[nt:])]
     fit = glmer(formula, data, family=NegativeBinomial(nb_theta, link), nagq=nagq,
                 **{**common, "control": replace(control, start=tuple(start_par))})
-    _count_theta(fit, nb_theta, profile.history, search)
+    _count_theta(fit, nb_theta, rough.history + profile.history, search)
     return fit
+
+
+def _at_poisson_limit(search, theta_max: float) -> bool:
+    """The search ran to its cap, or so far out (1e-3 of the cap) that the profile is flat to
+    rounding there and the search may have stopped anywhere: compare with the Poisson fit."""
+    return search.x >= math.log(theta_max) + math.log(1e-3)
 
 
 def _moment_theta(y: np.ndarray, mu: np.ndarray, theta_max: float) -> float:
@@ -108,15 +124,21 @@ class _Point:
     deviance: float    # -2 log L at the optimum of the other parameters
     par: np.ndarray    # (variance parameters, beta in the core's scaled units)
     u: np.ndarray      # spherical random effects at the mode
+    eta: np.ndarray    # linear predictor at the mode
 
 
 @dataclass
 class _Profile:
-    """d(log theta): -2 log L minimized over (variance parameters, beta) at that theta."""
+    """d(log theta): -2 log L minimized over (variance parameters, beta) at that theta
+    (stage 2: the Laplace / AGQ objective), or lme4's first-stage objective minimized over the
+    variance parameters with beta inside PIRLS (stage 1: cheaper, a little different).
+    Warm starts from the nearest theta seen, else from ``seed``'s, else the Poisson fit's."""
     pois: GlmerResult
     link: str
     nagq: int
     control: Control
+    stage: int = 2
+    seed: "_Profile | None" = None
     history: list = field(default_factory=list)
 
     def __post_init__(self):
@@ -139,14 +161,54 @@ class _Profile:
         return min(self.history, key=lambda pt: abs(pt.log_theta - log_theta))
 
     def __call__(self, log_theta: float) -> float:
-        p, nt, k = self.pois, self.nt, self.k
+        p = self.pois
         near = self.nearest(log_theta)
-        x0 = near.par if near is not None else np.r_[p.theta, p._beta_scaled]
-        u0 = near.u if near is not None else p.u
+        # BOBYQA's first trust region shrinks with the distance to the nearest theta seen:
+        # the optimum moves about as far.
+        shrink = 1.0 if near is None else min(1.0, max(abs(log_theta - near.log_theta), 0.01))
+        if near is None and self.seed is not None:
+            near = self.seed.nearest(log_theta)
+        if near is None:
+            near = _Point(log_theta, np.inf, np.r_[p.theta, p._beta_scaled], p.u, p._eta)
         fam = NegativeBinomial(math.exp(log_theta), self.link)
         prob = _core.GlmmProblem(p._fixed.Xs, p._y, p._pw, p.design.offset, self.terms,
                                  *fam.core_args)
         prob.set_pirls_control(self.control.pirls_tol, self.control.pirls_maxiter)
+        if self.stage == 1:
+            point = self._first_stage(prob, near, shrink)
+        else:
+            point = self._laplace(prob, near, shrink)
+        if point is None:
+            return np.inf
+        point.log_theta = log_theta
+        self.history.append(point)
+        return point.deviance
+
+    def _first_stage(self, prob, near: _Point, shrink: float) -> _Point | None:
+        nt = self.nt
+
+        def f1(th):
+            try:
+                return prob.stage1(th, None)
+            except (NumericalError, ValueError):
+                return np.inf
+
+        try:
+            prob.stage1(near.par[:nt], np.ascontiguousarray(near.eta))
+        except (NumericalError, ValueError):
+            return None
+        opt = bobyqa(f1, near.par[:nt], self.lower[:nt], self.control,
+                     initial_step=shrink * self.step[:nt])
+        if not np.isfinite(opt.fun):
+            return None
+        prob.stage1(opt.x, None)
+        st = prob.state_at(opt.x)
+        return _Point(0.0, float(opt.fun), np.r_[opt.x, st["beta"]],
+                      np.ascontiguousarray(st["u"]), np.ascontiguousarray(st["eta"]))
+
+    def _laplace(self, prob, near: _Point, shrink: float) -> _Point | None:
+        nt, k = self.nt, self.k
+        x0, u0 = near.par, near.u
 
         def f2(par):
             try:
@@ -158,31 +220,39 @@ class _Profile:
             prob.stage2(x0[:nt], x0[nt:], np.ascontiguousarray(u0), k, self.ghz, self.ghw)
         except (NumericalError, ValueError):
             pass
-        opt = bobyqa(f2, x0, self.lower, self.control, initial_step=self.step)
+        opt = bobyqa(f2, x0, self.lower, self.control, initial_step=shrink * self.step)
         if not np.isfinite(opt.fun):
-            return np.inf
+            return None
         prob.stage2(opt.x[:nt], opt.x[nt:], None, k, self.ghz, self.ghw)
         st = prob.state_at(opt.x[:nt])
         # AGQ's criterion is on the unit-deviance scale, whose offset from -2 log L depends
         # on theta: add it back so that values at different theta compare.
         dev = opt.fun + (st["aic"] - st["devsum"] if k > 1 else 0.0)
-        self.history.append(_Point(log_theta, float(dev), opt.x.copy(),
-                                   np.ascontiguousarray(st["u"])))
-        return float(dev)
+        return _Point(0.0, float(dev), opt.x.copy(), np.ascontiguousarray(st["u"]),
+                      np.ascontiguousarray(st["eta"]))
 
 
-def _minimize_log_theta(profile: _Profile, start: float, upper: float):
+def _minimize_log_theta(profile: _Profile, start: float, upper: float, step: float,
+                        tol: float):
     """Brent's method on log(theta), kept inside [log THETA_MIN, upper] by evaluating at the
     nearest bound plus a slope outside (so the minimum of a monotone profile is the bound)."""
     lower = math.log(THETA_MIN)
 
-    def capped(lt):
-        inside = min(max(lt, lower), upper)
-        return profile(inside) + abs(lt - inside)
+    seen: dict[float, float] = {}
 
-    a = min(max(start, lower), upper - 0.5)
-    res = sciopt.minimize_scalar(capped, bracket=(a, a + 0.5), method="brent",
-                                 options={"xtol": LOG_THETA_TOL})
+    def capped(lt):
+        lt = float(lt)
+        if lt not in seen:
+            inside = min(max(lt, lower), upper)
+            seen[lt] = profile(inside) + abs(lt - inside)
+        return seen[lt]
+
+    a = min(max(start, lower), upper - step)
+    # Bracketing jumps at most twice the last step: each evaluation re-optimizes from the
+    # nearest theta seen, so one long jump costs more than a few short ones.
+    bracket = sciopt.bracket(capped, a, a + step, grow_limit=2.0)[:3]
+    res = sciopt.minimize_scalar(capped, bracket=bracket, method="brent",
+                                 options={"xtol": tol})
     if not np.isfinite(res.fun):
         raise ConvergenceError("the negative binomial fit failed at every theta tried; "
                                "try a simpler random-effects structure or init_theta=")
