@@ -17,8 +17,9 @@ re-optimizes the other parameters by BOBYQA on the core's Laplace objective, war
 the nearest theta already seen. The search starts where the same profile of lme4's cheaper
 first-stage objective (beta inside PIRLS) has its minimum, found to 1e-2 in log(theta).
 The minimum of d is the joint maximum of the same likelihood, so the log-likelihood is never
-below lme4's (tests/test_negbin.py checks this against lme4 and glmmTMB references). The result is then refitted at that theta by ``glmer``, so the
-standard errors are, as lme4's, those of the fit at the estimated theta (theta treated as known).
+below lme4's (tests/test_negbin.py checks this against lme4 and glmmTMB references). The
+result is then refitted at that theta by ``glmer``, so the standard errors are, as lme4's,
+those of the fit at the estimated theta (theta treated as known).
 
 No over-dispersion: when the profile keeps decreasing up to ``THETA_MAX_PER_MEAN`` x the mean
 response, or the Poisson fit is at least as likely as the best negative binomial found, the
