@@ -208,3 +208,15 @@ def test_links():
         NegativeBinomial(2.0, "logit")
     with pytest.raises(ValueError, match="link 'logit' is not available for family 'negative"):
         mixedfit.glmer_nb(REF["epil"]["formula"], _data("epil"), link="logit")
+
+
+def test_glmer_start_seeds_the_first_stage():
+    """control.start's theta starts lme4's first stage too (as lme4's start$theta does), so the
+    refit at glmer_nb's theta does not search the first stage from scratch."""
+    d, formula = _data("epil"), REF["epil"]["formula"]
+    fam = NegativeBinomial(7.4)
+    cold = mixedfit.glmer(formula, d, family=fam)
+    warm = mixedfit.glmer(formula, d, family=fam,
+                          control={"start": tuple(np.r_[cold.theta, cold.beta])})
+    assert warm.optinfo_stage1.nevals < cold.optinfo_stage1.nevals
+    assert warm.loglik == pytest.approx(cold.loglik, abs=1e-6)

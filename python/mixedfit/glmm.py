@@ -204,8 +204,10 @@ def _stage1(prob, fam, design, y, pw, nagq, control, failures):
         raise DataError(f"cannot find valid starting values for family {fam.name!r} with link {fam.link!r}")
     ps = [t.p for t in design.terms]
     start = theta_start(ps)
-    if control.start is not None and nagq == 0:
-        start = np.asarray(control.start, dtype=float)
+    if control.start is not None:
+        # lme4's start$theta seeds the first stage too (for nagq >= 1 control.start is
+        # (theta, beta), checked in the second stage)
+        start = np.asarray(control.start, dtype=float)[:len(start)]
     seeded = [False]
 
     def f1(th):
