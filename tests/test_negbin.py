@@ -20,9 +20,9 @@ Laplace value at the exact mode; mixedfit's PIRLS converges to ~1e-10.
 Tolerances, and why:
 - same function at the same point (fixed theta, lme4's parameters): 1e-8 relative in -2 log L
   (both PIRLS converged tightly, yet they stop at different points of the last step).
-- estimated theta: mixedfit optimizes theta to ~1e-7 relative (Brent on the profile), lme4's
-  glmer.nb stops its alternation when the log-likelihood changes by less than ~1e-5, so theta
-  and the other estimates agree to lme4's precision only: 2e-3 relative in theta, 2e-3 of a
+- estimated theta: mixedfit optimizes (log theta, the rest) jointly to glmer's tolerances, lme4's
+  glmer.nb stops its alternation of theta and refits at a loose tolerance, so theta and the
+  other estimates agree to lme4's precision only: 2e-3 relative in theta, 2e-3 of a
   standard error in beta; the log-likelihood must never be below lme4's (by more than 1e-6)
   and no more than 1e-3 above it.
 """
