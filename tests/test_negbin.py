@@ -220,3 +220,13 @@ def test_glmer_start_seeds_the_first_stage():
                           control={"start": tuple(np.r_[cold.theta, cold.beta])})
     assert warm.optinfo_stage1.nevals < cold.optinfo_stage1.nevals
     assert warm.loglik == pytest.approx(cold.loglik, abs=1e-6)
+
+
+def test_pooling_table_uses_the_fitted_family():
+    """The shrinkage tools take the family from the fit (its printed name carries a rounded
+    theta and is not a family name)."""
+    table = mixedfit.shrinkage.pooling_table(_fit("epil"))
+    assert len(table) == 59
+    estimable = table["nopool_note"] == ""
+    assert estimable.sum() >= 55  # a subject with only zero counts has no no-pooling estimate
+    assert np.all(np.isfinite(table.loc[estimable, "shrinkage"]))
