@@ -28,7 +28,7 @@ py::array_t<double> to_numpy(const Matrix& M) {
 }
 using DArr = py::array_t<double, py::array::c_style | py::array::forcecast>;
 
-constexpr int kMaxFamilyCode = 4;
+constexpr int kMaxFamilyCode = 5;  // 5: negative binomial
 constexpr int kMaxLinkCode = 8;
 constexpr int kMaxNodes = 1000;  // adaptive Gauss-Hermite nodes (lme4 allows up to 25)
 
@@ -49,8 +49,8 @@ struct PyGlmm {
   AliveMark alive;  // last member: set only once everything above is constructed
 
   PyGlmm(py::array X, py::array y, py::array pw, py::object offset, py::list terms, int family,
-         int link) {
-    args = py::make_tuple(X, y, pw, offset, terms, family, link);
+         int link, double nb_theta) {
+    args = py::make_tuple(X, y, pw, offset, terms, family, link, nb_theta);
     if (X.ndim() != 2) throw py::value_error("X must be two-dimensional");
     n = X.shape(0);
     p = X.shape(1);
@@ -59,6 +59,8 @@ struct PyGlmm {
       throw py::value_error("unknown family code " + std::to_string(family));
     if (link < 0 || link > kMaxLinkCode)
       throw py::value_error("unknown link code " + std::to_string(link));
+    if (family == 5 && !(nb_theta > 0 && std::isfinite(nb_theta)))
+      throw py::value_error("negative binomial theta must be positive and finite");
     const double* Xp = f64_data(X, "X", n, p);
     const double* yp = f64_data(y, "y", n);
     const double* wp = f64_data(pw, "weights", n);
@@ -80,7 +82,7 @@ struct PyGlmm {
     checked = std::make_unique<CheckedTerms>(terms, n);
     for (auto a : checked->arrays) keep.append(a);
     std::vector<mixedfit::TermData> td = checked->data;
-    Family fam{static_cast<FamilyKind>(family), static_cast<LinkKind>(link)};
+    Family fam{static_cast<FamilyKind>(family), static_cast<LinkKind>(link), nb_theta};
     py::gil_scoped_release release;
     g = std::make_unique<Glmm>(n, p, Xp, yp, wp, op, std::move(td), fam);
   }
@@ -277,10 +279,10 @@ struct PyGlmm {
   static std::unique_ptr<PyGlmm> from_state(const py::tuple& t) {
     if (t.size() != 3) throw py::value_error("invalid GlmmProblem state");
     const auto a = t[0].cast<py::tuple>();
-    if (a.size() != 7) throw py::value_error("invalid GlmmProblem state");
+    if (a.size() != 8) throw py::value_error("invalid GlmmProblem state");
     auto out = std::make_unique<PyGlmm>(a[0].cast<py::array>(), a[1].cast<py::array>(),
                                         a[2].cast<py::array>(), a[3], a[4].cast<py::list>(),
-                                        a[5].cast<int>(), a[6].cast<int>());
+                                        a[5].cast<int>(), a[6].cast<int>(), a[7].cast<double>());
     out->set_pirls_control(t[1].cast<double>(), t[2].cast<int>());
     return out;
   }
@@ -289,12 +291,13 @@ struct PyGlmm {
 void bind_glmm(py::module_& m) {
   py::class_<PyGlmm>(m, "GlmmProblem",
                      "GLMM by PIRLS on the blocked-Cholesky core. family: 0 binomial, 1 poisson, "
-                     "2 Gamma, 3 inverse.gaussian, 4 gaussian; link: 0 identity, 1 log, 2 logit, "
-                     "3 probit, 4 cloglog, 5 cauchit, 6 inverse, 7 sqrt, 8 1/mu^2. Safe to share "
-                     "between threads: calls on one object run one at a time. Picklable.")
-      .def(py::init<py::array, py::array, py::array, py::object, py::list, int, int>(),
+                     "2 Gamma, 3 inverse.gaussian, 4 gaussian, 5 negative binomial (nb_theta); "
+                     "link: 0 identity, 1 log, 2 logit, 3 probit, 4 cloglog, 5 cauchit, 6 inverse, "
+                     "7 sqrt, 8 1/mu^2. Safe to share between threads: calls on one object run one "
+                     "at a time. Picklable.")
+      .def(py::init<py::array, py::array, py::array, py::object, py::list, int, int, double>(),
            py::arg("X"), py::arg("y"), py::arg("weights"), py::arg("offset"), py::arg("terms"),
-           py::arg("family"), py::arg("link"))
+           py::arg("family"), py::arg("link"), py::arg("nb_theta") = 0.0)
       .def("stage1", &PyGlmm::stage1, py::arg("theta"), py::arg("eta_start"),
            "nAGQ = 0 objective at theta (beta profiled by PIRLS), lme4's scale; "
            "eta_start=None starts PIRLS from the last stage-1 mode.")

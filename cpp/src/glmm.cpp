@@ -74,6 +74,7 @@ double Family::variance(double mu) const {
     case FamilyKind::Gamma: return mu * mu;
     case FamilyKind::InverseGaussian: return mu * mu * mu;
     case FamilyKind::Gaussian: return 1.0;
+    case FamilyKind::NegativeBinomial: return mu + mu * mu / nb_theta;
   }
   return std::nan("");
 }
@@ -86,6 +87,8 @@ double Family::dev_resid(double y, double mu, double wt) const {
     case FamilyKind::Gamma: return -2.0 * wt * (std::log(y / mu) - (y - mu) / mu);
     case FamilyKind::InverseGaussian: return wt * (y - mu) * (y - mu) / (y * mu * mu);
     case FamilyKind::Gaussian: return wt * (y - mu) * (y - mu);
+    case FamilyKind::NegativeBinomial:  // MASS's negative.binomial(theta)
+      return 2.0 * wt * (ylogy_ratio(y, mu) - (y + nb_theta) * std::log((y + nb_theta) / (mu + nb_theta)));
   }
   return std::nan("");
 }
@@ -95,6 +98,7 @@ bool Family::valid_mu(double mu) const {
   switch (fam) {
     case FamilyKind::Binomial: return mu > 0.0 && mu < 1.0;
     case FamilyKind::Poisson:
+    case FamilyKind::NegativeBinomial:
     case FamilyKind::Gamma:
     case FamilyKind::InverseGaussian: return mu > 0.0;
     case FamilyKind::Gaussian: return true;
@@ -152,6 +156,16 @@ double Family::aic(const double* y, const double* mu, const double* wt, Index n,
         sly += std::log(y[i]) * wt[i];
       }
       return sw * (1.0 + std::log(dev / sw * 2.0 * kPi)) + 3.0 * sly + 2.0;
+    }
+    case FamilyKind::NegativeBinomial: {  // MASS's negative.binomial(theta)$aic: no scale term
+      const double t = nb_theta;
+      for (Index i = 0; i < n; ++i) {
+        const double ll = std::lgamma(t + y[i]) - std::lgamma(t) - std::lgamma(y[i] + 1.0) +
+                          t * std::log(t) + (y[i] > 0 ? y[i] * std::log(mu[i]) : 0.0) -
+                          (t + y[i]) * std::log(t + mu[i]);
+        s += ll * wt[i];
+      }
+      return -2.0 * s;
     }
     case FamilyKind::Gaussian: {
       double slw = 0.0;

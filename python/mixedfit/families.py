@@ -11,7 +11,7 @@ from scipy import special
 
 from ._errors import DataError
 
-__all__ = ["FAMILIES", "resolve_family", "Family"]
+__all__ = ["FAMILIES", "resolve_family", "Family", "NegativeBinomial"]
 
 # family name -> (core code, default link, allowed links, has a dispersion parameter)
 FAMILIES = {
@@ -20,6 +20,8 @@ FAMILIES = {
     "Gamma": (2, "inverse", ("inverse", "log", "identity"), True),
     "inverse.gaussian": (3, "1/mu^2", ("1/mu^2", "inverse", "log", "identity"), True),
     "gaussian": (4, "identity", ("identity", "log", "inverse"), True),
+    # NB2 with a known shape theta (MASS's negative.binomial(theta)); glmer_nb estimates it.
+    "negative.binomial": (5, "log", ("log", "sqrt", "identity"), False),
 }
 _ALIASES = {"gamma": "Gamma", "inverse_gaussian": "inverse.gaussian", "inversegaussian": "inverse.gaussian",
             "bernoulli": "binomial", "normal": "gaussian"}
@@ -31,10 +33,24 @@ LINKS = {"identity": 0, "log": 1, "logit": 2, "probit": 3, "cloglog": 4, "cauchi
 class Family:
     name: str
     link: str
+    nb_theta: float | None = None  # the negative binomial's shape (variance mu + mu^2/theta)
 
     @property
     def codes(self) -> tuple[int, int]:
         return FAMILIES[self.name][0], LINKS[self.link]
+
+    @property
+    def core_args(self) -> tuple:
+        """(family code, link code, nb_theta) as the core's GlmmProblem takes them."""
+        return (*self.codes, self.nb_theta or 0.0)
+
+    @property
+    def display_name(self) -> str:
+        """R's family()$family: "Negative Binomial(1.627)" (theta rounded to 4 decimals, as
+        MASS prints it) for the negative binomial, the name otherwise."""
+        if self.name != "negative.binomial":
+            return self.name
+        return f"Negative Binomial({round(self.nb_theta, 4):.7g})"
 
     @property
     def has_scale(self) -> bool:
@@ -110,6 +126,8 @@ class Family:
         raise ValueError(link)
 
     def variance(self, mu):
+        if self.name == "negative.binomial":
+            return mu + mu**2 / self.nb_theta
         return {"binomial": lambda m: m * (1 - m), "poisson": lambda m: m, "Gamma": lambda m: m**2,
                 "inverse.gaussian": lambda m: m**3, "gaussian": lambda m: np.ones_like(m)}[self.name](mu)
 
@@ -121,6 +139,10 @@ class Family:
                 return 2 * wt * (a + b)
             if self.name == "poisson":
                 return 2 * wt * (np.where(y > 0, y * np.log(y / mu), 0.0) - (y - mu))
+            if self.name == "negative.binomial":
+                t = self.nb_theta
+                return 2 * wt * (np.where(y > 0, y * np.log(y / mu), 0.0)
+                                 - (y + t) * np.log((y + t) / (mu + t)))
             if self.name == "Gamma":
                 return -2 * wt * (np.log(y / mu) - (y - mu) / mu)
             if self.name == "inverse.gaussian":
@@ -132,11 +154,26 @@ class Family:
             return (w * y + 0.5) / (w + 1)
         if self.name == "poisson":
             return y + 0.1
+        if self.name == "negative.binomial":  # MASS's negative.binomial()$initialize
+            return y + (y == 0) / 6
         return y.copy()
+
+
+def NegativeBinomial(theta: float, link: str = "log") -> Family:
+    """The NB2 family with a known shape ``theta`` (variance mu + mu^2 / theta; MASS's
+    ``negative.binomial(theta)``), for ``glmer(..., family=NegativeBinomial(theta))``.
+    ``mixedfit.glmer_nb`` estimates theta. Links: log (default), sqrt, identity."""
+    is_number = isinstance(theta, (int, float, np.integer, np.floating))
+    if isinstance(theta, (bool, np.bool_)) or not is_number:
+        raise DataError(f"negative binomial theta must be a positive number, got {theta!r}")
+    if not (np.isfinite(theta) and theta > 0):
+        raise DataError(f"negative binomial theta must be positive and finite, got {theta!r}")
+    return resolve_family(Family("negative.binomial", "log", float(theta)), link)
 
 
 def resolve_family(family, link=None) -> Family:
     """Validate a family (name, or an object with ``.name``/``.link``) and link."""
+    nb_theta = getattr(family, "nb_theta", None)
     if hasattr(family, "name") and hasattr(family, "link") and not isinstance(family, str):
         name, link = family.name, link or family.link
     elif isinstance(family, str):
@@ -148,13 +185,17 @@ def resolve_family(family, link=None) -> Family:
         raise ValueError(
             f"unknown family {family!r}; choose one of {', '.join(FAMILIES)}"
         )
+    if name == "negative.binomial" and nb_theta is None:
+        raise ValueError("the negative binomial family needs its theta: pass "
+                         "family=mixedfit.families.NegativeBinomial(theta), or estimate theta "
+                         "with mixedfit.glmer_nb")
     default, allowed = FAMILIES[name][1], FAMILIES[name][2]
     link = default if link is None else link
     if link not in allowed:
         raise ValueError(
             f"link {link!r} is not available for family {name!r}; choose one of {', '.join(allowed)}"
         )
-    return Family(name, link)
+    return Family(name, link, nb_theta if name == "negative.binomial" else None)
 
 
 def binomial_response(response, weights: np.ndarray | None, name: str):
@@ -203,12 +244,13 @@ def binomial_response(response, weights: np.ndarray | None, name: str):
 def check_response(fam: Family, y: np.ndarray, name: str) -> None:
     if not np.all(np.isfinite(y)):
         raise DataError(f"response {name!r} has non-finite values")
-    if fam.name == "poisson":
+    if fam.name in ("poisson", "negative.binomial"):
+        what = fam.name.replace(".", " ")
         if np.any(y < 0):
-            raise DataError(f"poisson response {name!r} has negative values (e.g. {y[y < 0][0]!r})")
+            raise DataError(f"{what} response {name!r} has negative values (e.g. {y[y < 0][0]!r})")
         if np.any(np.abs(y - np.round(y)) > 1e-8):
             bad = y[np.abs(y - np.round(y)) > 1e-8][0]
-            raise DataError(f"poisson response {name!r} has non-integer values (e.g. {bad!r})")
+            raise DataError(f"{what} response {name!r} has non-integer values (e.g. {bad!r})")
     elif fam.name in ("Gamma", "inverse.gaussian"):
         if np.any(y <= 0):
             raise DataError(f"{fam.name} response {name!r} must be positive (e.g. {y[y <= 0][0]!r})")

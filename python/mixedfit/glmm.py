@@ -103,9 +103,9 @@ def glmer(formula: str, data, *, family="binomial", link=None, nagq: int = 1, we
     nagq = 0 if check_bool(fast, "fast") else _checked_nagq(nagq)
     if vcov_method not in ("hessian", "factor"):
         raise ValueError(f"vcov_method must be 'hessian' or 'factor', got {vcov_method!r}")
-    call = dict(formula=formula, data=data, family=fam.name, link=fam.link, nagq=nagq,
-                weights=weights, offset=offset, control=control, vcov_method=vcov_method,
-                data_name=data_name)
+    call = dict(formula=formula, data=data, family=fam if fam.nb_theta else fam.name,
+                link=fam.link, nagq=nagq, weights=weights, offset=offset, control=control,
+                vcov_method=vcov_method, data_name=data_name)
     design = build_design(formula, data, weights=weights, offset=offset, lmm=False,
                           response_kind="raw")
     if design.n_dropped_na:
@@ -121,7 +121,7 @@ def glmer(formula: str, data, *, family="binomial", link=None, nagq: int = 1, we
     # origins and mixed units of covariates cost PIRLS no digits; beta is mapped back.
     check_predictor_scales(design.X, stacklevel=2)
     fixed = fixed_scaling(design.X)
-    prob = _core.GlmmProblem(fixed.Xs, y, pw, design.offset, terms, *fam.codes)
+    prob = _core.GlmmProblem(fixed.Xs, y, pw, design.offset, terms, *fam.core_args)
     prob.set_pirls_control(control.pirls_tol, control.pirls_maxiter)
     ghz, ghw = _gauss_hermite(nagq) if nagq > 1 else (np.zeros(1), np.ones(1))
     with numerical_failures_explained(_NUMERICAL_ADVICE):
@@ -204,8 +204,10 @@ def _stage1(prob, fam, design, y, pw, nagq, control, failures):
         raise DataError(f"cannot find valid starting values for family {fam.name!r} with link {fam.link!r}")
     ps = [t.p for t in design.terms]
     start = theta_start(ps)
-    if control.start is not None and nagq == 0:
-        start = np.asarray(control.start, dtype=float)
+    if control.start is not None:
+        # lme4's start$theta seeds the first stage too (for nagq >= 1 control.start is
+        # (theta, beta), checked in the second stage)
+        start = np.asarray(control.start, dtype=float)[:len(start)]
     seeded = [False]
 
     def f1(th):
@@ -420,7 +422,8 @@ class GlmerResult(MixedResult):
         self._fixed = fixed  # the core's beta is fixed.to_scaled(beta)
         self.convergence_messages: list[str] = []  # lme4's checks of the optimum, as it words them
         self._fam = fam
-        self.family = fam.name
+        self.family = fam.display_name  # R's family()$family
+        self.nb_theta = fam.nb_theta  # the negative binomial's shape, else None
         self.link = fam.link
         self.nagq = nagq
         self.theta = np.asarray(theta, dtype=float)

@@ -323,7 +323,7 @@ def pooling_table(fit, group: str | None = None, scale: str = "auto") -> pd.Data
     if glmm:
         from .families import resolve_family
 
-        fam = resolve_family(fit.family, fit.link)
+        fam = getattr(fit, "_fam", None) or resolve_family(fit.family, fit.link)
     A = _arrays(fit)
     Z, cols, codes, levels = _group_parts(fit, group)
     m, p = len(levels), len(cols)

@@ -13,7 +13,9 @@
 
 namespace mixedfit {
 
-enum class FamilyKind : int { Binomial = 0, Poisson = 1, Gamma = 2, InverseGaussian = 3, Gaussian = 4 };
+enum class FamilyKind : int {
+  Binomial = 0, Poisson = 1, Gamma = 2, InverseGaussian = 3, Gaussian = 4, NegativeBinomial = 5
+};
 enum class LinkKind : int {
   Identity = 0, Log = 1, Logit = 2, Probit = 3, Cloglog = 4, Cauchit = 5, Inverse = 6, Sqrt = 7,
   InverseSquare = 8
@@ -22,6 +24,8 @@ enum class LinkKind : int {
 struct Family {
   FamilyKind fam;
   LinkKind link;
+  // The negative binomial's shape theta (NB2: variance mu + mu^2 / theta); unused otherwise.
+  double nb_theta = 0.0;
   double linkinv(double eta) const;
   double mu_eta(double eta) const;
   double variance(double mu) const;

@@ -207,7 +207,7 @@ def _glmm_devfun(fit):
     """The Laplace deviance at (sd..., fixed effects) for a GLMM without a scale."""
     d, fam = fit.design, fit._fam
     prob = _core.GlmmProblem(d.X, fit._y, fit._pw, d.offset,
-                             [(t.codes, t.nlevels, t.Z) for t in d.terms], *fam.codes)
+                             [(t.codes, t.nlevels, t.Z) for t in d.terms], *fam.core_args)
     prob.set_pirls_control(fit.control.pirls_tol, fit.control.pirls_maxiter)
     ps = term_sizes(fit)
     nt = fit.theta.size

@@ -95,7 +95,7 @@ class GlmmRefitter:
         check_response(fam, y * (fit._pw if fam.name == "binomial" else 1.0), fit.response_name)
         terms = [(t.codes, t.nlevels, t.Z) for t in d.terms]
         # The fit's core works on the scaled fixed-effect columns (fit._fixed); so does this one.
-        prob = _core.GlmmProblem(fit._fixed.Xs, y, fit._pw, d.offset, terms, *fam.codes)
+        prob = _core.GlmmProblem(fit._fixed.Xs, y, fit._pw, d.offset, terms, *fam.core_args)
         prob.set_pirls_control(fit.control.pirls_tol, fit.control.pirls_maxiter)
         failures: list[str] = []
         ps = [t.p for t in d.terms]
