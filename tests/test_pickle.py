@@ -33,8 +33,14 @@ def _glmm(nagq=1):
                         load_data("glmm", "cbpp"), family="binomial", nagq=nagq)
 
 
+def _negbin():
+    # a known theta: the core object must carry the family's parameter through the pickle
+    fam = mf.families.NegativeBinomial(3.0)
+    return mf.glmer("TICKS ~ YEAR + (1 | BROOD)", mf.datasets.load("grouseticks"), family=fam)
+
+
 FITS = {"lmer": _lmm, "glmer": _glmm, "glmer_nagq0": lambda: _glmm(0),
-        "glmer_agq": lambda: _glmm(9)}
+        "glmer_agq": lambda: _glmm(9), "glmer_negbin": _negbin}
 
 
 def _core_of(fit):

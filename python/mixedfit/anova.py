@@ -62,8 +62,12 @@ def _row_labels(fits, names) -> list[str]:
 
 
 def _fit_kind(fit) -> str:
+    """What kind of likelihood a fit has. Poisson and negative binomial fits are one kind:
+    the Poisson is the negative binomial's limit (theta -> infinity), so their LRT is a test
+    of over-dispersion (on the boundary: the p-value is conservative)."""
     if getattr(fit, "is_glmm", False):
-        return f"glmer ({fit.family}) fit"
+        name = fit._fam.name
+        return "glmer (count) fit" if name in ("poisson", "negative.binomial") else f"glmer ({name}) fit"
     return "lmer fit"
 
 
