@@ -180,3 +180,14 @@ def test_formula_offset_in_fit_and_prediction(sleep):
     np.testing.assert_allclose(fit.predict(df), fit.fitted().to_numpy(), rtol=REL)
     shifted = mixedfit.lmer("I(Reaction - 3 * o) ~ Days + (1 | Subject)", df)
     np.testing.assert_allclose(fit.fixef, shifted.fixef, rtol=1e-6)
+
+
+def test_model_without_fixed_effects_is_an_ml_fit():
+    """lme4 reports ``y ~ 0 + (1 | g)`` as a maximum-likelihood fit (with p = 0 the REML
+    criterion is the ML deviance): deviance 1985.6797 on sleepstudy (lme4 1.1-31)."""
+    from mixedfit import datasets
+
+    fit = mixedfit.lmer("Reaction ~ 0 + (1 | Subject)", datasets.load("sleepstudy"))
+    assert not fit.reml
+    assert str(fit).startswith("Linear mixed model fit by maximum likelihood")
+    assert fit.deviance == pytest.approx(1985.6797, abs=1e-4)

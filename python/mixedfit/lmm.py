@@ -61,6 +61,8 @@ def lmer(formula: str, data, *, reml: bool = True, weights=None, offset=None, co
     design = build_design(formula, data, weights=weights, offset=offset, lmm=True)
     if design.n_dropped_na:
         warnings.warn(f"dropped {design.n_dropped_na} row(s) with missing values", stacklevel=2)
+    if design.p == 0:
+        reml = False  # no fixed effects: the REML criterion is the ML deviance; lme4 reports ML
     y = design.y if design.offset is None else np.ascontiguousarray(design.y - design.offset)
     check_predictor_scales(design.X, stacklevel=2)
     prob = ScaledLmmProblem(design, y, design.weights, design.parsed.response)
