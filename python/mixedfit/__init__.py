@@ -10,6 +10,7 @@ import operator
 from . import _core, plot, shrinkage, simulate
 from ._errors import ConvergenceError, DataError, FormulaError, MixedfitError, NumericalError
 from .anova import anova
+from .bayes import BayesConvergenceWarning, BayesResult, bayes
 from .glmm import GlmerResult, glmer
 from .lmm import lmer
 from .options import Control
@@ -42,6 +43,9 @@ __all__ = [
     "glmer",
     "GlmerResult",
     "anova",
+    "bayes",
+    "BayesResult",
+    "BayesConvergenceWarning",
     "Control",
     "LmerResult",
     "VarCorr",
