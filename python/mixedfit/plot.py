@@ -218,13 +218,15 @@ def shrinkage_plot(fit, group=None, params=None, *, ax=None, limits="auto", zoom
     x0, y0 = table[f"nopool_{px}"].to_numpy(float), table[f"nopool_{py}"].to_numpy(float)
     x1, y1 = table[f"partial_{px}"].to_numpy(float), table[f"partial_{py}"].to_numpy(float)
     n = table["n"].to_numpy(float)
-    sizes = _sizes(n)
+    # Cluster sizes as marker areas, kept small so that the arrows of large clusters (short
+    # ones) are not buried under their own markers; the arrows are drawn on top.
+    sizes = _sizes(n, small=6.0, large=70.0)
     s_all = sizes if sizes is not None else np.full(len(table), 28.0)
     has_np = np.isfinite(x0) & np.isfinite(y0)
 
     ax.quiver(x0[has_np], y0[has_np], (x1 - x0)[has_np], (y1 - y0)[has_np], angles="xy",
-              scale_units="xy", scale=1, color="0.55", alpha=0.7, width=0.0025,
-              headwidth=4, headlength=5, headaxislength=4.5, zorder=2)
+              scale_units="xy", scale=1, color="0.3", alpha=0.75, width=0.0022,
+              headwidth=4, headlength=5, headaxislength=4.5, zorder=5)
     ax.scatter(x0[has_np], y0[has_np], s=s_all[has_np], color=NOPOOL_COLOR, alpha=0.8,
                edgecolor="white", linewidth=0.4, label="no pooling (regression per cluster)",
                zorder=3)
