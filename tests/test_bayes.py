@@ -204,9 +204,9 @@ def test_bad_arguments_are_rejected_before_sampling(kwargs, error, message):
         bayes("y ~ x + (1 | g)", df, progress=False, **kwargs)
 
 
-def test_a_formula_without_random_effects_is_a_data_error():
+def test_a_formula_without_random_effects_is_a_formula_error():
     df = pd.DataFrame({"y": [1.0, 2.0, 3.0, 4.0], "x": [0.0, 1.0, 0.0, 1.0]})
-    with pytest.raises(mixedfit.DataError, match="no random-effects term"):
+    with pytest.raises(mixedfit.FormulaError, match="no random-effects terms"):
         bayes("y ~ x", df, progress=False)
 
 

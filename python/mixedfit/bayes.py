@@ -547,8 +547,9 @@ class BayesResult:
         rows = {}
         for name, x in self._parameters(with_ranef=False):
             lo, hi = np.quantile(x, [0.025, 0.975])
-            rows[name] = (float(x.mean()), float(x.std(ddof=1)), float(lo), float(hi),
-                          float(az.rhat(x)), float(az.ess(x, method="bulk")))
+            with np.errstate(divide="ignore", invalid="ignore"):   # constant draws: NaN
+                rows[name] = (float(x.mean()), float(x.std(ddof=1)), float(lo), float(hi),
+                              float(az.rhat(x)), float(az.ess(x, method="bulk")))
         out = pd.DataFrame.from_dict(rows, orient="index",
                                      columns=["mean", "sd", "q2.5", "q97.5", "r_hat", "ess_bulk"])
         out.index.name = "parameter"
@@ -560,9 +561,10 @@ class BayesResult:
         divergent transitions after warm-up."""
         import arviz as az
 
-        rows = {name: (float(az.rhat(x)), float(az.ess(x, method="bulk")),
-                       float(az.ess(x, method="tail")))
-                for name, x in self._parameters(with_ranef=True)}
+        with np.errstate(divide="ignore", invalid="ignore"):   # constant draws give NaN
+            rows = {name: (float(az.rhat(x)), float(az.ess(x, method="bulk")),
+                           float(az.ess(x, method="tail")))
+                    for name, x in self._parameters(with_ranef=True)}
         out = pd.DataFrame.from_dict(rows, orient="index", columns=["r_hat", "ess_bulk", "ess_tail"])
         out.index.name = "parameter"
         out.attrs["divergences"] = self.divergences

@@ -624,20 +624,24 @@ def bayes_proportion_panels(table: pd.DataFrame, *, ncols=None, title=None, figs
         overall = float(d["overall"].iloc[0])
         ax.plot([0, 1], [0, 1], color="0.5", lw=1, ls="--", zorder=1,
                 label="identity (no shrinkage)")
-        ax.axhline(overall, color=POPULATION_COLOR, lw=1.0, ls=":", zorder=1,
+        ax.axhline(overall, color=COMPLETE_COLOR, lw=1.2, ls=":", zorder=1,
                    label="overall proportion")
-        ax.scatter(d["observed"], d["glmer"], s=26, color=PARTIAL_COLOR, alpha=0.8,
-                   edgecolor="white", linewidth=0.4, zorder=3, label="glmer (conditional mode)")
-        ax.scatter(d["observed"], d["bayes"], s=30, marker="^", color=BAYES_COLOR, alpha=0.75,
-                   edgecolor="white", linewidth=0.4, zorder=4, label="Bayesian posterior mean")
+        # open circles under small filled triangles: where the two agree both stay visible
+        ax.scatter(d["observed"], d["glmer"], s=46, facecolor="none", edgecolor=PARTIAL_COLOR,
+                   linewidth=1.1, zorder=3, label="glmer estimate")
+        ax.scatter(d["observed"], d["bayes"], s=16, marker="^", color=BAYES_COLOR, alpha=0.85,
+                   linewidth=0, zorder=4, label="Bayesian posterior mean")
         ax.set_title(f"J = {j} trials per group", fontsize=10)
         ax.set_xlim(-0.03, 1.03)
         ax.set_ylim(-0.03, 1.03)
         ax.set_aspect("equal")
         ax.grid(True, color="0.92", zorder=0)
-    for ax in axes[len(trials):]:
-        ax.set_visible(False)
-    fig.supxlabel("observed proportion in the group", fontsize=10)
+    for k, ax in enumerate(axes):
+        if k >= len(trials):
+            ax.set_visible(False)
+        elif k + ncols >= len(trials):       # the lowest panel of its column
+            ax.set_xlabel("observed proportion", fontsize=9)
+            ax.xaxis.set_tick_params(labelbottom=True)
     fig.supylabel("estimated probability", fontsize=10)
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncol=4, fontsize=8, frameon=False)
