@@ -155,16 +155,19 @@ def test_demo_with_the_bayesian_cross_check(tmp_path):
         warnings.simplefilter("ignore")
         cli.run_demo(tmp_path, n_cluster=10, animate=False, quiet=True, stdout=sink,
                      settings=["baseline"], bayes=True,
-                     bayes_options={"chains": 2, "draws": 60, "tune": 60, "trials": (10,)})
-    for name in ("bayes_bernoulli.png", "bayes_slopes.png", "bayes_bernoulli.csv",
-                 "bayes_slopes.csv"):
+                     bayes_options={"chains": 2, "draws": 60, "tune": 60, "trials": (10,),
+                                    "slopes": False})
+    for name in ("bayes_bernoulli.png", "bayes_bernoulli.csv"):
         assert (tmp_path / name).stat().st_size > 500, name
+    assert not (tmp_path / "bayes_slopes.png").exists()      # left out, as in --quick
     table = pd.read_csv(tmp_path / "bayes_bernoulli.csv")
     assert list(table.columns) == ["n_trials", "subject", "observed", "glmer", "bayes", "overall"]
     assert len(table) == 30
     html = (tmp_path / "index.html").read_text(encoding="utf-8")
-    assert 'id="bayes"' in html and '<a href="bayes_slopes.csv">' in html
+    assert 'id="bayes"' in html and '<a href="bayes_bernoulli.csv">' in html
+    assert "random-slopes comparison is left out" in html
     assert "== Bayesian cross-check ==" in sink.getvalue()
+    assert "Bayesian mixed model fit by MCMC (NUTS) ['binomial']" in sink.getvalue()
 
 
 def test_demo_comparison_shows_the_expected_ordering(demo_dir):
