@@ -211,8 +211,8 @@ BAYES_TEXT = (
     "estimate; their posterior means differ slightly because MCMC is a stochastic algorithm.",
     "Second picture: the baseline's random intercepts and slopes. Arrows run from each "
     "cluster's own regression to lmer's estimate, as above; the triangles are the posterior "
-    "means, joined to the conditional modes by thin lines. With 100 clusters and weak priors "
-    "the two nearly coincide.",
+    "means, joined to the conditional modes by thin lines. With {n_cluster} clusters and weak "
+    "priors the two nearly coincide.",
 )
 
 
@@ -290,7 +290,8 @@ def _bayes_section(out, baseline, n_cluster, seed, progress, stdout, options):
     for msg in unconverged:
         progress.echo(f"warning: {msg}", file=stdout)
     progress.echo(file=stdout)
-    text = list(BAYES_TEXT) if compare is not None else list(BAYES_TEXT[:2]) + [
+    text = [BAYES_TEXT[0], BAYES_TEXT[1], BAYES_TEXT[2].format(n_cluster=len(compare))] \
+        if compare is not None else list(BAYES_TEXT[:2]) + [
         "(The random-slopes comparison is left out of the quick run; run the demo without "
         "--quick for it.)"]
     if unconverged:
