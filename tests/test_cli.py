@@ -33,7 +33,8 @@ def demo_dir(tmp_path_factory):
     so, se = io.StringIO(), io.StringIO()
     with redirect_stdout(so), redirect_stderr(se), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        code = cli.main(["demo", "--out", str(out), "--n-cluster", "12", "--frames", "6"])
+        code = cli.main(["demo", "--out", str(out), "--n-cluster", "12", "--frames", "6",
+                         "--no-bayes"])
     return out, code, so.getvalue(), se.getvalue()
 
 
@@ -91,6 +92,82 @@ def test_demo_prints_summaries_comparison_and_progress(demo_dir):
         assert s.title in table
     assert "Bernoulli GLMM" in table
     assert "[1/8] Baseline:" in stderr and "[8/8]" in stderr and "index.html" in stderr
+    # progress never reaches stdout, and every progress line is whole
+    assert "[1/8]" not in stdout and "done (" not in stdout
+    for line in stderr.splitlines():
+        assert line.startswith("[") and line.endswith(" s)") or "index.html" in line, line
+    assert "Bayesian cross-check skipped" in stdout
+
+
+def test_progress_bar_on_a_terminal_never_shares_a_line_with_stdout():
+    import io
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    err, out = Terminal(), io.StringIO()
+    p = cli._Progress(2, quiet=False, stream=err)
+    p.start("Baseline")
+    p.step("fit")
+    p.echo("== Baseline ==", file=out)
+    p.done()
+    p.finish("wrote report")
+    assert out.getvalue() == "== Baseline ==\n"
+    text = err.getvalue()
+    assert "[" + "-" * cli._Progress.WIDTH + "] 1/2  Baseline: fit" in text
+    # the bar is taken down before the stdout line and drawn again after it
+    assert text.count("\r\x1b[K") >= 3
+    assert text.endswith("[1/2] Baseline: fit - done (0.0 s)\nwrote report (0.0 s in all)\n")
+
+
+def test_demo_report_tables_are_readable(demo_dir):
+    out = demo_dir[0]
+    html = (out / "index.html").read_text(encoding="utf-8")
+    assert "median_shrinkage_" not in html and "spread_reduction_" not in html
+    assert "median shrinkage: slope of x" in html and "median cluster size" in html
+    # counts print as integers, not 1000.000
+    assert re.search(r"<td>\d+\.000</td>", html) is None
+    assert "<td>120</td>" in html                 # 12 clusters x 10 observations
+    for name in ["comparison.csv"] + [f"{s.slug}_pooling.csv" for s in cli.DEMO_SETTINGS]:
+        assert f'<a href="{name}">' in html and (out / name).exists()
+
+
+def test_demo_fewer_observations_keeps_every_cluster_in_a_zoomed_out_panel(tmp_path):
+    import io
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cli.run_demo(tmp_path, n_cluster=30, animate=False, quiet=True, stdout=io.StringIO(),
+                     settings=["fewer-observations"], bayes=False)
+    html = (tmp_path / "index.html").read_text(encoding="utf-8")
+    assert "zoomed out so that every cluster" in html
+    with Image.open(tmp_path / "fewer-observations.png") as img:
+        assert img.size[0] > 1.8 * img.size[1]          # two panels side by side
+
+
+def test_demo_with_the_bayesian_cross_check(tmp_path):
+    pytest.importorskip("numpyro")
+    import io
+
+    sink = io.StringIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cli.run_demo(tmp_path, n_cluster=10, animate=False, quiet=True, stdout=sink,
+                     settings=["baseline"], bayes=True,
+                     bayes_options={"chains": 2, "draws": 60, "tune": 60, "trials": (10,),
+                                    "slopes": False})
+    for name in ("bayes_bernoulli.png", "bayes_bernoulli.csv"):
+        assert (tmp_path / name).stat().st_size > 500, name
+    assert not (tmp_path / "bayes_slopes.png").exists()      # left out, as in --quick
+    table = pd.read_csv(tmp_path / "bayes_bernoulli.csv")
+    assert list(table.columns) == ["n_trials", "subject", "observed", "glmer", "bayes", "overall"]
+    assert len(table) == 30
+    html = (tmp_path / "index.html").read_text(encoding="utf-8")
+    assert 'id="bayes"' in html and '<a href="bayes_bernoulli.csv">' in html
+    assert "random-slopes comparison is left out" in html
+    assert "== Bayesian cross-check ==" in sink.getvalue()
+    assert "Bayesian mixed model fit by MCMC (NUTS) ['binomial']" in sink.getvalue()
 
 
 def test_demo_comparison_shows_the_expected_ordering(demo_dir):
@@ -118,7 +195,7 @@ def test_demo_without_animation_for_one_setting(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         path = cli.run_demo(tmp_path, n_cluster=8, animate=False, quiet=True, stdout=sink,
-                            settings=["baseline"])
+                            settings=["baseline"], bayes=False)
     assert path == tmp_path / "index.html"
     assert not list(tmp_path.glob("*.gif"))
     assert {p.name for p in tmp_path.glob("*.png")} == {

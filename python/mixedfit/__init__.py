@@ -12,6 +12,8 @@ from . import _core
 from ._errors import (ConvergenceError, ConvergenceWarning, DataError, FormulaError,
                       MixedfitError, NumericalError, SingularFitWarning)
 from .anova import anova
+# Eager, as anova: the module has the function's name (a lazy import would shadow it).
+from .bayes import BayesConvergenceWarning, BayesResult, bayes
 from .options import Control
 
 __version__ = "0.1.0"
@@ -79,6 +81,9 @@ __all__ = [
     "anova",
     "bootstrap",
     "ranova",
+    "bayes",
+    "BayesResult",
+    "BayesConvergenceWarning",
     "Control",
     "LmerResult",
     "VarCorr",

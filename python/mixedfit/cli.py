@@ -1,9 +1,10 @@
 """The ``mixedfit`` command.
 
-``mixedfit demo [--out DIR]``
-    Shrinkage demonstration on simulated data: six settings of random intercepts and slopes and
-    a Bernoulli GLMM; prints the summaries and a comparison table, writes PNG plots, GIF
-    animations, CSV tables and an ``index.html`` report.
+``mixedfit demo [--out DIR] [--quick] [--no-bayes]``
+    Shrinkage demonstration on simulated data: six settings of random intercepts and slopes, a
+    Bernoulli GLMM and (with the optional extra mixedfit[bayes]) a Bayesian cross-check by
+    MCMC; prints the summaries and a comparison table, writes PNG plots, GIF animations, CSV
+    tables and an ``index.html`` report. Progress goes to stderr only.
 ``mixedfit fit DATA --formula "y ~ x + (x | g)" [--family binomial] [--ml] [--nagq K] [--json]``
     Fits a model to a CSV (or Parquet, with pyarrow) file and prints the summary or JSON.
 
@@ -22,7 +23,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["main", "DEMO_SETTINGS"]
+__all__ = ["main", "DEMO_SETTINGS", "BAYES_FULL", "BAYES_QUICK"]
 
 EXIT_OK, EXIT_FIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -108,31 +109,68 @@ BERNOULLI_TEXT = (
 
 
 class _Progress:
-    """Progress lines on stderr: ``[k/n] step ... done (1.2 s)``."""
+    """Progress on stderr, never on stdout.
+
+    On a terminal, a bar redrawn in place (``[#######-------]  3/9  Baseline: fit``), taken
+    down before anything is printed to stdout (:meth:`echo`) and drawn again after it, so the
+    two streams never share a line; each finished step also leaves a line
+    ``[k/n] step: ... - done (1.2 s)``. Elsewhere (a file, a pipe) only those complete lines.
+    """
+
+    WIDTH = 24
 
     def __init__(self, total: int, quiet: bool, stream=None):
         self.total, self.quiet = total, quiet
         self.stream = stream if stream is not None else sys.stderr
-        self.k = 0
-        self.t0 = time.perf_counter()
+        isatty = getattr(self.stream, "isatty", None)
+        self.tty = bool(isatty and isatty())
+        self.k, self.what, self.steps = 0, "", []
+        self.t0 = self.t = time.perf_counter()
+        self.shown = False
+
+    def _write(self, text: str):
+        if not self.quiet:
+            self.stream.write(text)
+            self.stream.flush()
+
+    def _draw(self):
+        if self.quiet or not self.tty:
+            return
+        filled = round(self.WIDTH * (self.k - 1) / self.total)
+        bar = "#" * filled + "-" * (self.WIDTH - filled)
+        step = self.steps[-1] if self.steps else ""
+        self._write(f"\r\x1b[K[{bar}] {self.k}/{self.total}  {self.what}: {step}")
+        self.shown = True
+
+    def _clear(self):
+        if self.shown:
+            self._write("\r\x1b[K")
+            self.shown = False
 
     def start(self, what: str):
         self.k += 1
+        self.what, self.steps = what, []
         self.t = time.perf_counter()
-        if not self.quiet:
-            print(f"[{self.k}/{self.total}] {what}:", end="", file=self.stream, flush=True)
+        self._draw()
 
     def step(self, what: str):
-        if not self.quiet:
-            print(f" {what}", end="", file=self.stream, flush=True)
+        self.steps.append(what)
+        self._draw()
+
+    def echo(self, text: str = "", file=None):
+        """Print a line to stdout (or ``file``) without tangling it with the bar."""
+        self._clear()
+        print(text, file=file if file is not None else sys.stdout, flush=True)
+        self._draw()
 
     def done(self):
-        if not self.quiet:
-            print(f" - done ({time.perf_counter() - self.t:.1f} s)", file=self.stream, flush=True)
+        self._clear()
+        self._write(f"[{self.k}/{self.total}] {self.what}: {' '.join(self.steps)} - done "
+                    f"({time.perf_counter() - self.t:.1f} s)\n")
 
     def finish(self, msg: str):
-        if not self.quiet:
-            print(f"{msg} ({time.perf_counter() - self.t0:.1f} s in all)", file=self.stream, flush=True)
+        self._clear()
+        self._write(f"{msg} ({time.perf_counter() - self.t0:.1f} s in all)\n")
 
 
 def _demo_code(kind: str, params: dict, n_cluster: int, seed: int) -> str:
@@ -153,9 +191,143 @@ def _demo_code(kind: str, params: dict, n_cluster: int, seed: int) -> str:
             "print(fit.summary())")
 
 
+# The Bayesian cross-check: MCMC settings of the full demo and of --quick.
+# Compiling each new model costs far more than sampling it (about 5-20 CPU seconds), so the
+# quick run fits two Bernoulli models and leaves out the random-slopes comparison.
+BAYES_FULL = {"chains": 4, "draws": 1000, "tune": 1000, "trials": (10, 20, 50, 100),
+              "slopes": True}
+BAYES_QUICK = {"chains": 2, "draws": 300, "tune": 300, "trials": (10, 50), "slopes": False}
+
+BAYES_TEXT = (
+    "The same shrinkage, fitted a second way: by MCMC (NUTS, with mixedfit.bayes), with "
+    "weakly informative priors. The posterior mean of each group's probability is the "
+    "Bayesian's estimate; the glmer estimate is the inverse logit of the conditional mode.",
+    "For each number of trials per group J, 30 groups with success probabilities whose logits "
+    "are normal around logit(0.5) with SD 0.7 are simulated and fitted both ways. Both sets "
+    "of estimates bend away from the identity line toward the overall proportion, less so as "
+    "J grows: shrinkage belongs to the model, not to the fitting method. The penalized "
+    "residual sum of squares that lme4 minimizes is, group by group, the Bayesian's "
+    "log-posterior deviance. Groups with the same observed proportion share one glmer "
+    "estimate; their posterior means differ slightly because MCMC is a stochastic algorithm.",
+    "Second picture: the baseline's random intercepts and slopes. Arrows run from each "
+    "cluster's own regression to lmer's estimate, as above; the triangles are the posterior "
+    "means, joined to the conditional modes by thin lines. With {n_cluster} clusters and weak "
+    "priors the two nearly coincide.",
+)
+
+
+def _shrinkage_figure(plot, table, sd, title):
+    """The shrinkage plot at the shared zoom; with a zoomed-out second panel when more than
+    a tenth of the clusters' own estimates fall outside that view (e.g. 3 points per
+    cluster). Returns (figure, whether it has the second panel)."""
+    import numpy as np
+
+    lims = plot._limits(table, ["(Intercept)", "x"], "auto", 3.0, sd)
+    x0 = table["nopool_(Intercept)"].to_numpy(float)
+    y0 = table["nopool_x"].to_numpy(float)
+    ok = np.isfinite(x0) & np.isfinite(y0)
+    outside = ok & (plot._outside(x0, lims[0]) | plot._outside(y0, lims[1]))
+    if outside.sum() <= 0.1 * max(ok.sum(), 1):
+        return plot.shrinkage_plot(table, sd=sd, title=title), False
+    fig = plot._new_figure((13.0, 6.2))
+    left, right = fig.subplots(1, 2)
+    plot.shrinkage_plot(table, sd=sd, ax=left, title="the zoom shared by all settings")
+    plot.shrinkage_plot(table, ax=right, limits="data", title="zoomed out: every cluster in view")
+    fig.suptitle(title, fontsize=11)
+    return fig, True
+
+
+def _bayes_section(out, baseline, n_cluster, seed, progress, stdout, options):
+    """Fit the seed's Bernoulli comparison per J and the baseline's slopes by MCMC; write the
+    pictures and CSV files; return the report's section."""
+    import warnings as _w
+
+    import pandas as pd
+
+    import mixedfit
+
+    from . import plot, shrinkage, simulate
+    from ._report import Section
+
+    mcmc = {k: options[k] for k in ("chains", "draws", "tune")}
+    unconverged = []
+    with _w.catch_warnings(record=True) as caught:
+        _w.simplefilter("always", mixedfit.BayesConvergenceWarning)
+        table, fits = shrinkage.bernoulli_by_trials(
+            options["trials"], seed=seed, progress=False, return_fits=True,
+            on_fit=lambda j: progress.step(f"J={j}"), **mcmc)
+        table.to_csv(out / "bayes_bernoulli.csv", index=False)
+        compare = bfit = None
+        if options.get("slopes", True):
+            progress.step("slopes")
+            if baseline is None:
+                df = simulate.clustered(n_cluster=n_cluster, seed=seed)
+                fit = mixedfit.lmer("y ~ x + (x | cluster)", df)
+            else:
+                df, fit, _ = baseline
+            bfit = mixedfit.bayes("y ~ x + (x | cluster)", df, seed=seed, progress=False, **mcmc)
+            compare = shrinkage.compare_bayes(fit, bfit)
+            compare.to_csv(out / "bayes_slopes.csv")
+    unconverged = [str(w.message) for w in caught
+                   if issubclass(w.category, mixedfit.BayesConvergenceWarning)]
+    progress.step("plot")
+    plot.bayes_proportion_panels(table).savefig(out / "bayes_bernoulli.png", dpi=90)
+
+    gaps = table.assign(gap=(table["glmer"] - table["bayes"]).abs()).groupby("n_trials")["gap"]
+    stats = pd.Series({f"largest |glmer - Bayes| probability, J = {j}": v
+                       for j, v in gaps.max().items()}, dtype=object)
+    if compare is not None:
+        plot.bayes_shrinkage_plot(compare, sd=(0.5, 0.25)).savefig(out / "bayes_slopes.png",
+                                                                   dpi=100)
+        for c in ("(Intercept)", "x"):
+            diff = (compare[f"partial_{c}"] - compare[f"bayes_{c}"]).abs()
+            stats[f"largest |lmer - Bayes| {'intercept' if c == '(Intercept)' else 'slope'}"] = diff.max()
+    summary = str(bfit if bfit is not None else fits[min(fits)][1])
+    progress.echo(f"== Bayesian cross-check ==  ({options['chains']} chains x {options['draws']} "
+                  "draws)", file=stdout)
+    progress.echo(summary, file=stdout)
+    progress.echo(stats.to_string(float_format=lambda v: f"{v:.3f}"), file=stdout)
+    for msg in unconverged:
+        progress.echo(f"warning: {msg}", file=stdout)
+    progress.echo(file=stdout)
+    text = [BAYES_TEXT[0], BAYES_TEXT[1], BAYES_TEXT[2].format(n_cluster=len(compare))] \
+        if compare is not None else list(BAYES_TEXT[:2]) + [
+        "(The random-slopes comparison is left out of the quick run; run the demo without "
+        "--quick for it.)"]
+    if unconverged:
+        text.append(f"{len(unconverged)} of the MCMC runs did not pass the convergence checks "
+                    "(see the printed warnings); run the full demo for longer chains.")
+    code = ("import mixedfit\nfrom mixedfit import plot, shrinkage, simulate\n\n"
+            f"table = shrinkage.bernoulli_by_trials({tuple(options['trials'])!r}, seed={seed})\n"
+            "plot.bayes_proportion_panels(table).savefig('bayes_bernoulli.png')\n\n"
+            f"df = simulate.clustered(n_cluster={n_cluster}, seed={seed})\n"
+            'fit = mixedfit.lmer("y ~ x + (x | cluster)", df)\n'
+            f'post = mixedfit.bayes("y ~ x + (x | cluster)", df, seed={seed})\n'
+            "print(post.summary())\n"
+            "plot.bayes_shrinkage_plot(shrinkage.compare_bayes(fit, post))")
+    images = [("bayes_bernoulli.png",
+               "Observed proportion against estimate, one panel per number of trials J: glmer "
+               "(circles) and the Bayesian posterior means (triangles); dashed: identity, "
+               "dotted: overall proportion."),
+              ("bayes_slopes.png",
+               "Random intercepts and slopes: no pooling to lmer's estimates (arrows), and the "
+               "posterior means (triangles).")]
+    files = [("bayes_bernoulli.csv", "proportions and both estimates per group and J"),
+             ("bayes_slopes.csv", "per-cluster estimates, with the posterior means")]
+    if compare is None:
+        images, files = images[:1], files[:1]
+    return Section("bayes", "Bayesian cross-check", text, code, summary, stats, images, files)
+
+
 def run_demo(out="mixedfit-demo", n_cluster: int = 100, seed: int = 888, frames: int = 24,
-             animate: bool = True, quiet: bool = False, stdout=None, settings=None) -> Path:
-    """Run the shrinkage demonstration; returns the path of the report (``index.html``)."""
+             animate: bool = True, quiet: bool = False, stdout=None, settings=None,
+             bayes=None, bayes_options=None) -> Path:
+    """Run the shrinkage demonstration; returns the path of the report (``index.html``).
+
+    ``bayes``: add the Bayesian cross-check (True), leave it out (False) or add it when the
+    optional extra is installed (None, the default). ``bayes_options`` overrides
+    :data:`BAYES_FULL` (chains, draws, tune, trials).
+    """
     import pandas as pd
 
     import mixedfit
@@ -172,7 +344,11 @@ def run_demo(out="mixedfit-demo", n_cluster: int = 100, seed: int = 888, frames:
     except OSError as exc:
         raise _BadInput(f"cannot create the output directory {str(out)!r}: {exc.strerror or exc}") from exc
     chosen = DEMO_SETTINGS if settings is None else tuple(s for s in DEMO_SETTINGS if s.slug in settings)
-    progress = _Progress(len(chosen) + 2, quiet)
+    from .bayes import available
+
+    with_bayes = available() if bayes is None else bool(bayes)
+    progress = _Progress(len(chosen) + 2 + with_bayes, quiet)
+    baseline = None
     sections, rows = [], {}
     base_sd = (0.5, 0.25)   # the baseline's random-effect SDs: the zoom of every picture
     baseline_truth = {"sd_int": 0.5, "sd_slope": 0.25}
@@ -186,22 +362,25 @@ def run_demo(out="mixedfit-demo", n_cluster: int = 100, seed: int = 888, frames:
             fit = mixedfit.lmer("y ~ x + (x | cluster)", df, data_name="df")
         summary = str(fit.summary())
         header = f"== {setting.title} ==  ({len(df)} observations, {df['cluster'].nunique()} clusters)"
-        print(header, file=stdout)
-        print(summary, file=stdout)
+        progress.echo(header, file=stdout)
+        progress.echo(summary, file=stdout)
         for w in caught:
-            print(f"warning: {w.message}", file=stdout)
-        print(file=stdout)
+            progress.echo(f"warning: {w.message}", file=stdout)
+        progress.echo(file=stdout)
         table = shrinkage.pooling_table(fit)
         table.to_csv(out / f"{setting.slug}_pooling.csv")
         stats = shrinkage.describe(table)
         progress.step("plot")
         sd = (max(base_sd[0], setting.params.get("sd_int", baseline_truth["sd_int"])),
               max(base_sd[1], setting.params.get("sd_slope", baseline_truth["sd_slope"])))
-        fig = plot.shrinkage_plot(table, sd=sd, title=f"{setting.title}: y ~ x + (x | cluster)")
+        fig, zoomed_out = _shrinkage_figure(plot, table, sd, f"{setting.title}: y ~ x + (x | cluster)")
         fig.savefig(out / f"{setting.slug}.png", dpi=100)
-        images = [(f"{setting.slug}.png",
-                   "No pooling (light) to partial pooling (dark); the black point is the "
-                   "population average, the orange cross the complete-pooling regression.")]
+        caption = ("No pooling (light) to partial pooling (dark); the black point is the "
+                   "population average, the orange cross the complete-pooling regression.")
+        if zoomed_out:
+            caption += (" Left: the zoom shared by all settings; right: zoomed out so that "
+                        "every cluster's own estimate is in view.")
+        images = [(f"{setting.slug}.png", caption)]
         if animate:
             progress.step("animate")
             plot.shrinkage_animation(table, out / f"{setting.slug}.gif", sd=sd, frames=frames,
@@ -209,6 +388,7 @@ def run_demo(out="mixedfit-demo", n_cluster: int = 100, seed: int = 888, frames:
                                      title=setting.title)
             images.append((f"{setting.slug}.gif", "The same movement, animated."))
         if setting.slug == "baseline":
+            baseline = (df, fit, table)
             fig = plot.caterpillar_plot(fit)
             fig.savefig(out / "baseline_caterpillar.png", dpi=80)
             images.append(("baseline_caterpillar.png",
@@ -221,7 +401,8 @@ def run_demo(out="mixedfit-demo", n_cluster: int = 100, seed: int = 888, frames:
                         "circles), which the model can still give them.")
         sections.append(Section(setting.slug, setting.title, text,
                                 _demo_code("lmm", setting.params, n_cluster, seed), summary,
-                                stats, images))
+                                stats, images,
+                                [(f"{setting.slug}_pooling.csv", "the estimates per cluster")]))
         vc = fit.varcorr.to_frame()
         rows[setting.title] = {
             "obs": len(df),
@@ -245,9 +426,9 @@ def run_demo(out="mixedfit-demo", n_cluster: int = 100, seed: int = 888, frames:
     progress.step("fit")
     gfit = mixedfit.glmer("result ~ (1 | subject)", bern, family="binomial", data_name="df")
     summary = str(gfit.summary())
-    print("== Bernoulli GLMM ==  (30 groups of 10 trials)", file=stdout)
-    print(summary, file=stdout)
-    print(file=stdout)
+    progress.echo("== Bernoulli GLMM ==  (30 groups of 10 trials)", file=stdout)
+    progress.echo(summary, file=stdout)
+    progress.echo(file=stdout)
     gtable = shrinkage.pooling_table(gfit)
     gtable.to_csv(out / "bernoulli_pooling.csv")
     gstats = shrinkage.describe(gtable)
@@ -267,7 +448,8 @@ def run_demo(out="mixedfit-demo", n_cluster: int = 100, seed: int = 888, frames:
     images.append(("bernoulli_caterpillar.png",
                    "Conditional modes (logit scale) with 95% intervals."))
     sections.append(Section("bernoulli", "Bernoulli trials (GLMM)", list(BERNOULLI_TEXT),
-                            _demo_code("bernoulli", {}, n_cluster, seed), summary, gstats, images))
+                            _demo_code("bernoulli", {}, n_cluster, seed), summary, gstats, images,
+                            [("bernoulli_pooling.csv", "the estimates per group")]))
     vc = gfit.varcorr.to_frame()
     rows["Bernoulli GLMM"] = {
         "obs": len(bern), "clusters": 30, "median n": gstats["median_n"],
@@ -277,6 +459,19 @@ def run_demo(out="mixedfit-demo", n_cluster: int = 100, seed: int = 888, frames:
         "no own fit": int(gstats["no_estimate"]),
     }
     progress.done()
+
+    # ---- the Bayesian cross-check ---------------------------------------------------------
+    bayes_note = None
+    if with_bayes:
+        progress.start("Bayesian cross-check")
+        sections.append(_bayes_section(out, baseline, n_cluster, seed, progress, stdout,
+                                       dict(BAYES_FULL, **(bayes_options or {}))))
+        progress.done()
+    else:
+        bayes_note = ("Bayesian cross-check skipped: it needs the optional extra "
+                      '(pip install "mixedfit[bayes]").')
+        progress.echo(bayes_note, file=stdout)
+        progress.echo(file=stdout)
 
     # ---- comparison and report -----------------------------------------------------------
     progress.start("comparison and report")
@@ -288,9 +483,10 @@ def run_demo(out="mixedfit-demo", n_cluster: int = 100, seed: int = 888, frames:
             "1 - SD(mixed-model estimates) / SD(own estimates) across clusters; SDs and sigma "
             "are the fitted values. The Bernoulli row is on the probability scale.")
     with pd.option_context("display.width", 200, "display.max_columns", 20):
-        print("== Shrinkage across settings ==", file=stdout)
-        print(comparison.to_string(float_format=lambda v: f"{v:.3f}", na_rep="-"), file=stdout)
-        print(note, file=stdout)
+        progress.echo("== Shrinkage across settings ==", file=stdout)
+        progress.echo(comparison.to_string(float_format=lambda v: f"{v:.3f}", na_rep="-"),
+                      file=stdout)
+        progress.echo(note, file=stdout)
     intro = [
         "Mixed models give each cluster its own intercept and slope, but they do not take each "
         "cluster's data at face value: cluster-specific estimates are pulled toward the "
@@ -304,14 +500,18 @@ def run_demo(out="mixedfit-demo", n_cluster: int = 100, seed: int = 888, frames:
         f"random-effect SDs, widened where a setting's SDs are larger); estimates outside the "
         f"view are marked at the edge and counted under the plot. Seed {seed}.",
     ]
+    if bayes_note:
+        intro.append(bayes_note)
     closing = [
         "The amount of shrinkage follows from the relative size of two variances: the noise in "
         "a cluster's own estimate (residual variance over cluster size) and the variance of the "
         "random effects. Little data per cluster or little true variation between clusters "
         "means strong pooling; plenty of data or large differences let each cluster speak for "
-        "itself. The CSV files next to this page hold the per-cluster numbers."
+        "itself. The CSV files next to this page hold the per-cluster numbers: each section "
+        "links its own, and the table above is in comparison.csv."
     ]
-    path = write_report(out, "Shrinkage in mixed models", intro, comparison, note, sections, closing)
+    path = write_report(out, "Shrinkage in mixed models", intro, comparison, note, sections,
+                        closing, comparison_files=[("comparison.csv", "the table above")])
     progress.done()
     progress.finish(f"wrote {path}")
     return path
@@ -487,13 +687,17 @@ def _parser() -> argparse.ArgumentParser:
                                    "plots, animations and an index.html report.")
     d.add_argument("--out", default="mixedfit-demo", metavar="DIR",
                    help="output directory (default: mixedfit-demo)")
-    d.add_argument("--n-cluster", type=_positive, default=100, metavar="N",
-                   help="clusters per simulated setting (default: 100)")
+    d.add_argument("--n-cluster", type=_positive, default=None, metavar="N",
+                   help="clusters per simulated setting (default: 100, 30 with --quick)")
     d.add_argument("--seed", type=int, default=888, help="random seed (default: 888)")
     d.add_argument("--frames", type=_positive, default=24, metavar="K",
                    help="frames per GIF animation (default: 24)")
     d.add_argument("--no-animation", action="store_true", help="skip the GIF animations")
     d.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    d.add_argument("--quick", action="store_true",
+                   help="a fast run: 30 clusters, no animations, short MCMC chains")
+    d.add_argument("--no-bayes", action="store_true",
+                   help="leave out the Bayesian cross-check (run when mixedfit[bayes] is installed)")
 
     f = sub.add_parser("fit", help="fit a model to a CSV or Parquet file",
                        description="Fit a linear (or, with --family, generalized linear) mixed "
@@ -521,11 +725,14 @@ def main(argv=None) -> int:
         if args.command == "demo":
             if args.frames < 4:
                 raise _BadInput(f"--frames must be at least 4, got {args.frames}")
-            if args.n_cluster < 5:
+            n_cluster = args.n_cluster or (30 if args.quick else 100)
+            if n_cluster < 5:
                 raise _BadInput(f"--n-cluster must be at least 5 (a variance needs several "
                                 f"clusters to estimate), got {args.n_cluster}")
-            run_demo(args.out, n_cluster=args.n_cluster, seed=args.seed, frames=args.frames,
-                     animate=not args.no_animation, quiet=args.quiet)
+            run_demo(args.out, n_cluster=n_cluster, seed=args.seed, frames=args.frames,
+                     animate=not (args.no_animation or args.quick), quiet=args.quiet,
+                     bayes=False if args.no_bayes else None,
+                     bayes_options=BAYES_QUICK if args.quick else None)
             return EXIT_OK
         return run_fit(args)
     except _BadInput as exc:

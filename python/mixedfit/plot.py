@@ -18,7 +18,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-__all__ = ["shrinkage_plot", "shrinkage_animation", "proportion_plot", "caterpillar_plot"]
+__all__ = ["shrinkage_plot", "shrinkage_animation", "proportion_plot", "caterpillar_plot",
+           "bayes_proportion_panels", "bayes_shrinkage_plot"]
 
 NOPOOL_COLOR = "#6baed6"     # the cluster-by-cluster estimates: lighter
 PARTIAL_COLOR = "#08306b"    # the mixed model's estimates: darker
@@ -217,13 +218,15 @@ def shrinkage_plot(fit, group=None, params=None, *, ax=None, limits="auto", zoom
     x0, y0 = table[f"nopool_{px}"].to_numpy(float), table[f"nopool_{py}"].to_numpy(float)
     x1, y1 = table[f"partial_{px}"].to_numpy(float), table[f"partial_{py}"].to_numpy(float)
     n = table["n"].to_numpy(float)
-    sizes = _sizes(n)
+    # Cluster sizes as marker areas, kept small so that the arrows of large clusters (short
+    # ones) are not buried under their own markers; the arrows are drawn on top.
+    sizes = _sizes(n, small=6.0, large=70.0)
     s_all = sizes if sizes is not None else np.full(len(table), 28.0)
     has_np = np.isfinite(x0) & np.isfinite(y0)
 
     ax.quiver(x0[has_np], y0[has_np], (x1 - x0)[has_np], (y1 - y0)[has_np], angles="xy",
-              scale_units="xy", scale=1, color="0.55", alpha=0.7, width=0.0025,
-              headwidth=4, headlength=5, headaxislength=4.5, zorder=2)
+              scale_units="xy", scale=1, color="0.3", alpha=0.75, width=0.0022,
+              headwidth=4, headlength=5, headaxislength=4.5, zorder=5)
     ax.scatter(x0[has_np], y0[has_np], s=s_all[has_np], color=NOPOOL_COLOR, alpha=0.8,
                edgecolor="white", linewidth=0.4, label="no pooling (regression per cluster)",
                zorder=3)
@@ -619,4 +622,100 @@ def profile_plot(prof, level: float = 0.95, ncol: int = 3):
     for ax in list(axes.flat)[len(names):]:
         ax.set_visible(False)
     fig.tight_layout()
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# the Bayesian cross-check
+# ---------------------------------------------------------------------------------------------
+BAYES_COLOR = "#e6550d"
+
+
+def bayes_proportion_panels(table: pd.DataFrame, *, ncols=None, title=None, figsize=None):
+    """Observed proportion against estimate, one panel per number of trials per group.
+
+    ``table`` is :func:`mixedfit.shrinkage.bernoulli_by_trials`: in every panel the glmer
+    estimates (circles) and the Bayesian posterior means (triangles) of each group's
+    probability, the identity line (no shrinkage) and the overall proportion of successes
+    (horizontal line). Both sets of estimates bend toward the overall proportion, less so as
+    the number of trials grows.
+    """
+    need = {"n_trials", "observed", "glmer", "bayes", "overall"}
+    if not isinstance(table, pd.DataFrame) or not need <= set(table.columns):
+        raise ValueError(f"table must be the output of shrinkage.bernoulli_by_trials (columns {sorted(need)})")
+    trials = sorted(table["n_trials"].unique())
+    ncols = ncols or min(len(trials), 4)
+    nrows = -(-len(trials) // ncols)
+    fig = _new_figure(figsize or (3.1 * ncols + 0.4, 3.3 * nrows + 0.9))
+    axes = np.atleast_1d(fig.subplots(nrows, ncols, sharex=True, sharey=True, squeeze=False)).ravel()
+    for ax, j in zip(axes, trials):
+        d = table[table["n_trials"] == j]
+        overall = float(d["overall"].iloc[0])
+        ax.plot([0, 1], [0, 1], color="0.5", lw=1, ls="--", zorder=1,
+                label="identity (no shrinkage)")
+        ax.axhline(overall, color=COMPLETE_COLOR, lw=1.2, ls=":", zorder=1,
+                   label="overall proportion")
+        # open circles under small filled triangles: where the two agree both stay visible
+        ax.scatter(d["observed"], d["glmer"], s=46, facecolor="none", edgecolor=PARTIAL_COLOR,
+                   linewidth=1.1, zorder=3, label="glmer estimate")
+        ax.scatter(d["observed"], d["bayes"], s=16, marker="^", color=BAYES_COLOR, alpha=0.85,
+                   linewidth=0, zorder=4, label="Bayesian posterior mean")
+        ax.set_title(f"J = {j} trials per group", fontsize=10)
+        ax.set_xlim(-0.03, 1.03)
+        ax.set_ylim(-0.03, 1.03)
+        ax.set_aspect("equal")
+        ax.grid(True, color="0.92", zorder=0)
+    for k, ax in enumerate(axes):
+        if k >= len(trials):
+            ax.set_visible(False)
+        elif k + ncols >= len(trials):       # the lowest panel of its column
+            ax.set_xlabel("observed proportion", fontsize=9)
+            ax.xaxis.set_tick_params(labelbottom=True)
+    fig.supylabel("estimated probability", fontsize=10)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=4, fontsize=8, frameon=False)
+    groups = table.attrs.get("n_groups")
+    fig.suptitle(title if title is not None else
+                 "Shrinkage in both frameworks: glmer and MCMC"
+                 + (f" ({groups} groups per panel)" if groups else ""), fontsize=11)
+    return fig
+
+
+def bayes_shrinkage_plot(table: pd.DataFrame, params=None, *, ax=None, limits="auto", zoom=3.0,
+                         sd=None, title=None, figsize=(7.0, 6.0)):
+    """:func:`shrinkage_plot` of a :func:`mixedfit.shrinkage.compare_bayes` table, with each
+    cluster's Bayesian posterior mean (triangle) joined to its conditional mode by a thin line.
+
+    Arrows run from each cluster's own regression (no pooling) to the mixed model's estimate, as
+    in :func:`shrinkage_plot`; where the triangles sit on the dark points the two frameworks
+    shrink alike.
+    """
+    if not isinstance(table, pd.DataFrame) or "bayes_population" not in table.attrs:
+        raise ValueError("table must be the output of mixedfit.shrinkage.compare_bayes")
+    params = _choose_params(table, params)
+    title = title if title is not None else f"Conditional modes and posterior means: {table.attrs.get('formula', '')}"
+    fig = shrinkage_plot(table, params=params, ax=ax, limits=limits, zoom=zoom, sd=sd,
+                         show_complete=False, title=title, figsize=figsize)
+    ax = ax if ax is not None else fig.axes[0]
+    if len(params) == 2:
+        px, py = params
+        x1, y1 = table[f"partial_{px}"].to_numpy(float), table[f"partial_{py}"].to_numpy(float)
+        xb, yb = table[f"bayes_{px}"].to_numpy(float), table[f"bayes_{py}"].to_numpy(float)
+        bpop = table.attrs["bayes_population"]
+        pop_xy = (bpop[px], bpop[py])
+    else:
+        (p,) = params
+        x1, xb = table[f"partial_{p}"].to_numpy(float), table[f"bayes_{p}"].to_numpy(float)
+        y1 = yb = np.full(len(table), -0.15)
+        pop_xy = None
+    from matplotlib.collections import LineCollection
+
+    segs = np.stack([np.column_stack([x1, y1]), np.column_stack([xb, yb])], axis=1)
+    ax.add_collection(LineCollection(segs, colors=BAYES_COLOR, linewidths=0.8, alpha=0.7, zorder=6))
+    ax.scatter(xb, yb, s=22, marker="^", color=BAYES_COLOR, alpha=0.85, edgecolor="white",
+               linewidth=0.3, zorder=7, label="Bayesian posterior mean")
+    if pop_xy is not None:
+        ax.scatter([pop_xy[0]], [pop_xy[1]], s=120, marker="^", color=BAYES_COLOR,
+                   edgecolor="black", linewidth=1.0, zorder=8, label="posterior mean of the fixed effects")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.11), ncol=2, fontsize=8, frameon=False)
     return fig
