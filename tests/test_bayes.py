@@ -19,7 +19,7 @@ pytest.importorskip("numpyro")
 
 import mixedfit  # noqa: E402
 from mixedfit import plot, shrinkage, simulate  # noqa: E402
-from mixedfit.bayes import (  # noqa: E402
+from mixedfit.bayesian import (  # noqa: E402
     BayesConvergenceWarning,
     _convergence_problems,
     _warn_if_unconverged,

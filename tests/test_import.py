@@ -11,15 +11,26 @@ from pathlib import Path
 import pytest
 
 HEAVY = ("scipy", "matplotlib", "statsmodels")
-PYTHON_DIR = Path(__file__).resolve().parents[1] / "python"
+
+
+def _package_parent() -> str:
+    """The folder the tests import mixedfit from (the installed package in CI, the source tree
+    with a built extension in development): the subprocesses must import the same one."""
+    import mixedfit
+
+    return str(Path(mixedfit.__file__).resolve().parents[1])
+
+
+def _env() -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [_package_parent(), env.get("PYTHONPATH")]))
+    return env
 
 
 def _modules_after(code: str) -> list[str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PYTHON_DIR), env.get("PYTHONPATH")]))
     script = code + "\nimport json, sys\nprint(json.dumps(sorted(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                         env=env, check=True)
+                         env=_env(), check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -45,7 +56,7 @@ def test_anova_stays_the_function_after_its_module_is_imported():
     out = subprocess.run(
         [sys.executable, "-c", "import mixedfit.anova, mixedfit; print(callable(mixedfit.anova))"],
         capture_output=True, text=True, check=True,
-        env={**os.environ, "PYTHONPATH": str(PYTHON_DIR)},
+        env=_env(),
     )
     assert out.stdout.strip() == "True"
 

@@ -12,8 +12,6 @@ from . import _core
 from ._errors import (ConvergenceError, ConvergenceWarning, DataError, FormulaError,
                       MixedfitError, NumericalError, SingularFitWarning)
 from .anova import anova
-# Eager, as anova: the module has the function's name (a lazy import would shadow it).
-from .bayes import BayesConvergenceWarning, BayesResult, bayes
 from .options import Control
 
 __version__ = "0.1.0"
@@ -29,6 +27,10 @@ _LAZY = {
     "LmerResult": (".results", "LmerResult"),
     "VarCorr": (".results", "VarCorr"),
     "datasets": (".datasets", None),
+    "bayes": (".bayesian", "bayes"),
+    "BayesResult": (".bayesian", "BayesResult"),
+    "BayesConvergenceWarning": (".bayesian", "BayesConvergenceWarning"),
+    "bayesian": (".bayesian", None),
     "families": (".families", None),
     "glmer_nb": (".negbin", "glmer_nb"),
     "bootstrap": (".inference.bootstrap", "bootstrap"),

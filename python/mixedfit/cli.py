@@ -344,7 +344,7 @@ def run_demo(out="mixedfit-demo", n_cluster: int = 100, seed: int = 888, frames:
     except OSError as exc:
         raise _BadInput(f"cannot create the output directory {str(out)!r}: {exc.strerror or exc}") from exc
     chosen = DEMO_SETTINGS if settings is None else tuple(s for s in DEMO_SETTINGS if s.slug in settings)
-    from .bayes import available
+    from .bayesian import available
 
     with_bayes = available() if bayes is None else bool(bayes)
     progress = _Progress(len(chosen) + 2 + with_bayes, quiet)

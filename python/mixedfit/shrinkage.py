@@ -518,7 +518,7 @@ def compare_bayes(fit, bayes_fit, group: str | None = None, scale: str = "auto")
         draws = bayes_fit.group_draws(group, scale="response")
         est = draws.mean(axis=0).reindex(table.index).to_numpy(float)[:, None]
         b0 = bayes_fit.idata.posterior["fixef"].sel(fixef_term=_INTERCEPT).to_numpy().ravel()
-        from .bayes import _inverse_link
+        from .bayesian import _inverse_link
 
         population = np.array([float(np.mean(_inverse_link(bayes_fit.family, b0)))])
     else:
@@ -567,7 +567,7 @@ def bernoulli_by_trials(n_trials=SEED_TRIALS, n_groups: int = 30, p0: float = 0.
     ``fits`` maps each ``J`` to its ``(glmer fit, bayes fit)``.
     """
     from . import simulate
-    from .bayes import bayes
+    from .bayesian import bayes
     from .glmm import glmer
 
     trials = [int(j) for j in np.atleast_1d(n_trials)]
