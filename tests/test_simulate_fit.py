@@ -166,6 +166,20 @@ def test_poisson_conditioned_on_estimates():
     _check_var(sims, mu)
 
 
+def test_negative_binomial_conditioned_on_estimates():
+    """NB2 with a known theta: mean mu, variance mu + mu^2 / theta."""
+    theta = 2.5
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit = mixedfit.glmer("TICKS ~ YEAR + (1 | BROOD)", mixedfit.datasets.load("grouseticks"),
+                             family=mixedfit.families.NegativeBinomial(theta))
+    sims = _sims(fit, re_form="all")
+    mu = fit.fitted().to_numpy()
+    _check_mean(sims, mu)
+    _check_var(sims, mu + mu**2 / theta)
+    assert np.all(sims == np.round(sims)) and sims.min() >= 0
+
+
 def test_gamma_new_random_effects():
     fit = _glmm("sim_gamma", "y ~ x + (1 | g)", "Gamma", "log")
     sims = _sims(fit)

@@ -150,7 +150,7 @@ def draw_responses(fit, mu: np.ndarray, frame: SimulationFrame,
                    rng: np.random.Generator) -> np.ndarray:
     """Responses around means ``mu`` (nsim, n) from the fit's family."""
     w, s = frame.weights, frame.scale
-    family = fit.family if getattr(fit, "is_glmm", False) else "gaussian"
+    family = fit._fam.name if getattr(fit, "is_glmm", False) else "gaussian"
     if family == "gaussian":
         return mu + (s / np.sqrt(w)) * rng.standard_normal(mu.shape)
     if family == "binomial":
@@ -165,6 +165,10 @@ def draw_responses(fit, mu: np.ndarray, frame: SimulationFrame,
         return rng.gamma(shape, mu / shape)
     if family == "inverse.gaussian":
         return rng.wald(mu, w / s**2)
+    if family == "negative.binomial":
+        # NB2 with mean mu and variance mu + mu^2 / theta (MASS's rnegbin: size theta)
+        theta = fit._fam.nb_theta
+        return rng.negative_binomial(theta, theta / (theta + mu)).astype(float)
     raise ValueError(f"cannot simulate family {family!r}")
 
 
