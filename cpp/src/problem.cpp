@@ -311,7 +311,6 @@ Status Problem::set_response(const double* y, const double* w, bool need_ldW) {
   BX_.setZero(p_ + 1, q0_);
   Arest_.setZero(m_, m_);
   const TermData& t0 = terms_[0];
-  const Index pp1 = p_ + 1;
   bool xy_done = false;
   if (p0_ == 1 && rest_scalar_ && xr_width_ > 0) {
     const Index S = xr_width_;
