@@ -32,7 +32,10 @@ inline bool chol_small(double* M, int p) {
 }
 
 // V (r x p, leading dimension r) <- V * lam (lam p x p lower triangular).
+// r may be 0 (a level of term 0 without observations): Eigen's product kernels take the address
+// of an empty result's first entry, which is undefined, so that case returns first.
 inline void right_mult_lower(double* V, Index r, int p, const Matrix& lam) {
+  if (r == 0) return;
   if (p == 1) {
     const double l = lam(0, 0);
     for (Index a = 0; a < r; ++a) V[a] *= l;
@@ -44,6 +47,7 @@ inline void right_mult_lower(double* V, Index r, int p, const Matrix& lam) {
 
 // V (r x p) <- V * L^{-T} for L (p x p) lower triangular stored column-major at Lp.
 inline void right_solve_lower_t(double* V, Index r, int p, const double* Lp) {
+  if (r == 0) return;
   if (p == 1) {
     const double inv = 1.0 / Lp[0];
     for (Index a = 0; a < r; ++a) V[a] *= inv;

@@ -127,6 +127,22 @@ Data nested(bool weighted) {
   return d;
 }
 
+// (1 + x | a) with 21 levels, the last one without observations, inside (1 | b) with 10
+// levels (b = a / 2): a sparse coupling block with an empty column for the unused level.
+Data nested_vector_first(bool weighted) {
+  std::mt19937 rng(4);
+  Data d = base_data(60, rng);
+  std::vector<std::int32_t> a(d.n), b(d.n);
+  for (Index i = 0; i < d.n; ++i) {
+    a[i] = static_cast<std::int32_t>(i % 20);
+    b[i] = a[i] / 2;
+  }
+  d.terms.push_back(make_term(a, 21, d.x, true));
+  d.terms.push_back(make_term(b, 10, d.x, false));
+  fill_response(d, rng, weighted);
+  return d;
+}
+
 // The dense twin: Z Lambda (n x q) at theta, columns term by term, level by level, column
 // within level -- u's layout in the core.
 Matrix z_lambda(const Data& d, const std::vector<double>& theta) {
@@ -217,6 +233,12 @@ void objective_matches_dense() {
       CHECK(!prob.rest_dense());
     }
     matches_dense(s, {{1.0, 1.0, 0.0, 1.0}, {0.3, 1.4, -0.6, 0.9}, {0.0, 2.0, 0.5, 0.0}});
+    const Data e = nested_vector_first(weighted);
+    {
+      Problem prob(e.n, e.X.cols(), e.X.data(), e.term_data());
+      CHECK(!prob.rest_dense());
+    }
+    matches_dense(e, {{1.0, 0.0, 1.0, 1.0}, {0.6, -0.4, 0.8, 1.3}});
   }
 }
 
