@@ -16,12 +16,20 @@ namespace {
 constexpr double kInf = std::numeric_limits<double>::infinity();
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
+// A family by kind and link, any further members at their defaults.
+Family family(FamilyKind kind, LinkKind link) {
+  Family f{};
+  f.fam = kind;
+  f.link = link;
+  return f;
+}
+
 void variances() {
-  const Family binomial{FamilyKind::Binomial, LinkKind::Logit};
-  const Family poisson{FamilyKind::Poisson, LinkKind::Log};
-  const Family gamma{FamilyKind::Gamma, LinkKind::Inverse};
-  const Family invgauss{FamilyKind::InverseGaussian, LinkKind::InverseSquare};
-  const Family gaussian{FamilyKind::Gaussian, LinkKind::Identity};
+  const Family binomial = family(FamilyKind::Binomial, LinkKind::Logit);
+  const Family poisson = family(FamilyKind::Poisson, LinkKind::Log);
+  const Family gamma = family(FamilyKind::Gamma, LinkKind::Inverse);
+  const Family invgauss = family(FamilyKind::InverseGaussian, LinkKind::InverseSquare);
+  const Family gaussian = family(FamilyKind::Gaussian, LinkKind::Identity);
   CHECK_NEAR(binomial.variance(0.3), 0.21, 1e-15);
   CHECK(binomial.variance(0.0) == 0.0);
   CHECK(binomial.variance(1.0) == 0.0);
@@ -32,11 +40,11 @@ void variances() {
 }
 
 void deviance_residuals() {
-  const Family binomial{FamilyKind::Binomial, LinkKind::Logit};
-  const Family poisson{FamilyKind::Poisson, LinkKind::Log};
-  const Family gamma{FamilyKind::Gamma, LinkKind::Log};
-  const Family invgauss{FamilyKind::InverseGaussian, LinkKind::InverseSquare};
-  const Family gaussian{FamilyKind::Gaussian, LinkKind::Identity};
+  const Family binomial = family(FamilyKind::Binomial, LinkKind::Logit);
+  const Family poisson = family(FamilyKind::Poisson, LinkKind::Log);
+  const Family gamma = family(FamilyKind::Gamma, LinkKind::Log);
+  const Family invgauss = family(FamilyKind::InverseGaussian, LinkKind::InverseSquare);
+  const Family gaussian = family(FamilyKind::Gaussian, LinkKind::Identity);
   // Binomial with wt trials: 2 wt [y log(y/mu) + (1-y) log((1-y)/(1-mu))], 0 log 0 = 0.
   CHECK_NEAR(binomial.dev_resid(0.0, 0.2, 3.0), -6.0 * std::log(0.8), 1e-14);
   CHECK_NEAR(binomial.dev_resid(1.0, 0.2, 3.0), -6.0 * std::log(0.2), 1e-14);
@@ -62,10 +70,10 @@ void deviance_residuals() {
 }
 
 void valid_means() {
-  const Family binomial{FamilyKind::Binomial, LinkKind::Logit};
-  const Family poisson{FamilyKind::Poisson, LinkKind::Log};
-  const Family gaussian{FamilyKind::Gaussian, LinkKind::Identity};
-  const Family gamma_inverse{FamilyKind::Gamma, LinkKind::Inverse};
+  const Family binomial = family(FamilyKind::Binomial, LinkKind::Logit);
+  const Family poisson = family(FamilyKind::Poisson, LinkKind::Log);
+  const Family gaussian = family(FamilyKind::Gaussian, LinkKind::Identity);
+  const Family gamma_inverse = family(FamilyKind::Gamma, LinkKind::Inverse);
   CHECK(binomial.valid_mu(0.5));
   CHECK(!binomial.valid_mu(0.0) && !binomial.valid_mu(1.0) && !binomial.valid_mu(kNaN));
   CHECK(poisson.valid_mu(1e-300) && !poisson.valid_mu(0.0) && !poisson.valid_mu(kInf));
@@ -76,7 +84,7 @@ void valid_means() {
 
 void inverse_links_stay_in_range() {
   for (LinkKind link : {LinkKind::Logit, LinkKind::Probit, LinkKind::Cloglog, LinkKind::Cauchit}) {
-    const Family f{FamilyKind::Binomial, link};
+    const Family f = family(FamilyKind::Binomial, link);
     for (double eta : {-1e300, -800.0, -40.0, 0.0, 40.0, 800.0, 1e300}) {
       const double mu = f.linkinv(eta);
       CHECK(f.valid_mu(mu));
@@ -84,10 +92,10 @@ void inverse_links_stay_in_range() {
       CHECK(std::isfinite(d) && d > 0.0);
     }
   }
-  const Family poisson{FamilyKind::Poisson, LinkKind::Log};
+  const Family poisson = family(FamilyKind::Poisson, LinkKind::Log);
   CHECK(poisson.valid_mu(poisson.linkinv(-800.0)));
   CHECK_NEAR(poisson.linkinv(std::log(3.0)), 3.0, 1e-14);
-  const Family logit{FamilyKind::Binomial, LinkKind::Logit};
+  const Family logit = family(FamilyKind::Binomial, LinkKind::Logit);
   CHECK_NEAR(logit.linkinv(0.0), 0.5, 0.0);
   CHECK_NEAR(logit.mu_eta(0.0), 0.25, 0.0);
 }
