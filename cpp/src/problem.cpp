@@ -33,7 +33,10 @@ inline bool chol_small(double* M, int p) {
 }
 
 // V (r x p, leading dimension r) <- V * lam (lam p x p lower triangular).
+// r may be 0 (a level of term 0 without observations): Eigen's product kernels take the address
+// of an empty result's first entry, which is undefined, so that case returns first.
 inline void right_mult_lower(double* V, Index r, int p, const Matrix& lam) {
+  if (r == 0) return;
   if (p == 1) {
     const double l = lam(0, 0);
     for (Index a = 0; a < r; ++a) V[a] *= l;
@@ -45,6 +48,7 @@ inline void right_mult_lower(double* V, Index r, int p, const Matrix& lam) {
 
 // V (r x p) <- V * L^{-T} for L (p x p) lower triangular stored column-major at Lp.
 inline void right_solve_lower_t(double* V, Index r, int p, const double* Lp) {
+  if (r == 0) return;
   if (p == 1) {
     const double inv = 1.0 / Lp[0];
     for (Index a = 0; a < r; ++a) V[a] *= inv;
@@ -310,7 +314,6 @@ Status Problem::set_response(const double* y, const double* w, bool need_ldW) {
   BX_.setZero(p_ + 1, q0_);
   Arest_.setZero(m_, m_);
   const TermData& t0 = terms_[0];
-  const Index pp1 = p_ + 1;
   bool xy_done = false;
   if (p0_ == 1 && rest_scalar_ && xr_width_ > 0) {
     const Index S = xr_width_;

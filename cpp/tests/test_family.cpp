@@ -1,0 +1,111 @@
+// GLMM family functions (glmm.cpp): variance and unit deviances at interior and edge values
+// (y = 0 and y = 1 for the binomial, y = 0 for the Poisson), the validity checks, and the
+// inverse links' clamps that keep mu inside the family's domain.
+#include <cmath>
+#include <limits>
+
+#include "check.hpp"
+#include "mixedfit/glmm.hpp"
+
+using mixedfit::Family;
+using mixedfit::FamilyKind;
+using mixedfit::LinkKind;
+
+namespace {
+
+constexpr double kInf = std::numeric_limits<double>::infinity();
+constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+
+// A family by kind and link, any further members at their defaults.
+Family family(FamilyKind kind, LinkKind link) {
+  Family f{};
+  f.fam = kind;
+  f.link = link;
+  return f;
+}
+
+void variances() {
+  const Family binomial = family(FamilyKind::Binomial, LinkKind::Logit);
+  const Family poisson = family(FamilyKind::Poisson, LinkKind::Log);
+  const Family gamma = family(FamilyKind::Gamma, LinkKind::Inverse);
+  const Family invgauss = family(FamilyKind::InverseGaussian, LinkKind::InverseSquare);
+  const Family gaussian = family(FamilyKind::Gaussian, LinkKind::Identity);
+  CHECK_NEAR(binomial.variance(0.3), 0.21, 1e-15);
+  CHECK(binomial.variance(0.0) == 0.0);
+  CHECK(binomial.variance(1.0) == 0.0);
+  CHECK_NEAR(poisson.variance(2.5), 2.5, 0.0);
+  CHECK_NEAR(gamma.variance(3.0), 9.0, 0.0);
+  CHECK_NEAR(invgauss.variance(2.0), 8.0, 0.0);
+  CHECK_NEAR(gaussian.variance(-7.0), 1.0, 0.0);
+}
+
+void deviance_residuals() {
+  const Family binomial = family(FamilyKind::Binomial, LinkKind::Logit);
+  const Family poisson = family(FamilyKind::Poisson, LinkKind::Log);
+  const Family gamma = family(FamilyKind::Gamma, LinkKind::Log);
+  const Family invgauss = family(FamilyKind::InverseGaussian, LinkKind::InverseSquare);
+  const Family gaussian = family(FamilyKind::Gaussian, LinkKind::Identity);
+  // Binomial with wt trials: 2 wt [y log(y/mu) + (1-y) log((1-y)/(1-mu))], 0 log 0 = 0.
+  CHECK_NEAR(binomial.dev_resid(0.0, 0.2, 3.0), -6.0 * std::log(0.8), 1e-14);
+  CHECK_NEAR(binomial.dev_resid(1.0, 0.2, 3.0), -6.0 * std::log(0.2), 1e-14);
+  CHECK_NEAR(binomial.dev_resid(0.25, 0.25, 4.0), 0.0, 1e-15);
+  CHECK_NEAR(binomial.dev_resid(0.5, 0.25, 2.0),
+             4.0 * (0.5 * std::log(2.0) + 0.5 * std::log(0.5 / 0.75)), 1e-14);
+  // Edge means from the clamped inverse link stay finite.
+  const double eps = std::numeric_limits<double>::epsilon();
+  CHECK(std::isfinite(binomial.dev_resid(1.0, eps, 1.0)));
+  CHECK(std::isfinite(binomial.dev_resid(0.0, 1.0 - eps, 1.0)));
+  // Poisson: 2 wt [y log(y/mu) - (y - mu)]; y = 0 gives 2 wt mu.
+  CHECK_NEAR(poisson.dev_resid(0.0, 1.5, 2.0), 6.0, 1e-15);
+  CHECK_NEAR(poisson.dev_resid(3.0, 2.0, 1.0), 2.0 * (3.0 * std::log(1.5) - 1.0), 1e-14);
+  CHECK_NEAR(poisson.dev_resid(4.0, 4.0, 1.0), 0.0, 1e-15);
+  // Gamma: -2 wt [log(y/mu) - (y - mu)/mu]; inverse Gaussian: wt (y - mu)^2 / (y mu^2).
+  CHECK_NEAR(gamma.dev_resid(2.0, 1.0, 1.0), -2.0 * (std::log(2.0) - 1.0), 1e-14);
+  CHECK_NEAR(gamma.dev_resid(1.7, 1.7, 3.0), 0.0, 1e-15);
+  CHECK_NEAR(invgauss.dev_resid(2.0, 1.0, 2.0), 1.0, 1e-15);
+  CHECK_NEAR(gaussian.dev_resid(1.0, 3.0, 0.5), 2.0, 0.0);
+  // A zero prior weight contributes nothing.
+  CHECK(binomial.dev_resid(0.0, 0.3, 0.0) == 0.0);
+  CHECK(poisson.dev_resid(2.0, 1.0, 0.0) == 0.0);
+}
+
+void valid_means() {
+  const Family binomial = family(FamilyKind::Binomial, LinkKind::Logit);
+  const Family poisson = family(FamilyKind::Poisson, LinkKind::Log);
+  const Family gaussian = family(FamilyKind::Gaussian, LinkKind::Identity);
+  const Family gamma_inverse = family(FamilyKind::Gamma, LinkKind::Inverse);
+  CHECK(binomial.valid_mu(0.5));
+  CHECK(!binomial.valid_mu(0.0) && !binomial.valid_mu(1.0) && !binomial.valid_mu(kNaN));
+  CHECK(poisson.valid_mu(1e-300) && !poisson.valid_mu(0.0) && !poisson.valid_mu(kInf));
+  CHECK(gaussian.valid_mu(-1e300) && !gaussian.valid_mu(kNaN));
+  CHECK(gamma_inverse.valid_eta(0.5) && !gamma_inverse.valid_eta(0.0));
+  CHECK(!binomial.valid_eta(kNaN) && !binomial.valid_eta(-kInf));
+}
+
+void inverse_links_stay_in_range() {
+  for (LinkKind link : {LinkKind::Logit, LinkKind::Probit, LinkKind::Cloglog, LinkKind::Cauchit}) {
+    const Family f = family(FamilyKind::Binomial, link);
+    for (double eta : {-1e300, -800.0, -40.0, 0.0, 40.0, 800.0, 1e300}) {
+      const double mu = f.linkinv(eta);
+      CHECK(f.valid_mu(mu));
+      const double d = f.mu_eta(eta);
+      CHECK(std::isfinite(d) && d > 0.0);
+    }
+  }
+  const Family poisson = family(FamilyKind::Poisson, LinkKind::Log);
+  CHECK(poisson.valid_mu(poisson.linkinv(-800.0)));
+  CHECK_NEAR(poisson.linkinv(std::log(3.0)), 3.0, 1e-14);
+  const Family logit = family(FamilyKind::Binomial, LinkKind::Logit);
+  CHECK_NEAR(logit.linkinv(0.0), 0.5, 0.0);
+  CHECK_NEAR(logit.mu_eta(0.0), 0.25, 0.0);
+}
+
+}  // namespace
+
+int main() {
+  variances();
+  deviance_residuals();
+  valid_means();
+  inverse_links_stay_in_range();
+  return mixedfit_test::finish("test_family");
+}
