@@ -41,6 +41,19 @@ def theta_lower(ps: list[int]) -> np.ndarray:
     return np.array(lb)
 
 
+def lambda_blocks(theta: np.ndarray, ps: list[int]) -> list[np.ndarray]:
+    """Each term's lower-triangular relative factor Lambda_k (p_k x p_k) from theta, whose
+    entries run down each column of the lower triangle in turn (lme4's order)."""
+    out, pos = [], 0
+    for p in ps:
+        cols, rows = np.triu_indices(p)       # (column, row) pairs ordered column by column
+        lam = np.zeros((p, p))
+        lam[rows, cols] = theta[pos:pos + rows.size]
+        out.append(lam)
+        pos += rows.size
+    return out
+
+
 def theta_start(ps: list[int]) -> np.ndarray:
     """Start: 1 on the diagonal, 0 off it."""
     st = []

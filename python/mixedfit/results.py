@@ -521,16 +521,12 @@ def _theta_lower(design: Design) -> np.ndarray:
 
 
 def _varcorr_terms(design: Design, theta: np.ndarray, scale2: float) -> list[VarCorrTerm]:
+    from .optimize import lambda_blocks
+
     out = []
-    pos = 0
     seen: dict[str, int] = {}
-    for t in design.terms:
-        p = t.p
-        lam = np.zeros((p, p))
-        for j in range(p):
-            for i in range(j, p):
-                lam[i, j] = theta[pos]
-                pos += 1
+    lams = lambda_blocks(np.asarray(theta, dtype=float), [t.p for t in design.terms])
+    for t, lam in zip(design.terms, lams):
         label = t.group
         if label in seen:
             seen[label] += 1

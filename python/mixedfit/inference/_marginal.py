@@ -20,6 +20,8 @@ from functools import cached_property
 import numpy as np
 import scipy.sparse as sp
 
+from ..optimize import lambda_blocks
+
 __all__ = ["TermBlock", "Marginal", "marginal_of", "theta_blocks", "block_apply", "block_quadratic"]
 
 
@@ -49,14 +51,11 @@ class TermBlock:
 
 def theta_blocks(design, theta: np.ndarray) -> list[TermBlock]:
     out, start, pos = [], 0, 0
-    for t in design.terms:
-        p = t.p
-        T = np.zeros((p, p))
-        blk = TermBlock(start, t.nlevels, p, pos, T)
-        for (i, j), th in zip(blk.theta_positions(), theta[pos : pos + blk.ntheta]):
-            T[i, j] = th
+    lams = lambda_blocks(np.asarray(theta, dtype=float), [t.p for t in design.terms])
+    for t, T in zip(design.terms, lams):
+        blk = TermBlock(start, t.nlevels, t.p, pos, T)
         out.append(blk)
-        start += t.nlevels * p
+        start += t.nlevels * t.p
         pos += blk.ntheta
     return out
 

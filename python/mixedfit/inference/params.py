@@ -68,9 +68,8 @@ def theta_to_sdcor_rows(thetas: np.ndarray, sigmas: np.ndarray, ps: list[int]) -
 
 def _lower_positions(p: int) -> tuple[np.ndarray, np.ndarray]:
     """(row, column) of the lower triangle, column by column (theta's order)."""
-    rows = [i for j in range(p) for i in range(j, p)]
-    cols = [j for j in range(p) for i in range(j, p)]
-    return np.array(rows), np.array(cols)
+    cols, rows = np.triu_indices(p)       # as optimize.lambda_blocks lays theta out
+    return rows, cols
 
 
 def sdcor_to_theta(sdcor: np.ndarray, sigma: float, ps: list[int]) -> np.ndarray | None:

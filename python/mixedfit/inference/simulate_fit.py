@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from .._errors import DataError
+from ..optimize import lambda_blocks
 
 __all__ = ["simulate", "SimulationFrame", "simulation_frame", "simulate_responses"]
 
@@ -65,18 +66,6 @@ def _conditioned_terms(fit, re_form) -> set:
                              f"{fit.design.terms[k].group!r}; simulate keeps or redraws whole "
                              "random-effects terms")
     return set(selected)
-
-
-def _lambda_blocks(fit) -> list[np.ndarray]:
-    out, pos = [], 0
-    for t in fit.design.terms:
-        lam = np.zeros((t.p, t.p))
-        for j in range(t.p):
-            for i in range(j, t.p):
-                lam[i, j] = fit.theta[pos]
-                pos += 1
-        out.append(lam)
-    return out
 
 
 def _fitted_parts(fit):
@@ -118,7 +107,7 @@ def simulation_frame(fit, re_form=None, newdata=None) -> SimulationFrame:
     if offset is not None:
         eta = eta + offset
     terms = []
-    for (k, t, B), lam, (codes, Z, labels) in zip(fit._term_blocks(), _lambda_blocks(fit), parts):
+    for (k, t, B), lam, (codes, Z, labels) in zip(fit._term_blocks(), lambda_blocks(fit.theta, [t.p for t in fit.design.terms]), parts):
         if k in keep:
             if np.any(codes < 0):
                 raise DataError(f"newdata has level(s) of {t.group!r} the fit has not seen; "
