@@ -23,6 +23,7 @@ from scipy.stats import chi2, norm
 
 from .. import _core
 from .._errors import NumericalError
+from .._standardize import ScaledLmmProblem
 from ..optimize import bobyqa, theta_lower
 from .params import (has_residual_scale, is_sd_position, sdcor_names, sdcor_to_theta,
                      sdcor_values, term_sizes)
@@ -179,9 +180,10 @@ class _LmmFixedProfiler:
 def _lmm_ml_devfun(fit):
     """lme4's devfun2 for an LMM: ML deviance at (sd/cor..., sigma), beta profiled."""
     d = fit.design
-    prob = _core.LmmProblem(d.X, [(t.codes, t.nlevels, t.Z) for t in d.terms])
     y = d.y if d.offset is None else np.ascontiguousarray(d.y - d.offset)
-    prob.set_response(y, d.weights)
+    # the fit's own formulation (standardized data, answers in the data's units): a response
+    # far from its origin costs the profile no digits either
+    prob = ScaledLmmProblem(d, y, d.weights, d.parsed.response)
     ps = term_sizes(fit)
     n = d.n
 
