@@ -208,21 +208,23 @@ def _lmm_ml_devfun(fit):
 def _glmm_devfun(fit):
     """The Laplace deviance at (sd..., fixed effects) for a GLMM without a scale."""
     d, fam = fit.design, fit._fam
-    prob = _core.GlmmProblem(d.X, fit._y, fit._pw, d.offset,
+    # as the fit: the core works on the scaled fixed-effect columns (fit._fixed)
+    fixed = fit._fixed
+    prob = _core.GlmmProblem(fixed.Xs, fit._y, fit._pw, d.offset,
                              [(t.codes, t.nlevels, t.Z) for t in d.terms], *fam.core_args)
     prob.set_pirls_control(fit.control.pirls_tol, fit.control.pirls_maxiter)
     ps = term_sizes(fit)
     nt = fit.theta.size
     u0, ghz, ghw = fit._stage2_args
     k = max(fit.nagq, 1)
-    prob.stage2(fit.theta, fit.beta, u0, k, ghz, ghw)
+    prob.stage2(fit.theta, fixed.to_scaled(fit.beta), u0, k, ghz, ghw)
 
     def dev(par):
         theta = sdcor_to_theta(par[:nt], 1.0, ps)
         if theta is None:
             return np.inf
         try:
-            return float(prob.stage2(theta, par[nt:], None, k, ghz, ghw))
+            return float(prob.stage2(theta, fixed.to_scaled(par[nt:]), None, k, ghz, ghw))
         except NumericalError:
             return np.inf
 
