@@ -110,21 +110,25 @@ def _group_terms(group: str) -> list[tuple[tuple[str, ...], str]]:
         if any(not p for p in parts):
             raise FormulaError(f"malformed nested grouping {group!r}")
         out = []
+        name = ""
         for k in range(1, len(parts) + 1):
-            # lme4 names the inner factor of a/b "b:a" (innermost first); its level labels
-            # follow the same order.
+            # lme4 names the inner factor of a/b "b:a" and of a/b/c "c:(b:a)" (innermost
+            # first, R's a/b = a + b %in% a applied again); its level labels follow the same
+            # order.
             inner_first = list(reversed(parts[:k]))
             cols: list[str] = []
             for p in inner_first:
                 cols.extend(_factor_names(p))
-            name = ":".join(inner_first)
+            outer = name if ":" not in name else f"({name})"
+            name = parts[0] if k == 1 else f"{parts[k - 1]}:{outer}"
             out.append((tuple(cols), name))
         return out
     return [(tuple(_factor_names(group)), group.replace(" ", ""))]
 
 
 def _factor_names(expr: str) -> list[str]:
-    names = [p.strip() for p in expr.split(":")]
+    # c:(b:a) is the interaction c:b:a (lme4's name for the innermost factor of a/b/c)
+    names = [p.strip() for p in expr.replace("(", "").replace(")", "").split(":")]
     for nm in names:
         if not nm or not _IDENT.fullmatch(nm):
             raise FormulaError(

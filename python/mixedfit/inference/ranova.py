@@ -17,6 +17,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from .._formula import _group_terms
+
 __all__ = ["ranova"]
 
 _INTERCEPT_MARKERS = {"1", "0", "-1", "+1"}
@@ -43,12 +45,11 @@ def _bar(lhs: str, group: str) -> str:
 
 
 def _slash_expansions(text: str) -> list[list[str]]:
-    """Group names that nested bars ``(lhs | a/b/c)`` expand to: a, b:a, c:b:a."""
+    """Group names that nested bars ``(lhs | a/b/c)`` expand to: a, b:a, c:(b:a)."""
     out = []
     for rhs in re.findall(r"\|\s*([^()|]+?)\s*\)", text):
-        parts = [p.strip() for p in rhs.split("/")]
-        if len(parts) > 1:
-            out.append([":".join(reversed(parts[: k + 1])) for k in range(len(parts))])
+        if "/" in rhs:
+            out.append([name for _, name in _group_terms(rhs)])
     return out
 
 
