@@ -160,6 +160,44 @@ ALIASES = {
 
 QUICK = ["sleepstudy", "cbpp", "objective_sleepstudy"]
 
+
+# --- the size grid (issue targets: time against rows, one line per engine) --------------
+# Three model shapes at growing sizes, simulated with fixed seeds; not in "all" (the large
+# points take minutes per engine): run them with `--problems grid` and plot with
+# bench/grid_plot.py.
+GRID_SIZES = {
+    "slopes": (1_000, 10_000, 100_000, 1_000_000),      # y ~ x + (x | g), 10 rows per cluster
+    "crossed": (10_000, 100_000, 1_000_000),           # y ~ x + (1 | f1) + (1 | f2)
+    "bernoulli": (1_000, 10_000, 100_000),             # y ~ x + (1 | g), binary, 10 per cluster
+}
+
+
+def _size_label(n: int) -> str:
+    return f"1e{len(str(n)) - 1}"
+
+
+def _grid_problem(shape: str, n: int) -> Problem:
+    label = _size_label(n)
+    common = dict(name=f"grid_{shape}_{label}", dataset=f"grid_{shape}_{label}", n_rows=n,
+                  size="small" if n <= 10_000 else ("medium" if n <= 100_000 else "large"),
+                  extra={"grid": shape})
+    if shape == "slopes":
+        return Problem(kind="lmm", formula="y ~ 1 + x + (1 + x | g)", factors=("g",), reml=True,
+                       description=f"simulated, {n:,} rows, {n // 10:,} clusters of 10, "
+                                   "correlated random intercepts and slopes, REML", **common)
+    if shape == "crossed":
+        return Problem(kind="lmm", formula="y ~ 1 + x + (1 | f1) + (1 | f2)", factors=("f1", "f2"),
+                       reml=True, description=f"simulated, {n:,} rows, crossed factors of "
+                       f"{n // 200:,} and {n // 2000:,} levels, REML", **common)
+    return Problem(kind="glmm", formula="y ~ 1 + x + (1 | g)", factors=("g",), family="binomial",
+                   reml=False, description=f"simulated, {n:,} binary rows, {n // 10:,} clusters "
+                   "of 10, random intercept, Laplace", **common)
+
+
+GRID = [_grid_problem(shape, n) for shape, sizes in GRID_SIZES.items() for n in sizes]
+PROBLEMS.update({p.name: p for p in GRID})
+ALIASES["grid"] = [p.name for p in GRID]
+
 # lme4 data sets: the columns each export keeps, and whether the CSV is committed.
 LME4_EXPORTS = {
     "sleepstudy": {"committed": True},
@@ -267,7 +305,32 @@ def simulate_binom_200k(path, seed=20240502):
     _write_csv(path, {"y": y, "x": x, "f1": f1 + 1, "f2": f2 + 1})
 
 
+def simulate_grid(shape: str, n: int, path: str, seed: int = 20261202):
+    """A grid data set: ``x`` standard normal; slopes: sd 1.0 (intercept), 0.5 (slope),
+    correlation 0.3, residual sd 1; crossed: as crossed_1m at n rows with n/200 and n/2000
+    levels; bernoulli: logit P(y=1) = -0.5 + 0.8 x + u[g], sd(u) = 1."""
+    rng = np.random.default_rng(seed + n)
+    if shape == "crossed":
+        f1, f2, x, re = _crossed(rng, n, n // 200, n // 2000)
+        y = 1.0 + 0.5 * x + re + rng.standard_normal(n)
+        _write_csv(path, {"y": y, "x": x, "f1": f1 + 1, "f2": f2 + 1})
+        return
+    k = n // 10
+    g = np.repeat(np.arange(k), 10)
+    x = rng.standard_normal(n)
+    if shape == "slopes":
+        cov = np.array([[1.0, 0.15], [0.15, 0.25]])
+        u = rng.standard_normal((k, 2)) @ np.linalg.cholesky(cov).T
+        y = 1.0 + 0.5 * x + u[g, 0] + u[g, 1] * x + rng.standard_normal(n)
+    else:
+        eta = -0.5 + 0.8 * x + rng.standard_normal(k)[g]
+        y = (rng.random(n) < 1.0 / (1.0 + np.exp(-eta))).astype(np.int8)
+    _write_csv(path, {"y": y, "x": x, "g": g + 1})
+
+
 SIMULATORS = {"crossed_1m": simulate_crossed_1m, "binom_200k": simulate_binom_200k}
+SIMULATORS.update({p.dataset: (lambda path, p=p: simulate_grid(p.extra["grid"], p.n_rows, path))
+                   for p in GRID})
 
 
 # --- reading a problem's data into pandas (not timed) ---------------------------------

@@ -1,0 +1,96 @@
+"""Plot the size grid: fit time against rows, log-log, one line per engine and model shape.
+
+    python bench/run.py --problems grid --out bench/results/grid.json
+    python bench/grid_plot.py bench/results/grid.json          # -> bench/results/grid.png
+
+Reads the JSON that run.py writes (the medians of its repeats); a point is drawn only where
+the engine finished (timeouts, memory stops and unsupported problems leave a gap). Also prints
+the table of medians and of each engine's time divided by mixedfit's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import problems  # noqa: E402
+from report import fmt_time  # noqa: E402
+
+ENGINE_STYLE = {"mixedfit": ("C0", "o"), "lme4": ("C3", "s"), "glmm": ("C2", "^"),
+                "mixedlm": ("C1", "v"), "statsmodels": ("C4", "D")}
+
+
+def grid_medians(results: dict) -> dict:
+    """{shape: {engine: [(rows, median seconds), ...]}} for the grid problems in results."""
+    out: dict = {}
+    for name, rec in results["problems"].items():
+        prob = problems.PROBLEMS.get(name)
+        if prob is None or "grid" not in prob.extra:
+            continue
+        for engine, cell in rec["engines"].items():
+            if cell.get("status") == "ok" and cell.get("median") is not None:
+                out.setdefault(prob.extra["grid"], {}).setdefault(engine, []).append(
+                    (prob.n_rows, cell["median"]))
+    for engines in out.values():
+        for points in engines.values():
+            points.sort()
+    return out
+
+
+def print_table(medians: dict) -> None:
+    print("median fit time; in parentheses the engine's time / mixedfit's (above 1: mixedfit "
+          "is faster)")
+    for shape, engines in medians.items():
+        ours = dict(engines.get("mixedfit", []))
+        print(f"\n{shape}")
+        for engine, points in engines.items():
+            cells = []
+            for rows, t in points:
+                ratio = f" ({t / ours[rows]:.2f}x)" if rows in ours and engine != "mixedfit" else ""
+                cells.append(f"{rows:>9,}: {fmt_time(t)}{ratio}")
+            print(f"  {engine:12s} " + "   ".join(cells))
+
+
+def plot(medians: dict, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shapes = list(problems.GRID_SIZES)
+    fig, axes = plt.subplots(1, len(shapes), figsize=(4.2 * len(shapes), 3.8), squeeze=False)
+    for ax, shape in zip(axes[0], shapes):
+        for engine, points in medians.get(shape, {}).items():
+            color, marker = ENGINE_STYLE.get(engine, ("k", "x"))
+            rows, secs = zip(*points)
+            ax.loglog(rows, secs, marker=marker, color=color, label=engine)
+        model = next(p.formula for p in problems.GRID if p.extra["grid"] == shape)
+        ax.set_title(f"{shape}: {model}", fontsize=9)
+        ax.set_xlabel("rows")
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0][0].set_ylabel("formula-to-result time (s, median)")
+    axes[0][-1].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    print(f"\nwrote {path}")
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("results", help="JSON written by run.py --problems grid")
+    ap.add_argument("--out", default=os.path.join(problems.BENCH_DIR, "results", "grid.png"))
+    args = ap.parse_args(argv)
+    with open(args.results, encoding="utf-8") as fh:
+        medians = grid_medians(json.load(fh))
+    if not medians:
+        raise SystemExit(f"{args.results} has no grid problems (run.py --problems grid)")
+    print_table(medians)
+    plot(medians, args.out)
+
+
+if __name__ == "__main__":
+    main()
