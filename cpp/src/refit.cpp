@@ -1,6 +1,8 @@
 // Many refits of one LMM design to new responses: see refit.hpp.
 #include "mixedfit/refit.hpp"
 
+#include "mixedfit/one_term_gradient.hpp"
+
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -12,35 +14,60 @@ namespace {
 
 constexpr double kInf = std::numeric_limits<double>::infinity();
 
-// The profiled objective of one Problem at theta (infinite where it cannot be evaluated).
+// The profiled objective of one Problem at theta (infinite where it cannot be evaluated), and
+// its gradient. A one-term model evaluates both from A's blocks (one_term_gradient.hpp,
+// O(levels), no factorization); other models factor the Problem and take forward differences.
 struct Objective {
   Problem& prob;
   bool reml;
+  double fd_step;
   int evaluations = 0;
   double operator()(const Vector& theta) {
     ++evaluations;
-    if (prob.factor(theta.data()) != Status::Ok) return kInf;
-    const double f = prob.profiled_objective(reml);
+    double f = kInf;
+    if (one_term()) {
+      if (one_term_objective_gradient(prob.one_term_blocks(), theta.data(), reml, f, nullptr) !=
+          Status::Ok)
+        return kInf;
+    } else {
+      if (prob.factor(theta.data()) != Status::Ok) return kInf;
+      f = prob.profiled_objective(reml);
+    }
     return std::isfinite(f) ? f : kInf;
   }
-};
-
-// Forward-difference gradient in the free coordinates (an active coordinate sits on its
-// bound; its entry is the one-sided derivative into the interior).
-bool gradient(Objective& f, const Vector& x, double fx, double rel_step, Vector& g) {
-  const Index k = x.size();
-  g.resize(k);
-  Vector xp = x;
-  for (Index i = 0; i < k; ++i) {
-    const double h = rel_step * std::max(std::abs(x[i]), 1.0);
-    xp[i] = x[i] + h;
-    const double fp = f(xp);
-    xp[i] = x[i];
-    if (!std::isfinite(fp)) return false;
-    g[i] = (fp - fx) / h;
+  // The gradient at x, where the objective is fx; false if it cannot be evaluated.
+  bool gradient(const Vector& x, double fx, Vector& g) {
+    if (one_term()) {
+      ++evaluations;
+      double f = 0.0;
+      return one_term_objective_gradient(prob.one_term_blocks(), x.data(), reml, f, &g) ==
+                 Status::Ok && g.allFinite();
+    }
+    return forward_differences(x, fx, g);
   }
-  return true;
-}
+  // Leaves the Problem factored at x (for its solution).
+  bool factor_at(const Vector& x) { return prob.factor(x.data()) == Status::Ok; }
+
+ private:
+  // Forward differences in the free coordinates (an active coordinate sits on its bound; its
+  // entry is the one-sided derivative into the interior).
+  bool one_term() const { return prob.nterms() == 1; }
+
+  bool forward_differences(const Vector& x, double fx, Vector& g) {
+    const Index k = x.size();
+    g.resize(k);
+    Vector xp = x;
+    for (Index i = 0; i < k; ++i) {
+      const double h = fd_step * std::max(std::abs(x[i]), 1.0);
+      xp[i] = x[i] + h;
+      const double fp = (*this)(xp);
+      xp[i] = x[i];
+      if (!std::isfinite(fp)) return false;
+      g[i] = (fp - fx) / h;
+    }
+    return true;
+  }
+};
 
 // The Newton step on the free coordinates; active ones (on their bound) stay.
 bool newton_step(const Matrix& H, const Vector& g, const std::vector<bool>& active, Vector& step) {
@@ -67,7 +94,7 @@ bool newton_step(const Matrix& H, const Vector& g, const std::vector<bool>& acti
 // One response: quasi-Newton from theta0 with the Hessian hessian0. A step that would take a
 // bounded coordinate (a variance) below its bound stops it on the bound, where it stays
 // while the objective increases into the interior (a singular fit, as lme4 reports it).
-// Leaves the Problem factored at the returned theta.
+// Leaves the Problem factored at the returned theta when it converged.
 RefitStatus fit_one(Objective& f, const Vector& theta0, const Vector& lower,
                     const Matrix& hessian0, const RefitSettings& s, Vector& x) {
   const Index k = theta0.size();
@@ -76,7 +103,7 @@ RefitStatus fit_one(Objective& f, const Vector& theta0, const Vector& lower,
   std::vector<bool> active(k, false);
   double fx = f(x);
   Vector g, gn, step;
-  if (!std::isfinite(fx) || !gradient(f, x, fx, s.fd_step, g))
+  if (!std::isfinite(fx) || !f.gradient(x, fx, g))
     return RefitStatus::NeedsGeneralOptimizer;
   for (int it = 0; it < s.max_iter; ++it) {
     // Release an active coordinate whose one-sided derivative points into the interior.
@@ -95,8 +122,7 @@ RefitStatus fit_one(Objective& f, const Vector& theta0, const Vector& lower,
     for (Index i = 0; i < k; ++i) decrement -= g[i] * step[i];
     if (!(decrement >= 0)) return RefitStatus::NeedsGeneralOptimizer;
     if (hit < 0 && decrement < s.decrement_tol * std::max(1.0, std::abs(fx))) {
-      f(x);  // leave the factor at x
-      return RefitStatus::Converged;
+      return f.factor_at(x) ? RefitStatus::Converged : RefitStatus::NeedsGeneralOptimizer;
     }
     double t = t_max, fn = kInf;
     Vector xn;
@@ -110,13 +136,12 @@ RefitStatus fit_one(Objective& f, const Vector& theta0, const Vector& lower,
     if (!std::isfinite(fn)) {
       // Rounding near the optimum: no measurable decrease along a tiny step means done.
       if (decrement < 1e-6 * std::max(1.0, std::abs(fx))) {
-        f(x);
-        return RefitStatus::Converged;
+        return f.factor_at(x) ? RefitStatus::Converged : RefitStatus::NeedsGeneralOptimizer;
       }
       return RefitStatus::NeedsGeneralOptimizer;
     }
     if (hit >= 0 && t == t_max) active[hit] = true;
-    if (!gradient(f, xn, fn, s.fd_step, gn)) return RefitStatus::NeedsGeneralOptimizer;
+    if (!f.gradient(xn, fn, gn)) return RefitStatus::NeedsGeneralOptimizer;
     const Vector sv = xn - x, yv = gn - g;
     const double sy = sv.dot(yv);
     if (sy > 1e-12 * sv.norm() * yv.norm()) {
@@ -135,7 +160,7 @@ void run_range(Index n, Index p, const double* X, const std::vector<TermData>& t
                const Vector& lower, const Matrix& hessian0, const RefitSettings& s,
                RefitBatch& out) {
   Problem prob(n, p, X, terms);
-  Objective f{prob, s.reml};
+  Objective f{prob, s.reml, s.fd_step};
   Vector x, beta, u;
   for (Index r = begin; r < end; ++r) {
     f.evaluations = 0;

@@ -44,6 +44,8 @@ struct TermData {
   const double* Z = nullptr;        // (n, p), column-major
 };
 
+struct OneTermBlocks;  // one_term_gradient.hpp
+
 struct Components {
   double ldL2 = 0, ldRX2 = 0, pwrss = 0, ussq = 0, wrss = 0, ldW = 0;
 };
@@ -107,6 +109,10 @@ class Problem {
   // Gradient of profiled_objective(reml) in theta at the last factor and solve(), for the
   // response and weights of the last set_response (which must still be alive).
   Status objective_gradient(bool reml, const Vector& beta, const Vector& u, Vector& grad) const;
+  // Views of A's blocks for a one-term model after set_response (P = 0 otherwise), for the
+  // O(levels) criterion and gradient of one_term_gradient.hpp. Valid while this Problem lives
+  // and until the next set_response.
+  OneTermBlocks one_term_blocks() const;
   // out = Z v (n) and out = Z' v (q, u's layout).
   void z_times(const double* v, double* out) const;
   void zt_times(const double* v, Vector& out) const;

@@ -2,9 +2,10 @@
 //
 // Each response is fitted by quasi-Newton steps on the profiled objective from a common start
 // (the original estimates): the Hessian starts as the caller's (the original fit's, which a
-// response simulated from that fit shares up to sampling noise), gradients are forward
-// differences (their O(h) error moves the optimum by ~1e-5 in theta, far inside the
-// bootstrap's spread), and the Hessian is kept current by BFGS updates. A variance that reaches
+// response simulated from that fit shares up to sampling noise), gradients are exact for a
+// one-term model (from A's blocks, one_term_gradient.hpp) and forward differences otherwise
+// (their O(h) error moves the optimum by ~1e-5 in theta, far inside the bootstrap's spread),
+// and the Hessian is kept current by BFGS updates. A variance that reaches
 // 0 stays there while the objective rises into the interior (a singular replicate). A
 // replicate that does not settle is flagged for the caller's general optimizer.
 #pragma once
