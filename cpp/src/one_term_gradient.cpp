@@ -149,4 +149,14 @@ OneTermBlocks Problem::one_term_blocks() const {
   return b;
 }
 
+Status Problem::one_term_gradient_at_factor(bool reml, Vector& grad) const {
+  const Matrix& lam = lambda_[0];
+  Vector theta(ntheta_);
+  Index pos = 0;
+  for (int j = 0; j < p0_; ++j)
+    for (int i = j; i < p0_; ++i) theta[pos++] = lam(i, j);
+  double objective = 0.0;
+  return one_term_objective_gradient(one_term_blocks(), theta.data(), reml, objective, &grad);
+}
+
 }  // namespace mixedfit

@@ -1218,6 +1218,7 @@ Status Problem::objective_gradient(bool reml, const Vector& beta, const Vector& 
   // minimal in (u, beta), so d pwrss / dtheta_k = -2 sum_i w_i r_i (Z dLambda_k u)_i with r the
   // residual at the conditional mode.
   if (!factored_ || !y_) return Status::NotEvaluated;
+  if (nterms() == 1) return one_term_gradient_at_factor(reml, grad);
   const bool scalar = p0_ == 1 && rest_scalar_;
   Vector h, gl;
   Matrix T;

@@ -107,7 +107,8 @@ class Problem {
   // same T for the (u, beta) system M and v_i = [Lambda' z_i; x_i] (h is then left empty).
   Status leverages(Vector& h, Matrix& T, bool with_x = false) const;
   // Gradient of profiled_objective(reml) in theta at the last factor and solve(), for the
-  // response and weights of the last set_response (which must still be alive).
+  // response and weights of the last set_response (which must still be alive). A one-term
+  // model's comes from A's blocks alone (one_term_gradient.hpp); others' from the rows.
   Status objective_gradient(bool reml, const Vector& beta, const Vector& u, Vector& grad) const;
   // Views of A's blocks for a one-term model after set_response (P = 0 otherwise), for the
   // O(levels) criterion and gradient of one_term_gradient.hpp. Valid while this Problem lives
@@ -137,6 +138,8 @@ class Problem {
   Index rinv_times_coupling(const Matrix& Rinv, int c, Index px, Vector& y) const;
   // leverages() for two scalar terms with a sparse coupling block, without a dense S22.
   Status leverages_two_scalar(Vector& h, Matrix& T) const;
+  // objective_gradient of a one-term model, at the theta of the last factor().
+  Status one_term_gradient_at_factor(bool reml, Vector& grad) const;
   // d log|M| / dtheta (M: G, or with_x the (u, beta) system) when every term is scalar.
   Status logdet_gradient_scalar(bool with_x, Vector& g) const;
   // theta component k: its term, its (row, col) in the term's template, and the term's first
