@@ -194,19 +194,27 @@ def test_lmm_singular_fit_reports_zero():
 
 def test_auto_chooses_by_evaluation_cost():
     from mixedfit.lmm import _use_gradient
-    small = build_design("y ~ x + (1 | g)", lmm_frame(), weights=None, offset=None, lmm=True)
-    # Many rows but one small term: an evaluation is still cheap.
-    rows = build_design("y ~ x + (1 | g)", lmm_frame(n=20000), weights=None, offset=None, lmm=True)
     rng = np.random.default_rng(0)
+    # One term: its gradient comes from A's per-level blocks, about one evaluation's cost;
+    # it pays on many levels.
+    few = build_design("y ~ x + (1 | g)", lmm_frame(), weights=None, offset=None, lmm=True)
+    df = lmm_frame(n=6000).assign(g=np.repeat(np.arange(1200), 5).astype(str))
+    one_term = build_design("y ~ x + (1 | g)", df, weights=None, offset=None, lmm=True)
+    assert not _use_gradient(few, mixedfit.Control())
+    # Two small crossed terms: an evaluation takes microseconds, the row-wise gradient more.
+    df = lmm_frame(n=400).assign(a=rng.integers(0, 20, 400).astype(str),
+                                 b=rng.integers(0, 10, 400).astype(str))
+    small = build_design("y ~ x + (1 | a) + (1 | b)", df, weights=None, offset=None, lmm=True)
     # Two large crossed factors: the second forms a dense block of 250.
     df = lmm_frame(n=5000).assign(a=rng.integers(0, 300, 5000).astype(str),
                                   b=rng.integers(0, 250, 5000).astype(str))
     big = build_design("y ~ x + (1 | a) + (1 | b)", df, weights=None, offset=None, lmm=True)
     auto = mixedfit.Control()
-    assert not _use_gradient(small, auto) and not _use_gradient(rows, auto)
+    assert _use_gradient(one_term, auto) and not _use_gradient(small, auto)
     assert _use_gradient(big, auto)
     assert _use_gradient(small, mixedfit.Control(optimizer="gradient"))
     assert not _use_gradient(big, mixedfit.Control(optimizer="bobyqa"))
+    assert not _use_gradient(one_term, mixedfit.Control(optimizer="bobyqa"))
 
 
 def test_fallbacks_when_newton_cannot_go_on(monkeypatch):
