@@ -17,6 +17,7 @@ import pandas as pd
 from ._errors import DataError, FormulaError
 from ._formula import ParsedFormula, _split_top, identifiers, parse_formula
 from ._rexpr import evaluate
+from ._simple_terms import simple_model_matrices
 from ._terms import (drop_unused_categories, lme4_column_name, model_matrices, newdata_matrix,
                      rename)
 
@@ -76,13 +77,34 @@ class Design:
     weights: np.ndarray | None
     offset: np.ndarray | None
     n_dropped_na: int
-    fixed_spec: object = None
-    term_specs: list = field(default_factory=list)
     keep_fixed: np.ndarray | None = None
+    term_order: list[int] = field(default_factory=list)  # formula position of each term
+    specs: dict | None = None   # formulaic's model specs by piece ("fixed", "re0", ...)
 
     @property
     def n(self) -> int:
         return self.X.shape[0]
+
+    @property
+    def fixed_spec(self):
+        """formulaic's model spec of the fixed effects (evaluates new data for predict)."""
+        return self._model_specs()["fixed"]
+
+    @property
+    def term_specs(self) -> list:
+        """formulaic's model spec of each bar term's left side, in the order of ``terms``."""
+        specs = self._model_specs()
+        return [specs[f"re{k}"] for k in self.term_order]
+
+    def _model_specs(self) -> dict:
+        """The specs, built by formulaic on first use when a simple formula's matrices were
+        built without it (the same rows, so the same levels and columns)."""
+        if self.specs is None:
+            ordered = _ordered_factors(self.source, self.used)
+            mms, _ = model_matrices(self.parsed, self.source, self.used,
+                                    np.ones(self.n, dtype=bool), ordered, self.parsed.text)
+            self.specs = {key: mms[key].model_spec for key in _pieces(self.parsed)}
+        return self.specs
 
     @property
     def index(self) -> pd.Index:
@@ -264,10 +286,10 @@ def _response(parsed: ParsedFormula, frame: pd.DataFrame, formula: str, response
     return y, response
 
 
-def _fixed_effects(mm, r_names: dict, rhs: str) -> tuple[np.ndarray, list[str], list[str], np.ndarray]:
+def _fixed_effects(X: np.ndarray, column_names, r_names: dict,
+                   rhs: str) -> tuple[np.ndarray, list[str], list[str], np.ndarray]:
     """X without aliased columns (with lme4's warning), its names, the dropped names, the mask."""
-    names = rename(mm.model_spec.column_names, r_names, rhs)
-    X = np.asarray(mm, dtype=np.float64, order="F")
+    names = rename(column_names, r_names, rhs)
     if not np.all(np.isfinite(X)):
         bad = [names[j] for j in range(X.shape[1]) if not np.all(np.isfinite(X[:, j]))]
         raise DataError(f"fixed-effect column(s) {bad} have non-finite values")
@@ -285,22 +307,40 @@ def _fixed_effects(mm, r_names: dict, rhs: str) -> tuple[np.ndarray, list[str], 
     return X, names, dropped, keep
 
 
-def _random_terms(parsed, mms, r_names, frame) -> tuple[list[GroupTerm], list]:
-    """The bar terms in lme4's order (decreasing number of levels, ties in formula order)."""
-    terms, specs = [], []
+def _random_terms(parsed, mats, r_names, frame) -> tuple[list[GroupTerm], list[int]]:
+    """The bar terms in lme4's order (decreasing number of levels, ties in formula order),
+    and the formula position of each."""
+    terms = []
     for k, t in enumerate(parsed.re_terms):
-        Zdf = mms[f"re{k}"]
-        if Zdf.shape[1] == 0:
+        Z, column_names = mats[f"re{k}"]
+        if Z.shape[1] == 0:
             raise FormulaError(f"random-effects term '({t.lhs} | {t.name})' has no columns")
-        Z = np.asarray(Zdf, dtype=np.float64, order="F")
         if not np.all(np.isfinite(Z)):
             raise DataError(f"random-effects term '({t.lhs} | {t.name})' has non-finite values")
         codes, levels = _codes(frame, t.group)
-        terms.append(GroupTerm(group=t.name, columns=rename(Zdf.model_spec.column_names, r_names, t.lhs),
+        terms.append(GroupTerm(group=t.name, columns=rename(column_names, r_names, t.lhs),
                                lhs=t.lhs, group_cols=t.group, codes=codes, levels=levels, Z=Z))
-        specs.append(Zdf.model_spec)
     order = sorted(range(len(terms)), key=lambda i: -terms[i].nlevels)
-    return [terms[i] for i in order], [specs[i] for i in order]
+    return [terms[i] for i in order], order
+
+
+def _matrices(parsed, df, frame, used, mask, formula):
+    """({piece: (matrix column-major, formulaic's column names)}, R names of Python factors,
+    formulaic's model specs or None): built directly for simple formulas (the specs then on
+    first use), by formulaic otherwise."""
+    ordered = _ordered_factors(df, used)
+    simple = simple_model_matrices(parsed, frame, ordered)
+    if simple is not None:
+        return simple, {}, None
+    mms, r_names = model_matrices(parsed, df, used, mask, ordered, formula)
+    mats = {key: (np.asarray(mms[key], dtype=np.float64, order="F"),
+                  mms[key].model_spec.column_names) for key in _pieces(parsed)}
+    return mats, r_names, {key: mms[key].model_spec for key in _pieces(parsed)}
+
+
+def _pieces(parsed: ParsedFormula) -> list[str]:
+    """The names of the model matrices of a formula: "fixed", then "re0", "re1", ..."""
+    return ["fixed"] + [f"re{k}" for k in range(len(parsed.re_terms))]
 
 
 def _check_sizes(terms: list[GroupTerm], n: int, p: int, lmm: bool) -> None:
@@ -390,11 +430,10 @@ def build_design(
     if frame.shape[0] == 0:
         raise DataError("no rows left after dropping rows with missing values")
 
-    ordered = _ordered_factors(df, used)
-    mms, r_names = model_matrices(parsed, df, used, mask, ordered, formula)
+    mats, r_names, specs = _matrices(parsed, df, frame, used, mask, formula)
     y, response = _response(parsed, frame, formula, response_kind)
-    X, names, dropped, keep = _fixed_effects(mms["fixed"], r_names, parsed.fixed)
-    terms, specs = _random_terms(parsed, mms, r_names, frame)
+    X, names, dropped, keep = _fixed_effects(*mats["fixed"], r_names, parsed.fixed)
+    terms, order = _random_terms(parsed, mats, r_names, frame)
     _check_sizes(terms, X.shape[0], X.shape[1], lmm)
     return Design(
         parsed=parsed,
@@ -409,7 +448,7 @@ def build_design(
         weights=_weights(weights, frame, index, n_rows),
         offset=_offset(offset, parsed, frame, index, n_rows, formula),
         n_dropped_na=n_dropped,
-        fixed_spec=mms["fixed"].model_spec,
-        term_specs=specs,
         keep_fixed=keep,
+        term_order=order,
+        specs=specs,
     )
