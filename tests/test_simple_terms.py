@@ -161,7 +161,7 @@ def test_other_formulas_take_formulaics_path(formula):
     df = _frame(3, 60, False)
     df["o"] = pd.Categorical(df["s"], categories=["c", "a", "b"], ordered=True)
     df["fi"] = pd.Categorical(df["k"])
-    assert simple_model_matrices(parse_formula(formula), df, frozenset({"o"})) is None
+    assert simple_model_matrices(parse_formula(formula), df, len(df), frozenset({"o"})) is None
     d = build_design(formula, df, lmm=True)
     assert d.specs is not None
 

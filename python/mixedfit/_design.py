@@ -145,15 +145,16 @@ def _used_columns(parsed: ParsedFormula, df: pd.DataFrame, extra: list[str]) -> 
     return used
 
 
-def _codes(frame: pd.DataFrame, cols: tuple[str, ...]) -> tuple[np.ndarray, pd.Index]:
-    """Level codes (sorted levels; categorical columns keep their category order)."""
+def _codes(frame, cols: tuple[str, ...]) -> tuple[np.ndarray, pd.Index]:
+    """Level codes (sorted levels; categorical columns keep their category order);
+    ``frame``: the rows' columns by name."""
     parts = []
     for c in cols:
         s = frame[c]
         if isinstance(s.dtype, pd.CategoricalDtype):
             s = drop_unused_categories(s)
-            codes = s.cat.codes.to_numpy()
-            labels = pd.Index(s.cat.categories)
+            codes = s.array.codes
+            labels = s.array.categories
         else:
             if s.dtype.kind == "f" and not np.all(np.isfinite(s.to_numpy())):
                 raise DataError(f"grouping factor {c!r} has non-finite values")
@@ -163,7 +164,7 @@ def _codes(frame: pd.DataFrame, cols: tuple[str, ...]) -> tuple[np.ndarray, pd.I
     if len(parts) == 1:
         codes, labels = parts[0]
         return codes.astype(np.int32), labels
-    key = np.zeros(len(frame), dtype=np.int64)
+    key = np.zeros(len(parts[0][0]), dtype=np.int64)
     for codes, labels in parts:
         key = key * len(labels) + codes
     uniq, inv = np.unique(key, return_inverse=True)
@@ -224,15 +225,20 @@ def _check_aliased(X: np.ndarray, names: list[str]) -> np.ndarray:
     return keep
 
 
-def _complete_rows(df: pd.DataFrame, used: list[str], weights, offset) -> np.ndarray:
-    """Rows with no missing value in a used column (pandas' NA and pyarrow nulls included)."""
-    n_rows = df.shape[0]
+def _complete_rows(columns: dict, n_rows: int, weights, offset) -> np.ndarray:
+    """Rows with no missing value in a used column (pandas' NA and pyarrow nulls included);
+    ``columns``: the used columns by name."""
     mask = np.ones(n_rows, dtype=bool)
-    for c in used:
-        col = df[c]
-        if isinstance(col.dtype, np.dtype) and col.dtype.kind in "biu":
+    for col in columns.values():
+        dtype = col.dtype
+        if isinstance(dtype, np.dtype) and dtype.kind in "biu":
             continue
-        mask &= ~col.isna().to_numpy(dtype=bool)
+        if isinstance(dtype, np.dtype) and dtype.kind == "f":
+            mask &= ~np.isnan(col.to_numpy())
+        elif isinstance(dtype, pd.CategoricalDtype):
+            mask &= col.array.codes >= 0
+        else:
+            mask &= ~col.isna().to_numpy(dtype=bool)
     for extra_vec in (weights, offset):
         if extra_vec is not None and not isinstance(extra_vec, str):
             arr = np.asarray(extra_vec)
@@ -248,9 +254,11 @@ def _check_columns(df: pd.DataFrame, used: list[str]) -> None:
         raise DataError(f"column name(s) {bad} appear more than once in the data")
 
 
-def _ordered_factors(df: pd.DataFrame, used: list[str]) -> frozenset:
-    return frozenset(c for c in used if isinstance(df[c].dtype, pd.CategoricalDtype)
-                     and df[c].dtype.ordered)
+def _ordered_factors(df, used: list[str]) -> frozenset:
+    """The used columns that are ordered categoricals (``df``: a frame or a dict of columns)."""
+    dtypes = {c: df[c].dtype for c in used}
+    return frozenset(c for c, dt in dtypes.items()
+                     if isinstance(dt, pd.CategoricalDtype) and dt.ordered)
 
 
 def _response(parsed: ParsedFormula, frame: pd.DataFrame, formula: str, response_kind: str):
@@ -324,12 +332,12 @@ def _random_terms(parsed, mats, r_names, frame) -> tuple[list[GroupTerm], list[i
     return [terms[i] for i in order], order
 
 
-def _matrices(parsed, df, frame, used, mask, formula):
+def _matrices(parsed, df, columns, used, mask, formula):
     """({piece: (matrix column-major, formulaic's column names)}, R names of Python factors,
     formulaic's model specs or None): built directly for simple formulas (the specs then on
-    first use), by formulaic otherwise."""
-    ordered = _ordered_factors(df, used)
-    simple = simple_model_matrices(parsed, frame, ordered)
+    first use), by formulaic otherwise. ``columns``: the used columns of the complete rows."""
+    ordered = _ordered_factors(columns, used)
+    simple = simple_model_matrices(parsed, columns, int(mask.sum()), ordered)
     if simple is not None:
         return simple, {}, None
     mms, r_names = model_matrices(parsed, df, used, mask, ordered, formula)
@@ -422,18 +430,21 @@ def build_design(
             raise DataError(f"{what} column {val!r} is not in the data")
     used = _used_columns(parsed, df, extra)
     _check_columns(df, used)
-    mask = _complete_rows(df, used, weights, offset)
     n_rows = df.shape[0]
+    columns = {c: df[c] for c in used}  # each looked up once: pandas' lookups are not cheap
+    mask = _complete_rows(columns, n_rows, weights, offset)
     n_dropped = int(n_rows - mask.sum())
     index = np.flatnonzero(mask) if n_dropped else np.arange(n_rows)
     frame = df.iloc[index] if n_dropped else df
     if frame.shape[0] == 0:
         raise DataError("no rows left after dropping rows with missing values")
+    if n_dropped:
+        columns = {c: frame[c] for c in used}
 
-    mats, r_names, specs = _matrices(parsed, df, frame, used, mask, formula)
+    mats, r_names, specs = _matrices(parsed, df, columns, used, mask, formula)
     y, response = _response(parsed, frame, formula, response_kind)
     X, names, dropped, keep = _fixed_effects(*mats["fixed"], r_names, parsed.fixed)
-    terms, order = _random_terms(parsed, mats, r_names, frame)
+    terms, order = _random_terms(parsed, mats, r_names, columns)
     _check_sizes(terms, X.shape[0], X.shape[1], lmm)
     return Design(
         parsed=parsed,

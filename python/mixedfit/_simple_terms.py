@@ -66,7 +66,7 @@ def _factor(name: str, col: pd.Series) -> _Factor | None:
         if dtype.ordered or pd.api.types.infer_dtype(dtype.categories, skipna=False) != "string":
             return None
         col = drop_unused_categories(col)
-        return _Factor(name, None, col.cat.codes.to_numpy(), list(col.cat.categories))
+        return _Factor(name, None, col.array.codes, list(col.array.categories))
     if dtype == object or dtype == "str":
         values = col.to_numpy()
         if pd.api.types.infer_dtype(values, skipna=False) != "string":
@@ -181,9 +181,10 @@ def _matrix(scoped_terms: list[tuple], factors: dict[str, _Factor], n: int):
     return X, [name for name, _ in cols]
 
 
-def simple_model_matrices(parsed: ParsedFormula, frame: pd.DataFrame, ordered: frozenset):
+def simple_model_matrices(parsed: ParsedFormula, frame, n: int, ordered: frozenset):
     """{"fixed": (X, names), "re0": (Z, names), ...} as formulaic would build them on the
-    complete rows ``frame``, or None when the formula is not simple enough for this path."""
+    ``n`` complete rows ``frame`` (a frame, or its used columns by name), or None when the
+    formula is not simple enough for this path."""
     if parsed.offsets:
         return None
     pieces = {"fixed": parsed.fixed, **{f"re{k}": t.lhs for k, t in enumerate(parsed.re_terms)}}
@@ -194,11 +195,10 @@ def simple_model_matrices(parsed: ParsedFormula, frame: pd.DataFrame, ordered: f
             return None
     factors = {}
     for nm in dict.fromkeys(nm for ts in terms.values() for t in ts for nm in t):
-        if nm not in frame.columns:
+        if nm not in frame:
             return None
         factors[nm] = _factor(nm, frame[nm])
         if factors[nm] is None:
             return None
     categorical = {nm: f.categorical for nm, f in factors.items()}
-    n = frame.shape[0]
     return {key: _matrix(_scoped_terms(ts, categorical), factors, n) for key, ts in terms.items()}

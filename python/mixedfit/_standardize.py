@@ -21,7 +21,6 @@ import math
 import warnings
 
 import numpy as np
-from scipy.linalg import qr
 
 from . import _core
 from ._errors import DataError
@@ -85,11 +84,11 @@ def fixed_scaling(X: np.ndarray, weights: np.ndarray | None = None) -> FixedScal
     n, p = X.shape
     if p == 0:
         return FixedScaling(np.asfortranarray(X), np.zeros((0, 0)))
-    A = np.array(X, dtype=float, order="F")  # the one copy: Q is formed in place
+    A = X
     if weights is not None:
         sw = np.sqrt(np.asarray(weights, dtype=float))
-        A *= sw[:, None]
-    Q, R = qr(A, mode="economic", overwrite_a=True, check_finite=False)
+        A = X * sw[:, None]
+    Q, R = np.linalg.qr(A, mode="reduced")
     root_n = math.sqrt(n)
     Q *= root_n
     if weights is not None:

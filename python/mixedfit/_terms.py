@@ -211,8 +211,8 @@ def _stateful_columns(formulas, columns) -> set:
 def drop_unused_categories(col: pd.Series) -> pd.Series:
     """``col`` without the categories no row has (``col`` itself when all are used; counting
     the codes is much cheaper than pandas' sort-based ``remove_unused_categories``)."""
-    codes = col.cat.codes.to_numpy()
-    used = np.bincount(codes[codes >= 0], minlength=len(col.cat.categories)) > 0
+    codes = col.array.codes
+    used = np.bincount(codes[codes >= 0], minlength=len(col.array.categories)) > 0
     if used.all():
         return col
     return col.cat.remove_categories(col.cat.categories[~used])

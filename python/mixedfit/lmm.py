@@ -88,8 +88,9 @@ def _optimize(prob, design, ps, x0, reml, control):
 
     if _use_gradient(design, control):
         opt = minimize_theta(lambda th: prob.scaled_objective_grad(th, reml), f, x0, ps, control)
-    else:
-        opt = bobyqa(f, x0, theta_lower(ps), control)
+    else:  # the core's method itself is the objective NLopt's one closure calls
+        opt = bobyqa(prob.core.objective, x0, theta_lower(ps), control, args=(bool(reml),),
+                     failures=(NumericalError,))
     snap_to_boundary(f, opt, ps)
     if not np.isfinite(opt.fun):
         raise ConvergenceError("the criterion could not be evaluated at any theta the "

@@ -78,21 +78,27 @@ _RESULTS = {
 
 
 def bobyqa(fun, x0: np.ndarray, lower: np.ndarray, control: Control,
-           initial_step: np.ndarray | None = None) -> OptResult:
-    """Minimize ``fun`` from ``x0`` within box bounds ``lower`` (upper unbounded).
+           initial_step: np.ndarray | None = None, args: tuple = (),
+           failures: tuple = ()) -> OptResult:
+    """Minimize ``fun(x, *args)`` from ``x0`` within box bounds ``lower`` (upper unbounded).
 
     ``initial_step``: per-parameter initial trust-region steps (NLopt's default otherwise).
+    ``failures``: exception classes that mean "no value here" (the point counts as +inf).
+    NLopt calls one closure per evaluation, which calls ``fun`` (a core method can be passed
+    as it is): an evaluation costs little more than the core's own work.
     """
     x0 = np.asarray(x0, dtype=float)
     k = x0.size
-    count = [0]
     best = [np.inf, x0.copy()]
+    inf = np.inf
 
     def f(x, grad):
-        count[0] += 1
-        v = float(fun(x))
-        if not np.isfinite(v):
-            v = np.inf
+        try:
+            v = fun(x, *args)
+        except failures:
+            return inf
+        if not -inf < v < inf:  # NaN and -inf are no minimum either
+            return inf
         if v < best[0]:
             best[0] = v
             best[1] = x.copy()
@@ -118,7 +124,7 @@ def bobyqa(fun, x0: np.ndarray, lower: np.ndarray, control: Control,
         x, fx, msg, conv, code = best[1], best[0], "roundoff limited", True, 0
     if best[0] < fx:
         x, fx = best[1], best[0]
-    return OptResult(x=np.asarray(x), fun=float(fx), nevals=count[0], message=msg,
+    return OptResult(x=np.asarray(x), fun=float(fx), nevals=opt.get_numevals(), message=msg,
                      converged=conv, method="nloptwrap", code=code)
 
 
