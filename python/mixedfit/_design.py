@@ -122,7 +122,7 @@ class Design:
 
 
 def _used_columns(parsed: ParsedFormula, df: pd.DataFrame, extra: list[str]) -> list[str]:
-    cols = set(df.columns)
+    cols = df.columns  # membership tests only (the Index hashes its labels once)
     exprs = [parsed.response, parsed.fixed, *parsed.offsets]
     for t in parsed.re_terms:
         exprs.append(t.lhs)
@@ -248,6 +248,8 @@ def _complete_rows(columns: dict, n_rows: int, weights, offset) -> np.ndarray:
 
 
 def _check_columns(df: pd.DataFrame, used: list[str]) -> None:
+    if df.columns.is_unique:
+        return
     dup = df.columns[df.columns.duplicated()]
     bad = [c for c in used if c in set(dup)]
     if bad:
@@ -259,6 +261,9 @@ def _ordered_factors(df, used: list[str]) -> frozenset:
     dtypes = {c: df[c].dtype for c in used}
     return frozenset(c for c, dt in dtypes.items()
                      if isinstance(dt, pd.CategoricalDtype) and dt.ordered)
+
+
+_CBIND_COLUMNS = pd.Index(["successes", "failures"])  # built once: frames' labels are costly
 
 
 def _response(parsed: ParsedFormula, frame: pd.DataFrame, formula: str, response_kind: str):
@@ -276,7 +281,8 @@ def _response(parsed: ParsedFormula, frame: pd.DataFrame, formula: str, response
         where = f" of the response of formula {formula!r}"
         s_, f_ = (_numeric_values(evaluate(p, frame, where=where), p, "cbind() argument")
                   for p in pieces)
-        return None, pd.DataFrame({"successes": s_, "failures": f_}, index=frame.index)
+        return None, pd.DataFrame(np.column_stack([s_, f_]), index=frame.index,
+                                  columns=_CBIND_COLUMNS, copy=False)
     if text.strip("`") in frame.columns:
         response = frame[text.strip("`")]
         if isinstance(response, pd.DataFrame):

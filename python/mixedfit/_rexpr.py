@@ -236,7 +236,8 @@ def check(py: str, text: str, columns, functions=MATH_FUNCTIONS) -> ast.Expressi
     of ``functions``; a FormulaError naming the first thing that is not allowed otherwise."""
     tree, aliases = parse(py, text)
     names = dict(aliases)
-    cols = set(columns)
+    # membership tests only: a frame's column Index answers them without being copied
+    cols = columns if isinstance(columns, (pd.Index, set, frozenset, dict)) else set(columns)
     structural: set[int] = set()  # function names and np/contr prefixes, not values
     for node in ast.walk(tree):
         if isinstance(node, ast.Call):

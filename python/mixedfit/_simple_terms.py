@@ -76,11 +76,12 @@ def _factor(name: str, col: pd.Series) -> _Factor | None:
     return None
 
 
-def _term_factors(piece) -> list[list[str]] | None:
-    """Each term of a formulaic Formula as its column names (the intercept as no names), or
-    None when a term is more than plain columns."""
+@functools.lru_cache(maxsize=1024)
+def _term_factors(rhs: str, ordered: frozenset) -> tuple[tuple[str, ...], ...] | None:
+    """Each term of formulaic's reading of ``rhs`` as its column names (the intercept as no
+    names), or None when a term is more than plain columns."""
     terms = []
-    for term in piece:
+    for term in _formula_piece(rhs, ordered):
         names = []
         for fa in term.factors:
             method = fa.eval_method.value
@@ -89,8 +90,8 @@ def _term_factors(piece) -> list[list[str]] | None:
             if method != "lookup" or not _PLAIN_NAME.fullmatch(fa.expr):
                 return None
             names.append(fa.expr)
-        terms.append(names)
-    return terms
+        terms.append(tuple(names))
+    return tuple(terms)
 
 
 class _ScopedTerms:
@@ -110,7 +111,7 @@ class _ScopedTerms:
         return _ScopedTerms(t for t in self.items if frozenset(t) != frozenset(item))
 
 
-def _span(names: list[str], categorical: dict[str, bool]) -> list[tuple]:
+def _span(names: tuple[str, ...], categorical: dict[str, bool]) -> list[tuple]:
     """The scoped terms spanning a term: a factor either reduced or left out, a numeric
     column always in (formulaic's itertools.product order)."""
     choices = [((nm, True), None) if categorical[nm] else ((nm, False),) for nm in names]
@@ -144,15 +145,18 @@ def _simplify(scoped: list[tuple]) -> list[tuple]:
     return terms.items
 
 
-def _scoped_terms(terms: list[list[str]], categorical: dict[str, bool]) -> list[tuple]:
-    """Every term's scoped terms in formula order, keeping the matrix structurally full rank."""
+@functools.lru_cache(maxsize=1024)
+def _scoped_terms(terms: tuple, categorical: frozenset) -> tuple:
+    """Every term's scoped terms in formula order, keeping the matrix structurally full rank
+    (``categorical``: the names of the categorical factors)."""
+    categorical = {nm: nm in categorical for t in terms for nm in t}
     spanned: set[frozenset] = set()
     out = []
     for names in terms:
         span = [st for st in _span(names, categorical) if frozenset(st) not in spanned]
         out.extend(_simplify(span))
         spanned.update(frozenset(st) for st in span)
-    return out
+    return tuple(out)
 
 
 def _term_columns(scoped: tuple, factors: dict[str, _Factor], n: int):
@@ -190,7 +194,7 @@ def simple_model_matrices(parsed: ParsedFormula, frame, n: int, ordered: frozens
     pieces = {"fixed": parsed.fixed, **{f"re{k}": t.lhs for k, t in enumerate(parsed.re_terms)}}
     terms = {}
     for key, rhs in pieces.items():
-        terms[key] = _term_factors(_formula_piece(rhs, ordered))
+        terms[key] = _term_factors(rhs, ordered)
         if terms[key] is None:
             return None
     factors = {}
@@ -200,5 +204,5 @@ def simple_model_matrices(parsed: ParsedFormula, frame, n: int, ordered: frozens
         factors[nm] = _factor(nm, frame[nm])
         if factors[nm] is None:
             return None
-    categorical = {nm: f.categorical for nm, f in factors.items()}
+    categorical = frozenset(nm for nm, f in factors.items() if f.categorical)
     return {key: _matrix(_scoped_terms(ts, categorical), factors, n) for key, ts in terms.items()}
