@@ -16,7 +16,7 @@ import pandas as pd
 
 from ._errors import DataError, FormulaError
 from ._formula import ParsedFormula, _split_top, identifiers, parse_formula
-from ._rexpr import evaluate
+from ._rexpr import evaluate, float_values
 from ._simple_terms import simple_model_matrices
 from ._terms import (drop_unused_categories, lme4_column_name, model_matrices, newdata_matrix,
                      rename)
@@ -80,6 +80,13 @@ class Design:
     keep_fixed: np.ndarray | None = None
     term_order: list[int] = field(default_factory=list)  # formula position of each term
     specs: dict | None = None   # formulaic's model specs by piece ("fixed", "re0", ...)
+    x_qr: tuple | None = None   # (X, Q, R) from the aliasing check, for the first scaling
+
+    def take_x_qr(self, X: np.ndarray) -> tuple | None:
+        """X's QR factors (Q, R) computed by the aliasing check, handed out once and only for
+        the very array they factor (a design copied with another X recomputes them)."""
+        stored, self.x_qr = self.x_qr, None
+        return stored[1:] if stored is not None and stored[0] is X else None
 
     @property
     def n(self) -> int:
@@ -202,8 +209,9 @@ def _numeric_vector(value, frame: pd.DataFrame, index, what: str, n_rows: int) -
     return np.asarray(arr, dtype=np.float64)
 
 
-def _check_aliased(X: np.ndarray, names: list[str]) -> np.ndarray:
+def _check_aliased(X: np.ndarray, names: list[str]):
     """Keep-mask of fixed-effect columns; later columns in the span of earlier ones are dropped.
+    With it X's QR factors (Q, R) when X has no more columns than rows, else None.
 
     Column j is kept when its distance from the span of the columns before it (the j-th
     diagonal entry of an unpivoted QR) is not negligible against its norm."""
@@ -211,8 +219,10 @@ def _check_aliased(X: np.ndarray, names: list[str]) -> np.ndarray:
     norms = np.linalg.norm(X, axis=0)
     scale = np.maximum(norms, np.finfo(float).tiny)
     if p <= n:
-        d = np.abs(np.diag(np.linalg.qr(X, mode="r"))) if p else np.zeros(0)
-        return (d > 1e-7 * scale) & (norms > 0)
+        if not p:
+            return np.zeros(0, dtype=bool), None
+        Q, R = np.linalg.qr(X, mode="reduced")
+        return (np.abs(np.diag(R)) > 1e-7 * scale) & (norms > 0), (Q, R)
     keep = np.zeros(p, dtype=bool)  # more columns than rows: at most n survive
     kept: list[int] = []
     for j in range(p):
@@ -222,7 +232,7 @@ def _check_aliased(X: np.ndarray, names: list[str]) -> np.ndarray:
         if norms[j] > 0 and abs(last) > 1e-7 * scale[j]:
             keep[j] = True
             kept.append(j)
-    return keep
+    return keep, None
 
 
 def _complete_rows(columns: dict, n_rows: int, weights, offset) -> np.ndarray:
@@ -266,8 +276,10 @@ def _ordered_factors(df, used: list[str]) -> frozenset:
 _CBIND_COLUMNS = pd.Index(["successes", "failures"])  # built once: frames' labels are costly
 
 
-def _response(parsed: ParsedFormula, frame: pd.DataFrame, formula: str, response_kind: str):
-    """(y, response): y a float vector for numeric responses, response as given to families."""
+def _response(parsed: ParsedFormula, frame: pd.DataFrame, columns: dict, formula: str,
+              response_kind: str):
+    """(y, response): y a float vector for numeric responses, response as given to families.
+    ``columns``: the used columns of ``frame`` by name (looked up already)."""
     text = parsed.response.strip()
     cbind = re.fullmatch(r"cbind\((.*)\)", text, flags=re.S)
     if cbind:
@@ -283,7 +295,9 @@ def _response(parsed: ParsedFormula, frame: pd.DataFrame, formula: str, response
                   for p in pieces)
         return None, pd.DataFrame(np.column_stack([s_, f_]), index=frame.index,
                                   columns=_CBIND_COLUMNS, copy=False)
-    if text.strip("`") in frame.columns:
+    if text.strip("`") in columns:
+        response = columns[text.strip("`")]
+    elif text.strip("`") in frame.columns:
         response = frame[text.strip("`")]
         if isinstance(response, pd.DataFrame):
             raise DataError(f"column name {text!r} appears more than once in the data")
@@ -294,22 +308,23 @@ def _response(parsed: ParsedFormula, frame: pd.DataFrame, formula: str, response
         return None, response
     if response.dtype.kind not in "biuf":
         raise DataError(f"response {text!r} must be numeric, got dtype {response.dtype}")
-    y = np.ascontiguousarray(response.to_numpy(dtype=np.float64, na_value=np.nan))
+    y = np.ascontiguousarray(float_values(response))
     if not np.all(np.isfinite(y)):
         raise DataError(f"response {text!r} has non-finite values")
     return y, response
 
 
-def _fixed_effects(X: np.ndarray, column_names, r_names: dict,
-                   rhs: str) -> tuple[np.ndarray, list[str], list[str], np.ndarray]:
-    """X without aliased columns (with lme4's warning), its names, the dropped names, the mask."""
+def _fixed_effects(X: np.ndarray, column_names, r_names: dict, rhs: str):
+    """X without aliased columns (with lme4's warning), its names, the dropped names, the
+    keep-mask, and X's QR factors if the check computed them for the X returned (or None)."""
     names = rename(column_names, r_names, rhs)
     if not np.all(np.isfinite(X)):
         bad = [names[j] for j in range(X.shape[1]) if not np.all(np.isfinite(X[:, j]))]
         raise DataError(f"fixed-effect column(s) {bad} have non-finite values")
-    keep = _check_aliased(X, names)
+    keep, qr = _check_aliased(X, names)
     dropped = [nm for nm, k in zip(names, keep) if not k]
     if dropped:
+        qr = None
         s = "s" if len(dropped) > 1 else ""
         warnings.warn(
             f"fixed-effect model matrix is rank deficient so dropping {len(dropped)} "
@@ -318,7 +333,7 @@ def _fixed_effects(X: np.ndarray, column_names, r_names: dict,
         )
         X = np.asfortranarray(X[:, keep])
         names = [nm for nm, k in zip(names, keep) if k]
-    return X, names, dropped, keep
+    return X, names, dropped, keep, qr
 
 
 def _random_terms(parsed, mats, r_names, frame) -> tuple[list[GroupTerm], list[int]]:
@@ -448,8 +463,8 @@ def build_design(
         columns = {c: frame[c] for c in used}
 
     mats, r_names, specs = _matrices(parsed, df, columns, used, mask, formula)
-    y, response = _response(parsed, frame, formula, response_kind)
-    X, names, dropped, keep = _fixed_effects(*mats["fixed"], r_names, parsed.fixed)
+    y, response = _response(parsed, frame, columns, formula, response_kind)
+    X, names, dropped, keep, qr = _fixed_effects(*mats["fixed"], r_names, parsed.fixed)
     terms, order = _random_terms(parsed, mats, r_names, columns)
     _check_sizes(terms, X.shape[0], X.shape[1], lmm)
     return Design(
@@ -468,4 +483,5 @@ def build_design(
         keep_fixed=keep,
         term_order=order,
         specs=specs,
+        x_qr=None if qr is None else (X, *qr),
     )

@@ -79,16 +79,18 @@ class FixedScaling:
         return np.linalg.solve(self.T, A.T).T
 
 
-def fixed_scaling(X: np.ndarray, weights: np.ndarray | None = None) -> FixedScaling:
-    """The weighted QR scaling of the fixed-effects matrix (Xs column-major, as the core reads)."""
+def fixed_scaling(X: np.ndarray, weights: np.ndarray | None = None,
+                  qr: tuple | None = None) -> FixedScaling:
+    """The weighted QR scaling of the fixed-effects matrix (Xs column-major, as the core reads).
+    ``qr``: numpy's (Q, R) of the unweighted X when already computed (Q is overwritten)."""
     n, p = X.shape
     if p == 0:
         return FixedScaling(np.asfortranarray(X), np.zeros((0, 0)))
-    A = X
     if weights is not None:
         sw = np.sqrt(np.asarray(weights, dtype=float))
-        A = X * sw[:, None]
-    Q, R = np.linalg.qr(A, mode="reduced")
+        Q, R = np.linalg.qr(X * sw[:, None], mode="reduced")
+    else:
+        Q, R = np.linalg.qr(X, mode="reduced") if qr is None else qr
     root_n = math.sqrt(n)
     Q *= root_n
     if weights is not None:
@@ -131,7 +133,8 @@ class ScaledLmmProblem:
 
     def __init__(self, design, y: np.ndarray, weights: np.ndarray | None, name: str = "y"):
         self.n, self.p = design.n, design.p
-        self.fixed = fixed_scaling(design.X, weights)
+        qr = design.take_x_qr(design.X) if weights is None else None
+        self.fixed = fixed_scaling(design.X, weights, qr)
         self.b0, self.scale, self.y_scaled = _response_shift(self.fixed, y, weights, name)
         self._terms = [(t.codes, t.nlevels, t.Z) for t in design.terms]
         self._weights = weights

@@ -121,7 +121,7 @@ def glmer(formula: str, data, *, family="binomial", link=None, nagq: int = 1, we
     # The core works on orthogonal fixed-effect columns of unit size (X = Xs T): far-off
     # origins and mixed units of covariates cost PIRLS no digits; beta is mapped back.
     check_predictor_scales(design.X, stacklevel=2)
-    fixed = fixed_scaling(design.X)
+    fixed = fixed_scaling(design.X, qr=design.take_x_qr(design.X))
     prob = _core.GlmmProblem(fixed.Xs, y, pw, design.offset, terms, *fam.core_args)
     prob.set_pirls_control(control.pirls_tol, control.pirls_maxiter)
     ghz, ghw = _gauss_hermite(nagq) if nagq > 1 else (np.zeros(1), np.ones(1))
