@@ -40,9 +40,9 @@ def _frame(seed: int, n: int, missing: bool) -> pd.DataFrame:
         "k": rng.integers(-3, 4, n),
         # a categorical with a category no row has, in a non-alphabetical order
         "f": pd.Categorical(rng.choice(cats[:3], n), categories=cats[::-1]),
-        "s": pd.Series(rng.choice(["b", "a", "c"], n), dtype="str"),
+        "s": pd.Series(rng.choice(["b", "a", "C", "a b", "x:y"], n), dtype="str"),
         "b": rng.random(n) < 0.4,
-        "c": pd.Series(rng.choice(["p", "q"], n), dtype=object),
+        "c": pd.Series(rng.choice(["p", "q", "(r"], n), dtype=object),
         "g": pd.Categorical(rng.choice([f"g{i}" for i in range(6)], n)),
         "h": rng.choice(["u", "v", "w"], n),
     })
@@ -186,3 +186,13 @@ def test_fit_does_not_know_its_path_and_predicts(monkeypatch):
     bad = new.assign(s=pd.Series(["nope"] * len(new), dtype="str", index=new.index))
     with pytest.raises(mf.DataError, match="nope"):
         fast.predict(bad)
+
+
+def test_specs_built_later_do_not_see_the_callers_later_changes():
+    df = _frame(5, 90, False)
+    fit = mf.lmer("y ~ x + f + (1 | g)", df)
+    assert fit.design.specs is None
+    new = df.head(10).copy()
+    expected = mf.lmer("y ~ x + f + (1 | g)", df.copy()).predict(new)
+    df["f"] = pd.Categorical(["lo"] * len(df))  # the caller reuses its frame after the fit
+    np.testing.assert_array_equal(fit.predict(new), expected)

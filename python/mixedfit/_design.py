@@ -467,6 +467,9 @@ def build_design(
     X, names, dropped, keep, qr = _fixed_effects(*mats["fixed"], r_names, parsed.fixed)
     terms, order = _random_terms(parsed, mats, r_names, columns)
     _check_sizes(terms, X.shape[0], X.shape[1], lmm)
+    if specs is None and not n_dropped:
+        # formulaic reads the specs from these rows later: a view the caller cannot change
+        frame = df.copy(deep=False)
     return Design(
         parsed=parsed,
         source=frame,
