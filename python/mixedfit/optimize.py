@@ -224,15 +224,16 @@ def newton(fg, x0: np.ndarray, lower: np.ndarray, maxit: int = 100, max_step: fl
         # Modified Newton: negative curvature (far from the optimum, e.g. at the start of
         # stage 1) is turned positive, so the step is always a descent direction.
         lam, V = np.linalg.eigh(H)
-        big = np.max(np.abs(lam)) if lam.size else 0.0
-        if not np.all(np.isfinite(lam)) or not big > 0:
+        # (ndarray methods: numpy's function wrappers cost more than these tiny reductions)
+        big = np.abs(lam).max() if lam.size else 0.0
+        if not np.isfinite(lam).all() or not big > 0:
             return None
         lam = np.maximum(np.abs(lam), 1e-8 * big)
         p = -(V @ ((V.T @ g) / lam))
         # A step far beyond the start's scale comes from a poor curvature model (the
         # objective is not convex far from its minimum): cap it.
-        cap = max_step * max(1.0, float(np.max(np.abs(x))))
-        pmax = float(np.max(np.abs(p)))
+        cap = max_step * max(1.0, float(np.abs(x).max()))
+        pmax = float(np.abs(p).max())
         if pmax > cap:
             p = p * (cap / pmax)
         dec = -float(g @ p)  # Newton decrement squared: ~2 (f - min f)
@@ -241,7 +242,7 @@ def newton(fg, x0: np.ndarray, lower: np.ndarray, maxit: int = 100, max_step: fl
         t = 1.0
         while True:
             xn = x + t * p
-            if np.any(xn < lower):
+            if (xn < lower).any():
                 return None
             fn, gn = fg(xn)
             nev += 1
