@@ -8,7 +8,6 @@ from dataclasses import dataclass
 
 import nlopt
 import numpy as np
-from scipy.optimize import minimize
 
 from ._errors import ConvergenceWarning, SingularFitWarning
 from .options import Control
@@ -157,6 +156,8 @@ def lbfgsb(fun_grad, x0: np.ndarray, lower: np.ndarray, control: Control) -> Opt
         if v < best[0]:
             best[0], best[1], best[2] = v, x.copy(), g.copy()
         return v, g
+
+    from scipy.optimize import minimize  # imported on first use: most fits never need it
 
     bounds = [(lo if np.isfinite(lo) else None, None) for lo in lower]
     x_start = np.maximum(x0, np.where(np.isfinite(lower), lower, -np.inf))
