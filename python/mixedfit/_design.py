@@ -209,9 +209,14 @@ def _numeric_vector(value, frame: pd.DataFrame, index, what: str, n_rows: int) -
     return np.asarray(arr, dtype=np.float64)
 
 
-def _check_aliased(X: np.ndarray, names: list[str]):
-    """Keep-mask of fixed-effect columns; later columns in the span of earlier ones are dropped.
-    With it X's QR factors (Q, R) when X has no more columns than rows, else None.
+def _check_aliased(X: np.ndarray, names: list[str]) -> np.ndarray:
+    """Keep-mask of fixed-effect columns; later columns in the span of earlier ones are dropped."""
+    return _aliased_columns(X)[0]
+
+
+def _aliased_columns(X: np.ndarray):
+    """``_check_aliased``'s keep-mask, and X's QR factors (Q, R) when X has no more columns
+    than rows (else None), for the standardization to reuse.
 
     Column j is kept when its distance from the span of the columns before it (the j-th
     diagonal entry of an unpivoted QR) is not negligible against its norm."""
@@ -235,10 +240,13 @@ def _check_aliased(X: np.ndarray, names: list[str]):
     return keep, None
 
 
-def _complete_rows(columns: dict, n_rows: int, weights, offset) -> np.ndarray:
+def _complete_rows(df: pd.DataFrame, used: list[str], weights, offset,
+                   columns: dict | None = None) -> np.ndarray:
     """Rows with no missing value in a used column (pandas' NA and pyarrow nulls included);
-    ``columns``: the used columns by name."""
+    ``columns``: the used columns by name when already looked up."""
+    n_rows = df.shape[0]
     mask = np.ones(n_rows, dtype=bool)
+    columns = {c: df[c] for c in used} if columns is None else columns
     for col in columns.values():
         dtype = col.dtype
         if isinstance(dtype, np.dtype) and dtype.kind in "biu":
@@ -276,10 +284,11 @@ def _ordered_factors(df, used: list[str]) -> frozenset:
 _CBIND_COLUMNS = pd.Index(["successes", "failures"])  # built once: frames' labels are costly
 
 
-def _response(parsed: ParsedFormula, frame: pd.DataFrame, columns: dict, formula: str,
-              response_kind: str):
+def _response(parsed: ParsedFormula, frame: pd.DataFrame, formula: str, response_kind: str,
+              columns: dict | None = None):
     """(y, response): y a float vector for numeric responses, response as given to families.
-    ``columns``: the used columns of ``frame`` by name (looked up already)."""
+    ``columns``: the used columns of ``frame`` by name when already looked up."""
+    columns = {} if columns is None else columns
     text = parsed.response.strip()
     cbind = re.fullmatch(r"cbind\((.*)\)", text, flags=re.S)
     if cbind:
@@ -321,7 +330,7 @@ def _fixed_effects(X: np.ndarray, column_names, r_names: dict, rhs: str):
     if not np.all(np.isfinite(X)):
         bad = [names[j] for j in range(X.shape[1]) if not np.all(np.isfinite(X[:, j]))]
         raise DataError(f"fixed-effect column(s) {bad} have non-finite values")
-    keep, qr = _check_aliased(X, names)
+    keep, qr = _aliased_columns(X)
     dropped = [nm for nm, k in zip(names, keep) if not k]
     if dropped:
         qr = None
@@ -453,7 +462,7 @@ def build_design(
     _check_columns(df, used)
     n_rows = df.shape[0]
     columns = {c: df[c] for c in used}  # each looked up once: pandas' lookups are not cheap
-    mask = _complete_rows(columns, n_rows, weights, offset)
+    mask = _complete_rows(df, used, weights, offset, columns)
     n_dropped = int(n_rows - mask.sum())
     index = np.flatnonzero(mask) if n_dropped else np.arange(n_rows)
     frame = df.iloc[index] if n_dropped else df
@@ -463,7 +472,7 @@ def build_design(
         columns = {c: frame[c] for c in used}
 
     mats, r_names, specs = _matrices(parsed, df, columns, used, mask, formula)
-    y, response = _response(parsed, frame, columns, formula, response_kind)
+    y, response = _response(parsed, frame, formula, response_kind, columns)
     X, names, dropped, keep, qr = _fixed_effects(*mats["fixed"], r_names, parsed.fixed)
     terms, order = _random_terms(parsed, mats, r_names, columns)
     _check_sizes(terms, X.shape[0], X.shape[1], lmm)
