@@ -34,6 +34,12 @@ def test_tables_are_built_on_first_use_and_kept(kind):
     fit = mf.lmer("y ~ x + (1 | g)", df) if kind == "lmer" else \
         mf.glmer("b ~ x + (1 | g)", df, family="binomial")
     assert "vcov" not in fit.__dict__ and "varcorr" not in fit.__dict__
+    if kind == "lmer":
+        assert "_eta" not in fit.__dict__
+        t = fit.design.terms[0]
+        by_hand = fit.design.X @ fit.beta + np.einsum(
+            "ij,ij->i", t.Z, fit.b.reshape(t.nlevels, t.p)[t.codes])
+        np.testing.assert_allclose(fit.fitted().to_numpy(), by_hand, rtol=1e-12, atol=1e-12)
     V = fit.vcov
     assert fit.vcov is V  # cached
     assert list(V.index) == list(V.columns) == ["(Intercept)", "x"]

@@ -472,9 +472,12 @@ class LmerResult(MixedResult):
         self.df = p + len(self.theta) + 1
         self.aic = -2.0 * self.loglik + 2 * self.df
         self.bic = -2.0 * self.loglik + self.df * math.log(n)
-        self._eta = problem.linear_predictor(self.beta, self.b)
-        if design.offset is not None:
-            self._eta = self._eta + design.offset
+
+    @functools.cached_property
+    def _eta(self) -> np.ndarray:
+        """The linear predictor X beta + Z b (+ offset), computed on first use."""
+        eta = self._problem.linear_predictor(self.beta, self.b)
+        return eta if self.design.offset is None else eta + self.design.offset
 
     @functools.cached_property
     def varcorr(self) -> VarCorr:
