@@ -2,6 +2,11 @@
 
 Validation lives here: every error names the column, term or value at fault, and the caller's
 frame is never modified (we only read from it and build new arrays).
+
+The model matrices of simple formulas (plain columns, factors, their interactions) are built
+directly from the columns (``_simple_terms``); everything else by formulaic (``_terms``).
+Either way the design is the same; formulaic's specs, which ``predict`` needs for new data,
+are then built on first use.
 """
 
 from __future__ import annotations
