@@ -60,8 +60,10 @@ def tokens(text: str) -> list[tuple[str, str]]:
     return [(m.lastgroup, m.group()) for m in _TOKEN.finditer(text)]
 
 
+@functools.lru_cache(maxsize=1024)
 def to_python(text: str, *, where: str = "") -> str:
-    """Python source for the R expression ``text`` (names with dots become backticked)."""
+    """Python source for the R expression ``text`` (names with dots become backticked;
+    cached: a formula's expressions are rewritten once)."""
     out = []
     for kind, tok in tokens(text):
         if kind == "bad" or (kind == "op" and tok in _REFUSED_OPERATORS):
