@@ -196,3 +196,18 @@ def test_specs_built_later_do_not_see_the_callers_later_changes():
     expected = mf.lmer("y ~ x + f + (1 | g)", df.copy()).predict(new)
     df["f"] = pd.Categorical(["lo"] * len(df))  # the caller reuses its frame after the fit
     np.testing.assert_array_equal(fit.predict(new), expected)
+
+
+@pytest.mark.parametrize("formula", [
+    "y ~ x + f + (1 | g)", "y ~ 0 + f + (1 | g)", "y ~ x:s + (1 | g)", "y ~ b + x + (1 | g)",
+    "y ~ 0 + b:x + (c | g)", "y ~ x + (0 + s | g)",
+])
+def test_factors_with_a_single_level_left(formula, monkeypatch):
+    """Factors that keep one level on the rows used (a category, a string, a logical)."""
+    df = _frame(8, 60, False).assign(
+        f=pd.Categorical(["mid"] * 60, categories=["hi", "mid"]),
+        s=pd.Series(["k"] * 60, dtype="str"), b=True)
+    (fast, fast_warn), (slow, slow_warn) = _both(formula, df, monkeypatch)
+    assert fast_warn == slow_warn
+    assert fast.specs is None
+    _assert_same_design(fast, slow, df)
