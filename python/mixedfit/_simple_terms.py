@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import math
 import re
 
 import numpy as np
@@ -176,13 +177,22 @@ def _term_columns(scoped: tuple, factors: dict[str, _Factor], n: int):
         yield ":".join(name for name, _ in combo), value
 
 
-def _matrix(scoped_terms: list[tuple], factors: dict[str, _Factor], n: int):
-    """(X column-major float64, formulaic's column names)."""
-    cols = [c for st in scoped_terms for c in _term_columns(st, factors, n)]
-    X = np.empty((n, len(cols)), dtype=np.float64, order="F")
-    for j, (_, values) in enumerate(cols):
-        X[:, j] = values
-    return X, [name for name, _ in cols]
+def _ncolumns(scoped: tuple, factors: dict[str, _Factor]) -> int:
+    """How many columns ``_term_columns`` yields for a scoped term."""
+    return math.prod(len(factors[nm].columns(reduced)) for nm, reduced in scoped)
+
+
+def _matrix(scoped_terms: tuple, factors: dict[str, _Factor], n: int):
+    """(X column-major float64, formulaic's column names), filled column by column (no
+    second copy of the matrix is held while it is built)."""
+    X = np.empty((n, sum(_ncolumns(st, factors) for st in scoped_terms)), dtype=np.float64,
+                 order="F")
+    names = []
+    for st in scoped_terms:
+        for name, values in _term_columns(st, factors, n):
+            X[:, len(names)] = values
+            names.append(name)
+    return X, names
 
 
 def simple_model_matrices(parsed: ParsedFormula, frame, n: int, ordered: frozenset):
