@@ -133,8 +133,8 @@ class ScaledLmmProblem:
 
     def __init__(self, design, y: np.ndarray, weights: np.ndarray | None, name: str = "y"):
         self.n, self.p = design.n, design.p
-        qr = design.take_x_qr(design.X) if weights is None else None
-        self.fixed = fixed_scaling(design.X, weights, qr)
+        qr = design.take_x_qr(design.X)  # taken either way: the design need not hold Q
+        self.fixed = fixed_scaling(design.X, weights, qr if weights is None else None)
         self.b0, self.scale, self.y_scaled = _response_shift(self.fixed, y, weights, name)
         self._terms = [(t.codes, t.nlevels, t.Z) for t in design.terms]
         self._weights = weights
