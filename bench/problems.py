@@ -124,6 +124,29 @@ PROBLEMS = {
             description="simulated, 200,000 binary rows, crossed factors of 2,000 and 500 levels, Laplace",
         ),
         Problem(
+            name="slopes_1k",
+            kind="lmm",
+            formula="y ~ x + (x | g)",
+            dataset="slopes_1k",
+            factors=("g",),
+            reml=True,
+            size="small",
+            n_rows=1000,
+            description="simulated, 1,000 rows, 100 clusters, correlated random intercept and slope, REML",
+        ),
+        Problem(
+            name="bernoulli_300",
+            kind="glmm",
+            formula="y ~ x + (1 | subject)",
+            dataset="bernoulli_300",
+            factors=("subject",),
+            family="binomial",
+            reml=False,
+            size="small",
+            n_rows=300,
+            description="simulated, 300 binary rows, 30 subjects, random intercept, Laplace",
+        ),
+        Problem(
             name="objective_sleepstudy",
             kind="objective",
             formula="Reaction ~ Days + (Days | Subject)",
@@ -152,8 +175,8 @@ PROBLEMS = {
 
 ALIASES = {
     "objective": ["objective_sleepstudy", "objective_instevall"],
-    "lmm": ["sleepstudy", "instevall", "crossed_1m"],
-    "glmm": ["cbpp", "verbagg", "binom_200k"],
+    "lmm": ["sleepstudy", "slopes_1k", "instevall", "crossed_1m"],
+    "glmm": ["cbpp", "bernoulli_300", "verbagg", "binom_200k"],
     "small": [n for n, p in PROBLEMS.items() if p.size == "small"],
     "all": list(PROBLEMS),
 }
@@ -305,6 +328,35 @@ def simulate_binom_200k(path, seed=20240502):
     _write_csv(path, {"y": y, "x": x, "f1": f1 + 1, "f2": f2 + 1})
 
 
+def simulate_slopes_1k(path, seed=20240503):
+    """1,000 rows in 100 clusters of 10, y = 1 + 0.5 x + b0[g] + b1[g] x + e with
+    sd(b0) = 0.8, sd(b1) = 0.4, corr(b0, b1) = 0.3, sd(e) = 1."""
+    rng = np.random.default_rng(seed)
+    n, k = 1000, 100
+    g = np.repeat(np.arange(k), n // k)
+    x = rng.standard_normal(n)
+    cov = np.array([[0.64, 0.3 * 0.8 * 0.4], [0.3 * 0.8 * 0.4, 0.16]])
+    b = rng.multivariate_normal(np.zeros(2), cov, size=k)
+    y = 1.0 + 0.5 * x + b[g, 0] + b[g, 1] * x + rng.standard_normal(n)
+    _write_csv(path, {"y": y, "x": x, "g": g + 1})
+
+
+def simulate_bernoulli_300(path, seed=20240504):
+    """300 binary rows, 30 subjects of 10, logit P(y=1) = -0.3 + 0.6 x + u[subject];
+    sd(u) = 1."""
+    rng = np.random.default_rng(seed)
+    n, k = 300, 30
+    subject = np.repeat(np.arange(k), n // k)
+    x = rng.standard_normal(n)
+    eta = -0.3 + 0.6 * x + rng.standard_normal(k)[subject]
+    y = (rng.random(n) < 1.0 / (1.0 + np.exp(-eta))).astype(np.int8)
+    _write_csv(path, {"y": y, "x": x, "subject": subject + 1})
+
+
+SIMULATORS = {"crossed_1m": simulate_crossed_1m, "binom_200k": simulate_binom_200k,
+              "slopes_1k": simulate_slopes_1k, "bernoulli_300": simulate_bernoulli_300}
+
+
 def simulate_grid(shape: str, n: int, path: str, seed: int = 20261202):
     """A grid data set: ``x`` standard normal; slopes: sd 1.0 (intercept), 0.5 (slope),
     correlation 0.3, residual sd 1; crossed: as crossed_1m at n rows with n/200 and n/2000
@@ -328,7 +380,6 @@ def simulate_grid(shape: str, n: int, path: str, seed: int = 20261202):
     _write_csv(path, {"y": y, "x": x, "g": g + 1})
 
 
-SIMULATORS = {"crossed_1m": simulate_crossed_1m, "binom_200k": simulate_binom_200k}
 SIMULATORS.update({p.dataset: (lambda path, p=p: simulate_grid(p.extra["grid"], p.n_rows, path))
                    for p in GRID})
 

@@ -2,6 +2,11 @@
 
 Validation lives here: every error names the column, term or value at fault, and the caller's
 frame is never modified (we only read from it and build new arrays).
+
+The model matrices of simple formulas (plain columns, factors, their interactions) are built
+directly from the columns (``_simple_terms``); everything else by formulaic (``_terms``).
+Either way the design is the same; formulaic's specs, which ``predict`` needs for new data,
+are then built on first use.
 """
 
 from __future__ import annotations
@@ -16,7 +21,8 @@ import pandas as pd
 
 from ._errors import DataError, FormulaError
 from ._formula import ParsedFormula, _split_top, identifiers, parse_formula
-from ._rexpr import evaluate
+from ._rexpr import evaluate, float_values
+from ._simple_terms import simple_model_matrices
 from ._terms import (drop_unused_categories, lme4_column_name, model_matrices, newdata_matrix,
                      rename)
 
@@ -76,13 +82,41 @@ class Design:
     weights: np.ndarray | None
     offset: np.ndarray | None
     n_dropped_na: int
-    fixed_spec: object = None
-    term_specs: list = field(default_factory=list)
     keep_fixed: np.ndarray | None = None
+    term_order: list[int] = field(default_factory=list)  # formula position of each term
+    specs: dict | None = None   # formulaic's model specs by piece ("fixed", "re0", ...)
+    x_qr: tuple | None = None   # (X, Q, R) from the aliasing check, for the first scaling
+
+    def take_x_qr(self, X: np.ndarray) -> tuple | None:
+        """X's QR factors (Q, R) computed by the aliasing check, handed out once and only for
+        the very array they factor (a design copied with another X recomputes them)."""
+        stored, self.x_qr = self.x_qr, None
+        return stored[1:] if stored is not None and stored[0] is X else None
 
     @property
     def n(self) -> int:
         return self.X.shape[0]
+
+    @property
+    def fixed_spec(self):
+        """formulaic's model spec of the fixed effects (evaluates new data for predict)."""
+        return self._model_specs()["fixed"]
+
+    @property
+    def term_specs(self) -> list:
+        """formulaic's model spec of each bar term's left side, in the order of ``terms``."""
+        specs = self._model_specs()
+        return [specs[f"re{k}"] for k in self.term_order]
+
+    def _model_specs(self) -> dict:
+        """The specs, built by formulaic on first use when a simple formula's matrices were
+        built without it (the same rows, so the same levels and columns)."""
+        if self.specs is None:
+            ordered = _ordered_factors(self.source, self.used)
+            mms, _ = model_matrices(self.parsed, self.source, self.used,
+                                    np.ones(self.n, dtype=bool), ordered, self.parsed.text)
+            self.specs = {key: mms[key].model_spec for key in _pieces(self.parsed)}
+        return self.specs
 
     @property
     def index(self) -> pd.Index:
@@ -100,7 +134,7 @@ class Design:
 
 
 def _used_columns(parsed: ParsedFormula, df: pd.DataFrame, extra: list[str]) -> list[str]:
-    cols = set(df.columns)
+    cols = df.columns  # membership tests only (the Index hashes its labels once)
     exprs = [parsed.response, parsed.fixed, *parsed.offsets]
     for t in parsed.re_terms:
         exprs.append(t.lhs)
@@ -123,15 +157,16 @@ def _used_columns(parsed: ParsedFormula, df: pd.DataFrame, extra: list[str]) -> 
     return used
 
 
-def _codes(frame: pd.DataFrame, cols: tuple[str, ...]) -> tuple[np.ndarray, pd.Index]:
-    """Level codes (sorted levels; categorical columns keep their category order)."""
+def _codes(frame, cols: tuple[str, ...]) -> tuple[np.ndarray, pd.Index]:
+    """Level codes (sorted levels; categorical columns keep their category order);
+    ``frame``: the rows' columns by name."""
     parts = []
     for c in cols:
         s = frame[c]
         if isinstance(s.dtype, pd.CategoricalDtype):
             s = drop_unused_categories(s)
-            codes = s.cat.codes.to_numpy()
-            labels = pd.Index(s.cat.categories)
+            codes = s.array.codes
+            labels = s.array.categories
         else:
             if s.dtype.kind == "f" and not np.all(np.isfinite(s.to_numpy())):
                 raise DataError(f"grouping factor {c!r} has non-finite values")
@@ -141,7 +176,7 @@ def _codes(frame: pd.DataFrame, cols: tuple[str, ...]) -> tuple[np.ndarray, pd.I
     if len(parts) == 1:
         codes, labels = parts[0]
         return codes.astype(np.int32), labels
-    key = np.zeros(len(frame), dtype=np.int64)
+    key = np.zeros(len(parts[0][0]), dtype=np.int64)
     for codes, labels in parts:
         key = key * len(labels) + codes
     uniq, inv = np.unique(key, return_inverse=True)
@@ -180,7 +215,13 @@ def _numeric_vector(value, frame: pd.DataFrame, index, what: str, n_rows: int) -
 
 
 def _check_aliased(X: np.ndarray, names: list[str]) -> np.ndarray:
-    """Keep-mask of fixed-effect columns; later columns in the span of earlier ones are dropped.
+    """Keep-mask of fixed-effect columns; later columns in the span of earlier ones are dropped."""
+    return _aliased_columns(X)[0]
+
+
+def _aliased_columns(X: np.ndarray):
+    """``_check_aliased``'s keep-mask, and X's QR factors (Q, R) when X has no more columns
+    than rows (else None), for the standardization to reuse.
 
     Column j is kept when its distance from the span of the columns before it (the j-th
     diagonal entry of an unpivoted QR) is not negligible against its norm."""
@@ -188,8 +229,10 @@ def _check_aliased(X: np.ndarray, names: list[str]) -> np.ndarray:
     norms = np.linalg.norm(X, axis=0)
     scale = np.maximum(norms, np.finfo(float).tiny)
     if p <= n:
-        d = np.abs(np.diag(np.linalg.qr(X, mode="r"))) if p else np.zeros(0)
-        return (d > 1e-7 * scale) & (norms > 0)
+        if not p:
+            return np.zeros(0, dtype=bool), None
+        Q, R = np.linalg.qr(X, mode="reduced")
+        return (np.abs(np.diag(R)) > 1e-7 * scale) & (norms > 0), (Q, R)
     keep = np.zeros(p, dtype=bool)  # more columns than rows: at most n survive
     kept: list[int] = []
     for j in range(p):
@@ -199,18 +242,26 @@ def _check_aliased(X: np.ndarray, names: list[str]) -> np.ndarray:
         if norms[j] > 0 and abs(last) > 1e-7 * scale[j]:
             keep[j] = True
             kept.append(j)
-    return keep
+    return keep, None
 
 
-def _complete_rows(df: pd.DataFrame, used: list[str], weights, offset) -> np.ndarray:
-    """Rows with no missing value in a used column (pandas' NA and pyarrow nulls included)."""
+def _complete_rows(df: pd.DataFrame, used: list[str], weights, offset,
+                   columns: dict | None = None) -> np.ndarray:
+    """Rows with no missing value in a used column (pandas' NA and pyarrow nulls included);
+    ``columns``: the used columns by name when already looked up."""
     n_rows = df.shape[0]
     mask = np.ones(n_rows, dtype=bool)
-    for c in used:
-        col = df[c]
-        if isinstance(col.dtype, np.dtype) and col.dtype.kind in "biu":
+    columns = {c: df[c] for c in used} if columns is None else columns
+    for col in columns.values():
+        dtype = col.dtype
+        if isinstance(dtype, np.dtype) and dtype.kind in "biu":
             continue
-        mask &= ~col.isna().to_numpy(dtype=bool)
+        if isinstance(dtype, np.dtype) and dtype.kind == "f":
+            mask &= ~np.isnan(col.to_numpy())
+        elif isinstance(dtype, pd.CategoricalDtype):
+            mask &= col.array.codes >= 0
+        else:
+            mask &= ~col.isna().to_numpy(dtype=bool)
     for extra_vec in (weights, offset):
         if extra_vec is not None and not isinstance(extra_vec, str):
             arr = np.asarray(extra_vec)
@@ -220,19 +271,29 @@ def _complete_rows(df: pd.DataFrame, used: list[str], weights, offset) -> np.nda
 
 
 def _check_columns(df: pd.DataFrame, used: list[str]) -> None:
+    if df.columns.is_unique:
+        return
     dup = df.columns[df.columns.duplicated()]
     bad = [c for c in used if c in set(dup)]
     if bad:
         raise DataError(f"column name(s) {bad} appear more than once in the data")
 
 
-def _ordered_factors(df: pd.DataFrame, used: list[str]) -> frozenset:
-    return frozenset(c for c in used if isinstance(df[c].dtype, pd.CategoricalDtype)
-                     and df[c].dtype.ordered)
+def _ordered_factors(df, used: list[str]) -> frozenset:
+    """The used columns that are ordered categoricals (``df``: a frame or a dict of columns)."""
+    dtypes = {c: df[c].dtype for c in used}
+    return frozenset(c for c, dt in dtypes.items()
+                     if isinstance(dt, pd.CategoricalDtype) and dt.ordered)
 
 
-def _response(parsed: ParsedFormula, frame: pd.DataFrame, formula: str, response_kind: str):
-    """(y, response): y a float vector for numeric responses, response as given to families."""
+_CBIND_COLUMNS = pd.Index(["successes", "failures"])  # built once: frames' labels are costly
+
+
+def _response(parsed: ParsedFormula, frame: pd.DataFrame, formula: str, response_kind: str,
+              columns: dict | None = None):
+    """(y, response): y a float vector for numeric responses, response as given to families.
+    ``columns``: the used columns of ``frame`` by name when already looked up."""
+    columns = {} if columns is None else columns
     text = parsed.response.strip()
     cbind = re.fullmatch(r"cbind\((.*)\)", text, flags=re.S)
     if cbind:
@@ -246,8 +307,11 @@ def _response(parsed: ParsedFormula, frame: pd.DataFrame, formula: str, response
         where = f" of the response of formula {formula!r}"
         s_, f_ = (_numeric_values(evaluate(p, frame, where=where), p, "cbind() argument")
                   for p in pieces)
-        return None, pd.DataFrame({"successes": s_, "failures": f_}, index=frame.index)
-    if text.strip("`") in frame.columns:
+        return None, pd.DataFrame(np.column_stack([s_, f_]), index=frame.index,
+                                  columns=_CBIND_COLUMNS, copy=False)
+    if text.strip("`") in columns:
+        response = columns[text.strip("`")]
+    elif text.strip("`") in frame.columns:
         response = frame[text.strip("`")]
         if isinstance(response, pd.DataFrame):
             raise DataError(f"column name {text!r} appears more than once in the data")
@@ -258,22 +322,23 @@ def _response(parsed: ParsedFormula, frame: pd.DataFrame, formula: str, response
         return None, response
     if response.dtype.kind not in "biuf":
         raise DataError(f"response {text!r} must be numeric, got dtype {response.dtype}")
-    y = np.ascontiguousarray(response.to_numpy(dtype=np.float64, na_value=np.nan))
+    y = np.ascontiguousarray(float_values(response))
     if not np.all(np.isfinite(y)):
         raise DataError(f"response {text!r} has non-finite values")
     return y, response
 
 
-def _fixed_effects(mm, r_names: dict, rhs: str) -> tuple[np.ndarray, list[str], list[str], np.ndarray]:
-    """X without aliased columns (with lme4's warning), its names, the dropped names, the mask."""
-    names = rename(mm.model_spec.column_names, r_names, rhs)
-    X = np.asarray(mm, dtype=np.float64, order="F")
+def _fixed_effects(X: np.ndarray, column_names, r_names: dict, rhs: str):
+    """X without aliased columns (with lme4's warning), its names, the dropped names, the
+    keep-mask, and X's QR factors if the check computed them for the X returned (or None)."""
+    names = rename(column_names, r_names, rhs)
     if not np.all(np.isfinite(X)):
         bad = [names[j] for j in range(X.shape[1]) if not np.all(np.isfinite(X[:, j]))]
         raise DataError(f"fixed-effect column(s) {bad} have non-finite values")
-    keep = _check_aliased(X, names)
+    keep, qr = _aliased_columns(X)
     dropped = [nm for nm, k in zip(names, keep) if not k]
     if dropped:
+        qr = None
         s = "s" if len(dropped) > 1 else ""
         warnings.warn(
             f"fixed-effect model matrix is rank deficient so dropping {len(dropped)} "
@@ -282,25 +347,43 @@ def _fixed_effects(mm, r_names: dict, rhs: str) -> tuple[np.ndarray, list[str], 
         )
         X = np.asfortranarray(X[:, keep])
         names = [nm for nm, k in zip(names, keep) if k]
-    return X, names, dropped, keep
+    return X, names, dropped, keep, qr
 
 
-def _random_terms(parsed, mms, r_names, frame) -> tuple[list[GroupTerm], list]:
-    """The bar terms in lme4's order (decreasing number of levels, ties in formula order)."""
-    terms, specs = [], []
+def _random_terms(parsed, mats, r_names, frame) -> tuple[list[GroupTerm], list[int]]:
+    """The bar terms in lme4's order (decreasing number of levels, ties in formula order),
+    and the formula position of each."""
+    terms = []
     for k, t in enumerate(parsed.re_terms):
-        Zdf = mms[f"re{k}"]
-        if Zdf.shape[1] == 0:
+        Z, column_names = mats[f"re{k}"]
+        if Z.shape[1] == 0:
             raise FormulaError(f"random-effects term '({t.lhs} | {t.name})' has no columns")
-        Z = np.asarray(Zdf, dtype=np.float64, order="F")
         if not np.all(np.isfinite(Z)):
             raise DataError(f"random-effects term '({t.lhs} | {t.name})' has non-finite values")
         codes, levels = _codes(frame, t.group)
-        terms.append(GroupTerm(group=t.name, columns=rename(Zdf.model_spec.column_names, r_names, t.lhs),
+        terms.append(GroupTerm(group=t.name, columns=rename(column_names, r_names, t.lhs),
                                lhs=t.lhs, group_cols=t.group, codes=codes, levels=levels, Z=Z))
-        specs.append(Zdf.model_spec)
     order = sorted(range(len(terms)), key=lambda i: -terms[i].nlevels)
-    return [terms[i] for i in order], [specs[i] for i in order]
+    return [terms[i] for i in order], order
+
+
+def _matrices(parsed, df, columns, used, mask, formula):
+    """({piece: (matrix column-major, formulaic's column names)}, R names of Python factors,
+    formulaic's model specs or None): built directly for simple formulas (the specs then on
+    first use), by formulaic otherwise. ``columns``: the used columns of the complete rows."""
+    ordered = _ordered_factors(columns, used)
+    simple = simple_model_matrices(parsed, columns, int(mask.sum()), ordered)
+    if simple is not None:
+        return simple, {}, None
+    mms, r_names = model_matrices(parsed, df, used, mask, ordered, formula)
+    mats = {key: (np.asarray(mms[key], dtype=np.float64, order="F"),
+                  mms[key].model_spec.column_names) for key in _pieces(parsed)}
+    return mats, r_names, {key: mms[key].model_spec for key in _pieces(parsed)}
+
+
+def _pieces(parsed: ParsedFormula) -> list[str]:
+    """The names of the model matrices of a formula: "fixed", then "re0", "re1", ..."""
+    return ["fixed"] + [f"re{k}" for k in range(len(parsed.re_terms))]
 
 
 def _check_sizes(terms: list[GroupTerm], n: int, p: int, lmm: bool) -> None:
@@ -382,20 +465,25 @@ def build_design(
             raise DataError(f"{what} column {val!r} is not in the data")
     used = _used_columns(parsed, df, extra)
     _check_columns(df, used)
-    mask = _complete_rows(df, used, weights, offset)
     n_rows = df.shape[0]
+    columns = {c: df[c] for c in used}  # each looked up once: pandas' lookups are not cheap
+    mask = _complete_rows(df, used, weights, offset, columns)
     n_dropped = int(n_rows - mask.sum())
     index = np.flatnonzero(mask) if n_dropped else np.arange(n_rows)
     frame = df.iloc[index] if n_dropped else df
     if frame.shape[0] == 0:
         raise DataError("no rows left after dropping rows with missing values")
+    if n_dropped:
+        columns = {c: frame[c] for c in used}
 
-    ordered = _ordered_factors(df, used)
-    mms, r_names = model_matrices(parsed, df, used, mask, ordered, formula)
-    y, response = _response(parsed, frame, formula, response_kind)
-    X, names, dropped, keep = _fixed_effects(mms["fixed"], r_names, parsed.fixed)
-    terms, specs = _random_terms(parsed, mms, r_names, frame)
+    mats, r_names, specs = _matrices(parsed, df, columns, used, mask, formula)
+    y, response = _response(parsed, frame, formula, response_kind, columns)
+    X, names, dropped, keep, qr = _fixed_effects(*mats["fixed"], r_names, parsed.fixed)
+    terms, order = _random_terms(parsed, mats, r_names, columns)
     _check_sizes(terms, X.shape[0], X.shape[1], lmm)
+    if specs is None and not n_dropped:
+        # formulaic reads the specs from these rows later: a view the caller cannot change
+        frame = df.copy(deep=False)
     return Design(
         parsed=parsed,
         source=frame,
@@ -409,7 +497,8 @@ def build_design(
         weights=_weights(weights, frame, index, n_rows),
         offset=_offset(offset, parsed, frame, index, n_rows, formula),
         n_dropped_na=n_dropped,
-        fixed_spec=mms["fixed"].model_spec,
-        term_specs=specs,
         keep_fixed=keep,
+        term_order=order,
+        specs=specs,
+        x_qr=None if qr is None else (X, *qr),
     )

@@ -60,8 +60,10 @@ def tokens(text: str) -> list[tuple[str, str]]:
     return [(m.lastgroup, m.group()) for m in _TOKEN.finditer(text)]
 
 
+@functools.lru_cache(maxsize=1024)
 def to_python(text: str, *, where: str = "") -> str:
-    """Python source for the R expression ``text`` (names with dots become backticked)."""
+    """Python source for the R expression ``text`` (names with dots become backticked;
+    cached: a formula's expressions are rewritten once)."""
     out = []
     for kind, tok in tokens(text):
         if kind == "bad" or (kind == "op" and tok in _REFUSED_OPERATORS):
@@ -236,7 +238,8 @@ def check(py: str, text: str, columns, functions=MATH_FUNCTIONS) -> ast.Expressi
     of ``functions``; a FormulaError naming the first thing that is not allowed otherwise."""
     tree, aliases = parse(py, text)
     names = dict(aliases)
-    cols = set(columns)
+    # membership tests only: a frame's column Index answers them without being copied
+    cols = columns if isinstance(columns, (pd.Index, set, frozenset, dict)) else set(columns)
     structural: set[int] = set()  # function names and np/contr prefixes, not values
     for node in ast.walk(tree):
         if isinstance(node, ast.Call):
@@ -343,6 +346,14 @@ def _columns_used(tree: ast.Expression, aliases: Mapping[str, str], columns) -> 
     return list(dict.fromkeys(n for n in names if n in cols))
 
 
+def float_values(col: pd.Series) -> np.ndarray:
+    """A numeric column as float64, pandas' missing values as NaN. (Asking pandas for
+    ``na_value`` costs ~50x the conversion, and numpy dtypes have no missing value but NaN.)"""
+    if isinstance(col.dtype, np.dtype):
+        return np.array(col.to_numpy(), dtype=np.float64)  # a copy, never the frame's memory
+    return col.to_numpy(dtype=np.float64, na_value=np.nan)
+
+
 def _number(value):
     """``value`` if arithmetic may use it; text columns (kept as Series for comparisons such
     as ``y == "yes"``) and strings are refused by name."""
@@ -374,8 +385,7 @@ class _Evaluator:
         if isinstance(col, pd.DataFrame):
             raise DataError(f"column name {col.columns[0]!r} appears more than once in the data")
         if col.dtype.kind in "biuf":
-            return col.to_numpy(dtype=np.float64, na_value=np.nan) if col.dtype.kind != "b" \
-                else col.to_numpy(dtype=bool)
+            return float_values(col) if col.dtype.kind != "b" else col.to_numpy(dtype=bool)
         return col
 
     def visit_BinOp(self, node):

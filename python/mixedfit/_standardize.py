@@ -21,7 +21,6 @@ import math
 import warnings
 
 import numpy as np
-from scipy.linalg import qr
 
 from . import _core
 from ._errors import DataError
@@ -80,16 +79,18 @@ class FixedScaling:
         return np.linalg.solve(self.T, A.T).T
 
 
-def fixed_scaling(X: np.ndarray, weights: np.ndarray | None = None) -> FixedScaling:
-    """The weighted QR scaling of the fixed-effects matrix (Xs column-major, as the core reads)."""
+def fixed_scaling(X: np.ndarray, weights: np.ndarray | None = None,
+                  qr: tuple | None = None) -> FixedScaling:
+    """The weighted QR scaling of the fixed-effects matrix (Xs column-major, as the core reads).
+    ``qr``: numpy's (Q, R) of the unweighted X when already computed (Q is overwritten)."""
     n, p = X.shape
     if p == 0:
         return FixedScaling(np.asfortranarray(X), np.zeros((0, 0)))
-    A = np.array(X, dtype=float, order="F")  # the one copy: Q is formed in place
     if weights is not None:
         sw = np.sqrt(np.asarray(weights, dtype=float))
-        A *= sw[:, None]
-    Q, R = qr(A, mode="economic", overwrite_a=True, check_finite=False)
+        Q, R = np.linalg.qr(X * sw[:, None], mode="reduced")
+    else:
+        Q, R = np.linalg.qr(X, mode="reduced") if qr is None else qr
     root_n = math.sqrt(n)
     Q *= root_n
     if weights is not None:
@@ -132,7 +133,8 @@ class ScaledLmmProblem:
 
     def __init__(self, design, y: np.ndarray, weights: np.ndarray | None, name: str = "y"):
         self.n, self.p = design.n, design.p
-        self.fixed = fixed_scaling(design.X, weights)
+        qr = design.take_x_qr(design.X)  # taken either way: the design need not hold Q
+        self.fixed = fixed_scaling(design.X, weights, qr if weights is None else None)
         self.b0, self.scale, self.y_scaled = _response_shift(self.fixed, y, weights, name)
         self._terms = [(t.codes, t.nlevels, t.Z) for t in design.terms]
         self._weights = weights

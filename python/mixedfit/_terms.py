@@ -90,6 +90,13 @@ def rename(names, r_names: dict[str, str], rhs: str) -> list[str]:
     ``temp %in% recipe`` after ``recipe`` gives ``recipeA:temp``), then lme4's levels.
 
     R names a one-column matrix term (``poly(x, 1)``) without formulaic's ``[1]`` suffix."""
+    return list(_rename(tuple(names), tuple(r_names.items()), rhs))
+
+
+@functools.lru_cache(maxsize=256)
+def _rename(names: tuple, r_items: tuple, rhs: str) -> tuple:
+    """``rename`` on hashable arguments (a model refitted is named once)."""
+    r_names = dict(r_items)
     names = list(names)
     single = {py for py in r_names
               if sum(nm.startswith(py + "[") for nm in names) == 1 and py + "[1]" in names
@@ -103,7 +110,7 @@ def rename(names, r_names: dict[str, str], rhs: str) -> list[str]:
             if py != r_names[py]:
                 nm = nm.replace(py, r_names[py])
         out.append(lme4_column_name(_in_formula_order(nm, rhs)))
-    return out
+    return tuple(out)
 
 
 _CODED_LEVEL = re.compile(r"(?P<factor>[^:\[]*(?:\([^\[]*\))?)\[(?:S|H)\.(?P<level>[^\]]*)\]")
@@ -211,8 +218,8 @@ def _stateful_columns(formulas, columns) -> set:
 def drop_unused_categories(col: pd.Series) -> pd.Series:
     """``col`` without the categories no row has (``col`` itself when all are used; counting
     the codes is much cheaper than pandas' sort-based ``remove_unused_categories``)."""
-    codes = col.cat.codes.to_numpy()
-    used = np.bincount(codes[codes >= 0], minlength=len(col.cat.categories)) > 0
+    codes = col.array.codes
+    used = np.bincount(codes[codes >= 0], minlength=len(col.array.categories)) > 0
     if used.all():
         return col
     return col.cat.remove_categories(col.cat.categories[~used])

@@ -3,6 +3,7 @@ optimized in two stages as lme4 does."""
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 
@@ -120,7 +121,7 @@ def glmer(formula: str, data, *, family="binomial", link=None, nagq: int = 1, we
     # The core works on orthogonal fixed-effect columns of unit size (X = Xs T): far-off
     # origins and mixed units of covariates cost PIRLS no digits; beta is mapped back.
     check_predictor_scales(design.X, stacklevel=2)
-    fixed = fixed_scaling(design.X)
+    fixed = fixed_scaling(design.X, qr=design.take_x_qr(design.X))
     prob = _core.GlmmProblem(fixed.Xs, y, pw, design.offset, terms, *fam.core_args)
     prob.set_pirls_control(control.pirls_tol, control.pirls_maxiter)
     ghz, ghw = _gauss_hermite(nagq) if nagq > 1 else (np.zeros(1), np.ones(1))
@@ -461,11 +462,8 @@ class GlmerResult(MixedResult):
         self.sigma = math.sqrt((st["pearson"] + ussq) / n) if fam.has_scale else 1.0
         s2 = self.sigma**2
         self._condvar = [s2 * np.asarray(m) for m in st["unscaled_condvar"]]
-        names = design.fixed_names
-        self.vcov_factor = pd.DataFrame(s2 * fixed.cov_from_scaled(st["unscaled_vcov"]),
-                                        index=names, columns=names)
-        self.vcov_hessian = None
-        vc = self.vcov_factor
+        self._vcov_factor = s2 * fixed.cov_from_scaled(st["unscaled_vcov"])
+        self._vcov_hessian = None
         nt = len(self.theta)
         if hess is not None:
             hess = _hessian_in_data_units(hess, nt, fixed)
@@ -477,18 +475,15 @@ class GlmerResult(MixedResult):
                 V = Hinv[nt:, nt:]
                 V = V + V.T
                 if np.all(np.isfinite(V)) and np.all(np.linalg.eigvalsh(V) > 0):
-                    self.vcov_hessian = pd.DataFrame(V, index=names, columns=names)
-                    vc = self.vcov_hessian
+                    self._vcov_hessian = V
                 else:
                     warnings.warn("finite-difference Hessian is not positive definite; "
                                   "standard errors from the final weighted factor", stacklevel=3)
             except np.linalg.LinAlgError:
                 warnings.warn("finite-difference Hessian is singular; standard errors from the "
                               "final weighted factor", stacklevel=3)
-        self.vcov = vc
+        self._vcov_array = self._vcov_factor if self._vcov_hessian is None else self._vcov_hessian
         self._theta_lower = theta_lower([t.p for t in design.terms])
-        self.varcorr = VarCorr(_varcorr_terms(design, self.theta, s2),
-                               self.sigma if fam.has_scale else None)
         if fam.name == "binomial":
             extreme = (self._mu < 1e-8) | (self._mu > 1 - 1e-8)
             if np.any(extreme):
@@ -496,6 +491,26 @@ class GlmerResult(MixedResult):
                     f"fitted probabilities numerically 0 or 1 occurred for {int(extreme.sum())} "
                     "observation(s): possible complete separation; estimates of the affected "
                     "fixed effects are unreliable", stacklevel=3)
+
+    @functools.cached_property
+    def vcov_factor(self) -> pd.DataFrame:
+        """The fixed effects' covariance from the final weighted Cholesky factor."""
+        return self._labelled(self._vcov_factor)
+
+    @functools.cached_property
+    def vcov_hessian(self) -> pd.DataFrame | None:
+        """The fixed effects' covariance from the Hessian of the stage-2 objective (None
+        without one, or when it is not positive definite)."""
+        return None if self._vcov_hessian is None else self._labelled(self._vcov_hessian)
+
+    @functools.cached_property
+    def varcorr(self) -> VarCorr:
+        return VarCorr(_varcorr_terms(self.design, self.theta, self.sigma**2),
+                       self.sigma if self._fam.has_scale else None)
+
+    def _labelled(self, V: np.ndarray) -> pd.DataFrame:
+        names = self.design.fixed_names
+        return pd.DataFrame(V, index=names, columns=names)
 
     @property
     def has_scale(self) -> bool:

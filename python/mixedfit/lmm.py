@@ -87,16 +87,19 @@ def lmer(formula: str, data, *, reml: bool = True, weights=None, offset=None, co
 def _optimize(prob, design, ps, x0, reml, control):
     """Minimize the criterion over theta on the standardized problem (the same numbers for
     y, a + c y and any reparametrization of X), then report it in the data's units."""
+    core, reml = prob.core, bool(reml)  # the optimizers call the core's methods directly
+
     def f(th):
         try:
-            return prob.scaled_objective(th, reml)
+            return core.objective(th, reml)
         except NumericalError:  # a point the factorization cannot take: not a minimum
             return np.inf
 
     if _use_gradient(design, control):
-        opt = minimize_theta(lambda th: prob.scaled_objective_grad(th, reml), f, x0, ps, control)
-    else:
-        opt = bobyqa(f, x0, theta_lower(ps), control)
+        opt = minimize_theta(lambda th: core.objective_grad(th, reml), f, x0, ps, control)
+    else:  # the core's method itself is the objective NLopt's one closure calls
+        opt = bobyqa(core.objective, x0, theta_lower(ps), control, args=(reml,),
+                     failures=(NumericalError,))
     snap_to_boundary(f, opt, ps)
     if not np.isfinite(opt.fun):
         raise ConvergenceError("the criterion could not be evaluated at any theta the "

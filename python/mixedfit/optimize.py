@@ -8,7 +8,6 @@ from dataclasses import dataclass
 
 import nlopt
 import numpy as np
-from scipy.optimize import minimize
 
 from ._errors import ConvergenceWarning, SingularFitWarning
 from .options import Control
@@ -78,21 +77,27 @@ _RESULTS = {
 
 
 def bobyqa(fun, x0: np.ndarray, lower: np.ndarray, control: Control,
-           initial_step: np.ndarray | None = None) -> OptResult:
-    """Minimize ``fun`` from ``x0`` within box bounds ``lower`` (upper unbounded).
+           initial_step: np.ndarray | None = None, args: tuple = (),
+           failures: tuple = ()) -> OptResult:
+    """Minimize ``fun(x, *args)`` from ``x0`` within box bounds ``lower`` (upper unbounded).
 
     ``initial_step``: per-parameter initial trust-region steps (NLopt's default otherwise).
+    ``failures``: exception classes that mean "no value here" (the point counts as +inf).
+    NLopt calls one closure per evaluation, which calls ``fun`` (a core method can be passed
+    as it is): an evaluation costs little more than the core's own work.
     """
     x0 = np.asarray(x0, dtype=float)
     k = x0.size
-    count = [0]
     best = [np.inf, x0.copy()]
+    inf = np.inf
 
     def f(x, grad):
-        count[0] += 1
-        v = float(fun(x))
-        if not np.isfinite(v):
-            v = np.inf
+        try:
+            v = fun(x, *args)
+        except failures:
+            return inf
+        if not -inf < v < inf:  # NaN and -inf are no minimum either
+            return inf
         if v < best[0]:
             best[0] = v
             best[1] = x.copy()
@@ -118,7 +123,7 @@ def bobyqa(fun, x0: np.ndarray, lower: np.ndarray, control: Control,
         x, fx, msg, conv, code = best[1], best[0], "roundoff limited", True, 0
     if best[0] < fx:
         x, fx = best[1], best[0]
-    return OptResult(x=np.asarray(x), fun=float(fx), nevals=count[0], message=msg,
+    return OptResult(x=np.asarray(x), fun=float(fx), nevals=opt.get_numevals(), message=msg,
                      converged=conv, method="nloptwrap", code=code)
 
 
@@ -151,6 +156,8 @@ def lbfgsb(fun_grad, x0: np.ndarray, lower: np.ndarray, control: Control) -> Opt
         if v < best[0]:
             best[0], best[1], best[2] = v, x.copy(), g.copy()
         return v, g
+
+    from scipy.optimize import minimize  # imported on first use: most fits never need it
 
     bounds = [(lo if np.isfinite(lo) else None, None) for lo in lower]
     x_start = np.maximum(x0, np.where(np.isfinite(lower), lower, -np.inf))
@@ -218,15 +225,16 @@ def newton(fg, x0: np.ndarray, lower: np.ndarray, maxit: int = 100, max_step: fl
         # Modified Newton: negative curvature (far from the optimum, e.g. at the start of
         # stage 1) is turned positive, so the step is always a descent direction.
         lam, V = np.linalg.eigh(H)
-        big = np.max(np.abs(lam)) if lam.size else 0.0
-        if not np.all(np.isfinite(lam)) or not big > 0:
+        # (ndarray methods: numpy's function wrappers cost more than these tiny reductions)
+        big = np.abs(lam).max() if lam.size else 0.0
+        if not np.isfinite(lam).all() or not big > 0:
             return None
         lam = np.maximum(np.abs(lam), 1e-8 * big)
         p = -(V @ ((V.T @ g) / lam))
         # A step far beyond the start's scale comes from a poor curvature model (the
         # objective is not convex far from its minimum): cap it.
-        cap = max_step * max(1.0, float(np.max(np.abs(x))))
-        pmax = float(np.max(np.abs(p)))
+        cap = max_step * max(1.0, float(np.abs(x).max()))
+        pmax = float(np.abs(p).max())
         if pmax > cap:
             p = p * (cap / pmax)
         dec = -float(g @ p)  # Newton decrement squared: ~2 (f - min f)
@@ -235,7 +243,7 @@ def newton(fg, x0: np.ndarray, lower: np.ndarray, maxit: int = 100, max_step: fl
         t = 1.0
         while True:
             xn = x + t * p
-            if np.any(xn < lower):
+            if (xn < lower).any():
                 return None
             fn, gn = fg(xn)
             nev += 1

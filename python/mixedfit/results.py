@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from dataclasses import dataclass
@@ -79,6 +80,13 @@ class MixedResult:
     b: np.ndarray
     _condvar: list[np.ndarray]
     _eta: np.ndarray
+
+    # ---- tables built on first use (a fit returns without them) -------------------------
+    @functools.cached_property
+    def vcov(self) -> pd.DataFrame:
+        """Covariance matrix of the fixed-effect estimates, labelled by their names."""
+        names = self.design.fixed_names
+        return pd.DataFrame(self._vcov_array, index=names, columns=names)
 
     # ---- simple properties -------------------------------------------------------------
     @property
@@ -447,8 +455,7 @@ class LmerResult(MixedResult):
         pwrss = self.devcomp["pwrss"]
         self.sigma = math.sqrt(pwrss / (n - p if self.reml else n))
         s2 = self.sigma**2
-        self.vcov = pd.DataFrame(s2 * np.asarray(sol["unscaled_vcov"]),
-                                 index=design.fixed_names, columns=design.fixed_names)
+        self._vcov_array = s2 * np.asarray(sol["unscaled_vcov"])
         self._condvar = [s2 * np.asarray(m) for m in sol["unscaled_condvar"]]
         self._theta_lower = _theta_lower(design)
         ldW = float(sol["ldW"])
@@ -465,10 +472,16 @@ class LmerResult(MixedResult):
         self.df = p + len(self.theta) + 1
         self.aic = -2.0 * self.loglik + 2 * self.df
         self.bic = -2.0 * self.loglik + self.df * math.log(n)
-        self._eta = problem.linear_predictor(self.beta, self.b)
-        if design.offset is not None:
-            self._eta = self._eta + design.offset
-        self.varcorr = VarCorr(_varcorr_terms(design, self.theta, s2), self.sigma)
+
+    @functools.cached_property
+    def _eta(self) -> np.ndarray:
+        """The linear predictor X beta + Z b (+ offset), computed on first use."""
+        eta = self._problem.linear_predictor(self.beta, self.b)
+        return eta if self.design.offset is None else eta + self.design.offset
+
+    @functools.cached_property
+    def varcorr(self) -> VarCorr:
+        return VarCorr(_varcorr_terms(self.design, self.theta, self.sigma**2), self.sigma)
 
     @property
     def deviance_table_value(self) -> float:
