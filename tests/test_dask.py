@@ -1,0 +1,249 @@
+"""Fits of Dask DataFrames (mixedfit.dask) equal the in-memory fits of the same rows.
+
+One LocalCluster (two worker processes, one thread each) serves the module; the data are
+written to Parquet in many files and read back with dask.dataframe, so every pass runs on
+the workers. Tolerances: the objective to 1e-10 relative (the cross products are summed in
+another order than the in-memory core sums them: rounding, ~1e-13 measured), estimates
+(beta, theta, sigma) to 1e-8 relative (BOBYQA takes the same path from the same start; the
+rounding above can move its last steps by ~1e-10, measured up to 3e-11).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+dd = pytest.importorskip("dask.dataframe")
+distributed = pytest.importorskip("distributed")
+
+import mixedfit  # noqa: E402
+from mixedfit import DataError, FormulaError  # noqa: E402
+
+OBJ_RTOL = 1e-10
+EST_RTOL = 1e-8
+
+
+def _frame(seed=0, n=1200, ngroups=30, nh=8):
+    rng = np.random.default_rng(seed)
+    g = rng.integers(0, ngroups, n)
+    h = rng.integers(0, nh, n)
+    x = rng.normal(size=n)
+    b0 = rng.normal(size=ngroups)
+    b1 = 0.5 * rng.normal(size=ngroups)
+    c = rng.normal(size=nh) * 0.7
+    f = rng.choice(["a", "b", "c"], n)
+    y = 2.0 + 0.8 * x + b0[g] + b1[g] * x + c[h] + (f == "b") * 0.4 + rng.normal(size=n)
+    df = pd.DataFrame({
+        "y": y, "x": x, "g": [f"g{k:02d}" for k in g], "h": h.astype("int64"), "f": f,
+        "w": rng.uniform(0.5, 2.0, n), "o": rng.normal(size=n) * 0.3,
+        "part": np.repeat(np.arange(12), n // 12),
+    })
+    df["yo"] = df["y"] + df["o"]
+    df["xm"] = df["x"].where(np.arange(n) % 50 != 7)   # 24 missing values
+    # A fixed-effect level and a grouping level that only the last partition has.
+    last = df["part"] == 11
+    df.loc[last & (np.arange(n) % 3 == 0), "f"] = "rare"
+    df.loc[last & (np.arange(n) % 5 == 0), "g"] = "g_last"
+    df["counts"] = rng.poisson(np.exp(0.3 + 0.2 * x + b0[g] * 0.3))
+    return df
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        lc = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                      memory_limit="700MiB", dashboard_address=None)
+        client = distributed.Client(lc)
+    yield client
+    client.close()
+    lc.close()
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory, cluster):
+    df = _frame()
+    folder = tmp_path_factory.mktemp("parquet")
+    for k, part in df.groupby("part"):
+        part.to_parquet(folder / f"part-{k:02d}.parquet")
+    ddf = dd.read_parquet(str(folder))
+    assert ddf.npartitions == 12
+    return df.reset_index(drop=True), ddf
+
+
+def _same_fit(fd, fp):
+    assert type(fd).__mro__[1] is type(fp) or isinstance(fd, type(fp))
+    obj_d = fd.reml_criterion if fd.reml else -2 * fd.loglik
+    obj_p = fp.reml_criterion if fp.reml else -2 * fp.loglik
+    np.testing.assert_allclose(obj_d, obj_p, rtol=OBJ_RTOL)
+    np.testing.assert_allclose(fd.theta, fp.theta, rtol=EST_RTOL, atol=1e-10)
+    np.testing.assert_allclose(fd.beta, fp.beta, rtol=EST_RTOL, atol=1e-10)
+    np.testing.assert_allclose(fd.sigma, fp.sigma, rtol=EST_RTOL)
+    assert list(fd.fixef.index) == list(fp.fixef.index)
+    np.testing.assert_allclose(fd.vcov.to_numpy(), fp.vcov.to_numpy(), rtol=1e-7, atol=1e-12)
+    for (gd, rd), (gp, rp) in zip(fd.ranef().items(), fp.ranef().items()):
+        assert gd == gp
+        assert list(rd.index) == list(rp.index)
+        np.testing.assert_allclose(rd.to_numpy(), rp.to_numpy(), rtol=1e-7, atol=1e-9)
+
+
+CASES = [
+    ("y ~ x + (1 | g)", {}),
+    ("y ~ x + f + (x | g)", {}),
+    ("y ~ x + (1 | g) + (1 | h)", {}),
+    ("y ~ x + (1 | g)", {"weights": "w", "reml": False}),
+    ("yo ~ x + offset(o) + (1 | g)", {}),
+    ("yo ~ x + (1 | g)", {"offset": "o"}),
+]
+
+
+@pytest.mark.parametrize("formula,kw", CASES)
+def test_fit_equals_in_memory(data, formula, kw):
+    df, ddf = data
+    fd = mixedfit.lmer(formula, ddf, progress=False, **kw)
+    fp = mixedfit.lmer(formula, df, **kw)
+    _same_fit(fd, fp)
+    assert fd.nobs == fp.nobs
+
+
+def test_level_in_one_partition_only(data):
+    df, ddf = data
+    fd = mixedfit.lmer("y ~ x + f + (1 | g)", ddf, progress=False)
+    assert "frare" in fd.fixef.index
+    assert "g_last" in fd.ranef()["g"].index
+    _same_fit(fd, mixedfit.lmer("y ~ x + f + (1 | g)", df))
+
+
+def test_empty_partitions_and_missing_values(data):
+    df, ddf = data
+    sub = ddf[(ddf.part != 3) & (ddf.part != 7)]       # two partitions without rows
+    dfs = df[(df.part != 3) & (df.part != 7)]
+    with pytest.warns(UserWarning, match=r"dropped 20 row\(s\) with missing values"):
+        fd = mixedfit.lmer("y ~ xm + (xm | g)", sub, progress=False)
+    with pytest.warns(UserWarning, match=r"dropped 20 row\(s\)"):
+        fp = mixedfit.lmer("y ~ xm + (xm | g)", dfs)
+    _same_fit(fd, fp)
+
+
+def test_fitted_residuals_predict_are_lazy_and_equal(data):
+    df, ddf = data
+    fd = mixedfit.lmer("y ~ x + f + (x | g)", ddf, progress=False)
+    fp = mixedfit.lmer("y ~ x + f + (x | g)", df)
+    fitted = fd.fitted()
+    assert isinstance(fitted, dd.Series)
+    np.testing.assert_allclose(fitted.compute().to_numpy(), fp.fitted().to_numpy(), rtol=1e-8)
+    res = fd.residuals(type="pearson", scaled=True)
+    assert isinstance(res, dd.Series)
+    np.testing.assert_allclose(res.compute().to_numpy(),
+                               fp.residuals(type="pearson", scaled=True).to_numpy(),
+                               rtol=1e-7, atol=1e-9)
+    pred = fd.predict(newdata=ddf, re_form="~0")
+    assert isinstance(pred, dd.Series)
+    np.testing.assert_allclose(pred.compute().to_numpy(), fp.predict(newdata=df, re_form="~0"),
+                               rtol=1e-8)
+
+
+def test_tables_of_a_dask_fit(data):
+    df, ddf = data
+    fd = mixedfit.lmer("y ~ x + (1 | g)", ddf, reml=False, progress=False)
+    fd2 = mixedfit.lmer("y ~ x + (x | g)", ddf, reml=False, progress=False)
+    fp = mixedfit.lmer("y ~ x + (1 | g)", df, reml=False)
+    fp2 = mixedfit.lmer("y ~ x + (x | g)", df, reml=False)
+    assert "Random effects" in str(fd.summary())
+    pd.testing.assert_frame_equal(fd.coef_table("lme4"), fp.coef_table("lme4"), rtol=1e-7)
+    vd, vp = fd.varcorr.to_frame(), fp.varcorr.to_frame()
+    np.testing.assert_allclose(vd["sdcor"], vp["sdcor"], rtol=1e-8)
+    ad = mixedfit.anova(fd, fd2)
+    ap = mixedfit.anova(fp, fp2)
+    np.testing.assert_allclose(np.asarray(ad["Chisq"], float)[1:], np.asarray(ap["Chisq"], float)[1:],
+                               rtol=1e-6)
+
+
+@pytest.mark.parametrize("method", ["simulate", "refit", "profile"])
+def test_methods_needing_refits_are_refused(data, method):
+    _, ddf = data
+    fd = mixedfit.lmer("y ~ x + (1 | g)", ddf, progress=False)
+    with pytest.raises(NotImplementedError, match=method):
+        getattr(fd, method)(1) if method != "profile" else fd.profile()
+    with pytest.raises(NotImplementedError, match="Satterthwaite"):
+        fd.coef_table()
+    with pytest.raises(NotImplementedError, match="stays on the cluster"):
+        fd.design.X
+
+
+def test_bad_input_names_the_column(data):
+    _, ddf = data
+    with pytest.raises(FormulaError, match="nope"):
+        mixedfit.lmer("y ~ nope + (1 | g)", ddf, progress=False)
+    with pytest.raises(FormulaError, match="grouping factor 'gg'"):
+        mixedfit.lmer("y ~ x + (1 | gg)", ddf, progress=False)
+    with pytest.raises(DataError, match="weights column 'ww'"):
+        mixedfit.lmer("y ~ x + (1 | g)", ddf, weights="ww", progress=False)
+    with pytest.raises(DataError, match="response 'f' must be numeric"):
+        mixedfit.lmer("f ~ x + (1 | g)", ddf, progress=False)
+    with pytest.raises(DataError, match="weights must be positive"):
+        mixedfit.lmer("y ~ x + (1 | g)", ddf.assign(w=ddf.w - 1.0), weights="w", progress=False)
+    with pytest.raises(FormulaError, match="scale.*not supported on Dask"):
+        mixedfit.lmer("y ~ scale(x) + (1 | g)", ddf, progress=False)
+
+
+def test_glmer_on_dask_is_refused_clearly(data):
+    _, ddf = data
+    with pytest.raises(NotImplementedError, match="glmer on a Dask DataFrame"):
+        mixedfit.glmer("counts ~ x + (1 | g)", ddf, family="poisson")
+
+
+def test_client_receives_partials_only(data, monkeypatch):
+    """Every value the client gathers from the cluster is a reduced partial: its size does not
+    grow with the rows (a fit of 12x the rows gathers the same number of bytes)."""
+    from dask.sizeof import sizeof
+
+    import mixedfit.dask._passes as passes
+
+    gathered = []
+    real = passes.compute
+
+    def recording(obj, progress):
+        out = real(obj, progress)
+        gathered.append(sizeof(out))
+        return out
+
+    monkeypatch.setattr(passes, "compute", recording)
+    df, ddf = data
+    mixedfit.lmer("y ~ x + (1 | g)", ddf, progress=False)
+    small = list(gathered)
+    gathered.clear()
+    big = dd.concat([ddf] * 12)
+    mixedfit.lmer("y ~ x + (1 | g)", big, progress=False)
+    assert len(small) == len(gathered) == 3          # scan, scaling, cross products
+    assert max(gathered) < 64_000                    # the rows are ~200 kB already
+    assert max(gathered) <= 1.5 * max(small)
+
+
+def _die_once(part, marker):
+    """Kills the worker process the first time it runs (the marker file records it)."""
+    if len(part) and not os.path.exists(marker):
+        open(marker, "w").close()
+        os._exit(1)
+    return part
+
+
+def test_killed_worker_gives_the_right_fit(data, tmp_path):
+    df, ddf = data
+    marker = str(tmp_path / "killed")
+    flaky = ddf.map_partitions(_die_once, marker, meta=ddf._meta)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")   # the nanny's and the scheduler's reports
+        fd = mixedfit.lmer("y ~ x + (1 | g)", flaky, progress=False)
+    assert os.path.exists(marker)
+    _same_fit(fd, mixedfit.lmer("y ~ x + (1 | g)", df))
+
+
+def test_progress_bar_and_default_scheduler(data, capsys):
+    df, ddf = data
+    fd = mixedfit.lmer("y ~ x + (1 | g)", ddf, progress=True)
+    _same_fit(fd, mixedfit.lmer("y ~ x + (1 | g)", df))
