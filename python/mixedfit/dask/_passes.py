@@ -68,7 +68,7 @@ def compute(obj, progress: bool):
         if progress:
             from distributed import progress as show_progress
 
-            show_progress(future)
+            show_progress(future, interval="100ms")
         return future.result()
     import dask
 

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from ..results import LmerResult
-from ._spec import FitSpec, partition_arrays
+from ._spec import FitSpec, _with_global_levels, partition_arrays
 
 __all__ = ["DaskDesign", "DaskLmerResult"]
 
@@ -80,7 +80,8 @@ def _fitted_partition(df, spec: FitSpec, beta, b_terms, name: str, residual: boo
 
 
 def _predict_partition(df, fit, use, allow_new_levels) -> pd.Series:
-    return pd.Series(fit._eta_newdata(df, use, allow_new_levels), index=df.index,
+    frame = _with_global_levels(df, fit.design.spec, unseen="keep")
+    return pd.Series(fit._eta_newdata(frame, use, allow_new_levels), index=df.index,
                      name="predict", dtype=float)
 
 
@@ -115,17 +116,14 @@ class DaskLmerResult(LmerResult):
                              divisor=self.sigma if scaled else 1.0)
 
     def residual_quantiles(self, scaled: bool = True) -> np.ndarray:
-        """Min, quartiles and max of the Pearson residuals (for the summary), computed on the
-        cluster in one pass: min and max exact, the quartiles Dask's approximate quantiles
-        (exact for partitions that fit one sample; within a rank or so of the exact ones
-        otherwise, invisible at the summary's 4 digits for more than a few thousand rows)."""
+        """Min, quartiles and max of the Pearson residuals (for the summary), exact, computed
+        on the cluster (three small passes; kept for the next summary)."""
+        from ._quantiles import exact_quantiles
+
         cache = self.__dict__.setdefault("_residual_quantiles", {})
         if scaled not in cache:
-            import dask
-
             r = self.residuals(type="pearson", scaled=scaled)
-            lo, mid, hi = dask.compute(r.min(), r.quantile([0.25, 0.5, 0.75]), r.max())
-            cache[scaled] = np.concatenate([[lo], np.asarray(mid, dtype=float), [hi]])
+            cache[scaled] = exact_quantiles(r, [0, 0.25, 0.5, 0.75, 1.0])
         return cache[scaled]
 
     def predict(self, newdata=None, re_form=None, allow_new_levels: bool = False,

@@ -183,9 +183,12 @@ def _is_text(dtype) -> bool:
                                                                             "bool[pyarrow]")
 
 
-def _with_global_levels(frame: pd.DataFrame, spec: "FitSpec") -> pd.DataFrame:
+def _with_global_levels(frame: pd.DataFrame, spec: "FitSpec",
+                        unseen: str = "missing") -> pd.DataFrame:
     """The text and categorical level columns as categoricals over the global levels, so
-    formulaic codes every partition alike (whatever string dtype the partition has)."""
+    formulaic codes every partition alike (whatever string dtype the partition has).
+    ``unseen="keep"`` (new data): a column with a level the fit has not seen stays text
+    (object), so that the error names the level."""
     cast = {}
     for c, lev in spec.component_levels.items():
         if c in frame.columns and _is_text(frame[c].dtype):
@@ -193,6 +196,9 @@ def _with_global_levels(frame: pd.DataFrame, spec: "FitSpec") -> pd.DataFrame:
             values = frame[c]
             if isinstance(values.dtype, pd.CategoricalDtype):
                 values = values.astype(object)
+            if unseen == "keep" and not values.dropna().isin(lev).all():
+                cast[c] = values.astype(object)
+                continue
             cast[c] = pd.Categorical(values, categories=lev, ordered=ordered)
     return frame.assign(**cast) if cast else frame
 
