@@ -2,10 +2,13 @@
 
 One LocalCluster (two worker processes, one thread each) serves the module; the data are
 written to Parquet in many files and read back with dask.dataframe, so every pass runs on
-the workers. Tolerances: the objective to 1e-10 relative (the cross products are summed in
-another order than the in-memory core sums them: rounding, ~1e-13 measured), estimates
-(beta, theta, sigma) to 1e-8 relative (BOBYQA takes the same path from the same start; the
-rounding above can move its last steps by ~1e-10, measured up to 3e-11).
+the workers. Tolerances: the objective to 1e-10 relative, at fixed theta and at the optimum
+(the cross products are summed in another order than the in-memory core sums them:
+rounding, ~1e-13 measured); estimates (beta, theta, sigma) to 1e-8 relative: BOBYQA takes
+the same path from the same start, and the rounding above moved its steps by at most 3e-11
+in these cases. A rounding difference can also move BOBYQA's last steps within its stopping
+tolerance (ftol_abs = 1e-8 on the criterion): seen once, 1.1e-7 in theta, with five
+partitions (test_default_scheduler_without_client, which allows 1e-6).
 """
 
 from __future__ import annotations
@@ -75,20 +78,40 @@ def data(tmp_path_factory, cluster):
     return df.reset_index(drop=True), ddf
 
 
-def _same_fit(fd, fp):
-    assert type(fd).__mro__[1] is type(fp) or isinstance(fd, type(fp))
+@pytest.fixture(scope="module")
+def fits(data):
+    """(Dask fit, pandas fit) of a formula and arguments, each fitted once per module."""
+    df, ddf = data
+    cache = {}
+
+    def pair(formula, **kw):
+        key = (formula, tuple(sorted(kw.items())))
+        if key not in cache:
+            cache[key] = (mixedfit.lmer(formula, ddf, progress=False, **kw),
+                          mixedfit.lmer(formula, df, **kw))
+        return cache[key]
+
+    return pair
+
+
+def _same_fit(fd, fp, est_rtol=EST_RTOL):
+    assert isinstance(fd, type(fp))
+    # The criterion as a function: at fixed theta the two problems agree to rounding.
+    for theta in (fp.theta, fp.theta * 0.7 + 0.1):
+        np.testing.assert_allclose(fd.objective(theta), fp.objective(theta), rtol=OBJ_RTOL)
     obj_d = fd.reml_criterion if fd.reml else -2 * fd.loglik
     obj_p = fp.reml_criterion if fp.reml else -2 * fp.loglik
     np.testing.assert_allclose(obj_d, obj_p, rtol=OBJ_RTOL)
-    np.testing.assert_allclose(fd.theta, fp.theta, rtol=EST_RTOL, atol=1e-10)
-    np.testing.assert_allclose(fd.beta, fp.beta, rtol=EST_RTOL, atol=1e-10)
-    np.testing.assert_allclose(fd.sigma, fp.sigma, rtol=EST_RTOL)
+    np.testing.assert_allclose(fd.theta, fp.theta, rtol=est_rtol, atol=1e-10)
+    np.testing.assert_allclose(fd.beta, fp.beta, rtol=est_rtol, atol=1e-10)
+    np.testing.assert_allclose(fd.sigma, fp.sigma, rtol=est_rtol)
     assert list(fd.fixef.index) == list(fp.fixef.index)
-    np.testing.assert_allclose(fd.vcov.to_numpy(), fp.vcov.to_numpy(), rtol=1e-7, atol=1e-12)
+    np.testing.assert_allclose(fd.vcov.to_numpy(), fp.vcov.to_numpy(), rtol=10 * est_rtol,
+                               atol=1e-12)
     for (gd, rd), (gp, rp) in zip(fd.ranef().items(), fp.ranef().items()):
         assert gd == gp
         assert list(rd.index) == list(rp.index)
-        np.testing.assert_allclose(rd.to_numpy(), rp.to_numpy(), rtol=1e-7, atol=1e-9)
+        np.testing.assert_allclose(rd.to_numpy(), rp.to_numpy(), rtol=10 * est_rtol, atol=1e-9)
 
 
 CASES = [
@@ -102,20 +125,17 @@ CASES = [
 
 
 @pytest.mark.parametrize("formula,kw", CASES)
-def test_fit_equals_in_memory(data, formula, kw):
-    df, ddf = data
-    fd = mixedfit.lmer(formula, ddf, progress=False, **kw)
-    fp = mixedfit.lmer(formula, df, **kw)
+def test_fit_equals_in_memory(fits, formula, kw):
+    fd, fp = fits(formula, **kw)
     _same_fit(fd, fp)
     assert fd.nobs == fp.nobs
 
 
-def test_level_in_one_partition_only(data):
-    df, ddf = data
-    fd = mixedfit.lmer("y ~ x + f + (1 | g)", ddf, progress=False)
+def test_level_in_one_partition_only(fits):
+    fd, fp = fits("y ~ x + f + (x | g)")
     assert "frare" in fd.fixef.index
     assert "g_last" in fd.ranef()["g"].index
-    _same_fit(fd, mixedfit.lmer("y ~ x + f + (1 | g)", df))
+    _same_fit(fd, fp)
 
 
 def test_empty_partitions_and_missing_values(data):
@@ -129,10 +149,9 @@ def test_empty_partitions_and_missing_values(data):
     _same_fit(fd, fp)
 
 
-def test_fitted_residuals_predict_are_lazy_and_equal(data):
+def test_fitted_residuals_predict_are_lazy_and_equal(data, fits):
     df, ddf = data
-    fd = mixedfit.lmer("y ~ x + f + (x | g)", ddf, progress=False)
-    fp = mixedfit.lmer("y ~ x + f + (x | g)", df)
+    fd, fp = fits("y ~ x + f + (x | g)")
     fitted = fd.fitted()
     assert isinstance(fitted, dd.Series)
     np.testing.assert_allclose(fitted.compute().to_numpy(), fp.fitted().to_numpy(), rtol=1e-8)
@@ -147,12 +166,9 @@ def test_fitted_residuals_predict_are_lazy_and_equal(data):
                                rtol=1e-8)
 
 
-def test_tables_of_a_dask_fit(data):
-    df, ddf = data
-    fd = mixedfit.lmer("y ~ x + (1 | g)", ddf, reml=False, progress=False)
-    fd2 = mixedfit.lmer("y ~ x + (x | g)", ddf, reml=False, progress=False)
-    fp = mixedfit.lmer("y ~ x + (1 | g)", df, reml=False)
-    fp2 = mixedfit.lmer("y ~ x + (x | g)", df, reml=False)
+def test_tables_of_a_dask_fit(fits):
+    fd, fp = fits("y ~ x + (1 | g)", reml=False)
+    fd2, fp2 = fits("y ~ x + (x | g)", reml=False)
     assert "Random effects" in str(fd.summary())
     pd.testing.assert_frame_equal(fd.coef_table("lme4"), fp.coef_table("lme4"), rtol=1e-7)
     vd, vp = fd.varcorr.to_frame(), fp.varcorr.to_frame()
@@ -164,9 +180,8 @@ def test_tables_of_a_dask_fit(data):
 
 
 @pytest.mark.parametrize("method", ["simulate", "refit", "profile"])
-def test_methods_needing_refits_are_refused(data, method):
-    _, ddf = data
-    fd = mixedfit.lmer("y ~ x + (1 | g)", ddf, progress=False)
+def test_methods_needing_refits_are_refused(fits, method):
+    fd, _ = fits("y ~ x + (1 | g)")
     with pytest.raises(NotImplementedError, match=method):
         getattr(fd, method)(1) if method != "profile" else fd.profile()
     with pytest.raises(NotImplementedError, match="Satterthwaite"):
@@ -243,17 +258,43 @@ def test_killed_worker_gives_the_right_fit(data, tmp_path):
     _same_fit(fd, mixedfit.lmer("y ~ x + (1 | g)", df))
 
 
-def test_progress_bar_and_default_scheduler(data, capsys):
-    df, ddf = data
+def test_progress_bar(data, fits, capsys):
+    _, ddf = data
     fd = mixedfit.lmer("y ~ x + (1 | g)", ddf, progress=True)
-    _same_fit(fd, mixedfit.lmer("y ~ x + (1 | g)", df))
+    assert "100%" in capsys.readouterr().out
+    _same_fit(fd, fits("y ~ x + (1 | g)")[1])
 
 
-def test_summary_equals_in_memory_text(data):
+def test_default_scheduler_without_client(data, fits):
+    """Without a distributed Client the passes run on Dask's local scheduler."""
+    df, _ = data
+    local = dd.from_pandas(df, npartitions=5)
+    with _no_client():
+        fd = mixedfit.lmer("y ~ x + (1 | g)", local, progress=False)
+    # Five partitions sum A in another order than twelve do; that rounding moved BOBYQA's
+    # last steps within its stopping tolerance (ftol_abs 1e-8 on the criterion): theta
+    # agrees to 1.1e-7 relative here (the criterion still to 1e-10).
+    _same_fit(fd, fits("y ~ x + (1 | g)")[1], est_rtol=1e-6)
+
+
+class _no_client:
+    """Makes the module's Client not the default one for a while."""
+
+    def __enter__(self):
+        import mixedfit.dask._passes as passes
+
+        self._real = passes._active_client
+        passes._active_client = lambda: None
+
+    def __exit__(self, *exc):
+        import mixedfit.dask._passes as passes
+
+        passes._active_client = self._real
+
+
+def test_summary_equals_in_memory_text(fits):
     """The summary's scaled-residual quantiles are exact (computed on the cluster)."""
-    df, ddf = data
-    fd = mixedfit.lmer("y ~ x + f + (x | g)", ddf, progress=False)
-    fp = mixedfit.lmer("y ~ x + f + (x | g)", df)
+    fd, fp = fits("y ~ x + f + (x | g)")
     assert str(fd.summary()) == str(fp.summary())
 
 
