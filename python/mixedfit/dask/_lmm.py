@@ -122,8 +122,10 @@ def lmer_dask(formula: str, data, *, reml: bool = True, weights=None, offset=Non
                 data_name=data_name, progress=progress)
     meta = data._meta
     parsed, scan = scan_spec(formula, meta, weights, offset)
-    scanned = reduce_partitions(data, scan_partition, combine_scans, scan, progress=progress)
+    scanned = reduce_partitions(data[list(scan.used)], scan_partition, combine_scans, scan,
+                                progress=progress)
     spec = fit_spec(formula, parsed, scan, meta, scanned, lmm=True)
+    data = data[list(scan.used)]  # later passes read the used columns only
     if spec.n_dropped_na:
         warnings.warn(f"dropped {spec.n_dropped_na} row(s) with missing values", stacklevel=3)
     keep, std, moments = _scaling(data, spec, progress)
@@ -132,7 +134,7 @@ def lmer_dask(formula: str, data, *, reml: bool = True, weights=None, offset=Non
     layout = Layout(tuple(t.nlevels for t in spec.terms), tuple(t.p for t in spec.terms))
     crossprod = reduce_partitions(data, crossprod_partition, combine_crossprod, spec, std,
                                   layout, progress=progress)
-    design = DaskDesign(spec, data, weights)
+    design = DaskDesign(spec, call["data"], weights)
     if design.p == 0:
         reml = False
     prob = CrossprodLmmProblem(spec.n, std, layout, crossprod, parsed.response)

@@ -98,7 +98,7 @@ class DaskLmerResult(LmerResult):
     def _on_rows(self, name: str, residual: bool = False, sqrt_weights: bool = False,
                  divisor: float = 1.0):
         meta = pd.Series(np.zeros(0), name=name)
-        return self.design.source.map_partitions(
+        return self.design.frame.map_partitions(
             _fitted_partition, self.design.spec, self.beta, self._b_terms(), name, residual,
             sqrt_weights, divisor, meta=meta)
 
