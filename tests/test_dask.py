@@ -47,6 +47,7 @@ def _frame(seed=0, n=1200, ngroups=30, nh=8):
     })
     df["yo"] = df["y"] + df["o"]
     df["xm"] = df["x"].where(np.arange(n) % 50 != 7)   # 24 missing values
+    df["gcat"] = df["g"].astype("category")             # Dask's metadata lacks its categories
     # A fixed-effect level and a grouping level that only the last partition has.
     last = df["part"] == 11
     df.loc[last & (np.arange(n) % 3 == 0), "f"] = "rare"
@@ -118,6 +119,7 @@ CASES = [
     ("y ~ x + (1 | g)", {}),
     ("y ~ x + f + (x | g)", {}),
     ("y ~ x + (1 | g) + (1 | h)", {}),
+    ("y ~ x + (1 | gcat:h)", {}),
     ("y ~ x + (1 | g)", {"weights": "w", "reml": False}),
     ("yo ~ x + offset(o) + (1 | g)", {}),
     ("yo ~ x + (1 | g)", {"offset": "o"}),

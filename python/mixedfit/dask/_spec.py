@@ -133,11 +133,12 @@ def scan_partition(df: pd.DataFrame, spec: ScanSpec) -> dict:
     its level combinations of multi-column grouping factors; the response is checked."""
     frame = _complete(df, spec)
     out = {"rows": int(df.shape[0]), "complete": int(frame.shape[0]), "levels": {},
-           "combos": {}}
+           "combos": {}, "categories": {}}
     for c in spec.level_columns:
         s = frame[c]
         if isinstance(s.dtype, pd.CategoricalDtype):
             out["levels"][c] = set(s.cat.categories[np.unique(s.cat.codes.to_numpy())])
+            out["categories"][c] = list(s.cat.categories)
         else:
             if s.dtype.kind == "f" and not np.all(np.isfinite(s.to_numpy())):
                 raise DataError(f"grouping factor {c!r} has non-finite values")
@@ -152,26 +153,27 @@ def scan_partition(df: pd.DataFrame, spec: ScanSpec) -> dict:
 
 
 def combine_scans(*scans: dict) -> dict:
-    out = {"rows": 0, "complete": 0, "levels": {}, "combos": {}}
+    out = {"rows": 0, "complete": 0, "levels": {}, "combos": {}, "categories": {}}
     for s in scans:
         out["rows"] += s["rows"]
         out["complete"] += s["complete"]
         for key in ("levels", "combos"):
             for c, vals in s[key].items():
                 out[key].setdefault(c, set()).update(vals)
+        for c, cats in s["categories"].items():  # categories in order of first appearance
+            known = out["categories"].setdefault(c, [])
+            known.extend(x for x in cats if x not in set(known))
     return out
 
 
 # ---- the global coding and the specs --------------------------------------------------------
-def _global_levels(meta: pd.DataFrame, col: str, seen: set) -> pd.Index:
-    """The levels an in-memory fit would use: a categorical's categories (in their order)
-    that some complete row has, else the sorted distinct values."""
-    dtype = meta[col].dtype
-    if isinstance(dtype, pd.CategoricalDtype):
-        cats = dtype.categories
-        if len(cats) == 0 and seen:  # unknown categories in the metadata
-            return pd.Index(sorted(seen))
-        return pd.Index([c for c in cats if c in seen])
+def _global_levels(col: str, scanned: dict) -> pd.Index:
+    """The levels an in-memory fit would use: a categorical's categories (in the partitions'
+    order; Dask's metadata may not know them) that some complete row has, else the sorted
+    distinct values."""
+    seen = scanned["levels"].get(col, set())
+    if col in scanned["categories"]:
+        return pd.Index([c for c in scanned["categories"][col] if c in seen])
     return pd.Index(sorted(seen))
 
 
@@ -277,8 +279,7 @@ def fit_spec(formula: str, parsed, scan: ScanSpec, meta: pd.DataFrame, scanned: 
     if scanned["complete"] == 0:
         raise DataError("no rows left after dropping rows with missing values" if
                         scanned["rows"] else "data has no rows")
-    levels = {c: _global_levels(meta, c, scanned["levels"].get(c, set()))
-              for c in scan.level_columns}
+    levels = {c: _global_levels(c, scanned) for c in scan.level_columns}
     used = list(scan.used)
     proto = _prototype(meta, used, levels)
     ordered = _ordered_factors(meta, used)
