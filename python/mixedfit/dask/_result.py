@@ -150,17 +150,26 @@ class DaskLmerResult(LmerResult):
         return newdata.map_partitions(_predict_partition, slim, use, allow_new_levels,
                                       meta=pd.Series(np.zeros(0), name="predict"))
 
-    def coef_table(self, ddf: str = "Satterthwaite") -> pd.DataFrame:
-        if ddf != "lme4":
-            raise NotImplementedError(
-                f"ddf={ddf!r} for a Dask fit: the Satterthwaite and Kenward-Roger df are "
-                "computed from the rows in this version; use ddf='lme4'")
-        return super().coef_table(ddf)
+    def crossproducts(self):
+        """(Z'WZ sparse, Z'W[X y], [X y]'W[X y]) in the data's units (y less the offset),
+        from the fit's standardized A (the degrees-of-freedom methods need nothing else):
+        [Z X y] = [Z Xs ys] M with M = diag(I, [[T, T b0], [0, s]])."""
+        import scipy.sparse as sp
 
-    def summary(self, ddf: str = "lme4"):
-        if ddf != "lme4":
-            self.coef_table(ddf)
-        return super().summary(ddf)
+        prob = self._problem
+        n_, p, layout, _, rows, cols, vals, _ = prob._core_args
+        q = int(sum(nl * pk for nl, pk in layout))
+        dim = q + p + 1
+        lower = sp.coo_matrix((vals, (rows, cols)), shape=(dim, dim)).tocsr()
+        full = (lower + lower.T - sp.diags(lower.diagonal())).tocsr()
+        Mx = np.zeros((p + 1, p + 1))
+        Mx[:p, :p] = prob.fixed.T
+        Mx[:p, p] = prob.fixed.T @ prob.b0
+        Mx[p, p] = prob.scale
+        zz = full[:q, :q]
+        zxy = np.asarray(full[:q, q:].toarray()) @ Mx
+        xyxy = Mx.T @ full[q:, q:].toarray() @ Mx
+        return zz, zxy, xyxy
 
     @property
     def groups(self):
