@@ -314,3 +314,18 @@ def test_exact_quantiles_heavy_tails(cluster):
     probs = [0, 0.1, 0.25, 0.5, 0.77, 1]
     got = exact_quantiles(dd.from_pandas(pd.Series(v), npartitions=7), probs)
     np.testing.assert_array_equal(got, np.quantile(v, probs))
+
+
+def test_crossproduct_core_refuses_row_methods_and_pickles(fits):
+    import pickle
+
+    fd, fp = fits("y ~ x + (1 | g)")
+    core = fd._problem.core
+    assert not core.has_rows
+    with pytest.raises(TypeError, match="needs the data rows"):
+        core.linear_predictor(np.zeros(2), np.zeros(core.q))
+    with pytest.raises(TypeError, match="needs the data rows"):
+        core.objective_grad(fd.theta, True)
+    again = pickle.loads(pickle.dumps(fd))
+    assert again.objective(fp.theta) == fd.objective(fp.theta)
+    assert again.design.source is None
