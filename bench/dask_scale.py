@@ -69,6 +69,23 @@ class PeakRSS:
         self._thread.join()
 
 
+def _time_passes() -> list:
+    """Wall time of each pass over the partitions (recorded around mixedfit's pass runner)."""
+    import mixedfit.dask._passes as passes
+
+    times, real = [], passes.compute
+
+    def timed(obj, progress):
+        t = time.perf_counter()
+        try:
+            return real(obj, progress)
+        finally:
+            times.append(time.perf_counter() - t)
+
+    passes.compute = timed
+    return times
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rows", type=float, default=5e7)
@@ -91,6 +108,7 @@ def main() -> None:
                       memory_limit=args.memory_limit, dashboard_address=None) as cluster, \
             Client(cluster):
         ddf = dd.read_parquet(str(folder))
+        pass_times = _time_passes()
         with PeakRSS() as mem:
             t = time.perf_counter()
             fit = mixedfit.lmer(FORMULA, ddf, progress=False)
@@ -98,6 +116,9 @@ def main() -> None:
         print(f"dask fit: {wall:.1f} s, {rows / wall:,.0f} rows/s; client peak RSS "
               f"{mem.peak / 2**20:.0f} MiB ({(mem.peak - mem.start) / 2**20:.0f} MiB above "
               f"the {mem.start / 2**20:.0f} MiB before the fit)")
+        print(f"  passes (scan, scaling, cross products): "
+              f"{', '.join(f'{t:.1f} s' for t in pass_times)}; the rest (optimization on A, "
+              f"result) {wall - sum(pass_times):.1f} s")
         print(f"  REML criterion {fit.reml_criterion:.10f}, beta {fit.beta}, theta {fit.theta}")
     if rows > args.in_memory_limit:
         print(f"in-memory fit: skipped ({rows:,} rows > --in-memory-limit "
