@@ -329,3 +329,25 @@ def test_crossproduct_core_refuses_row_methods_and_pickles(fits):
     again = pickle.loads(pickle.dumps(fd))
     assert again.objective(fp.theta) == fd.objective(fp.theta)
     assert again.design.source is None
+
+
+def test_partial_crossproduct_equals_dense():
+    """A partition's lower triangle of [Z D]' W [Z D] (per-level sums) against the dense
+    product, for three terms (vector, scalar, vector) crossed."""
+    from mixedfit.dask._crossprod import Layout, _partial_crossprod
+
+    rng = np.random.default_rng(0)
+    n = 500
+    lay = Layout((30, 7, 5), (2, 1, 2))
+    codes = [rng.integers(0, nl, n) for nl in lay.nlevels]
+    Z = [np.column_stack([np.ones(n), rng.normal(size=n)]), np.ones((n, 1)),
+         np.column_stack([np.ones(n), rng.normal(size=n)])]
+    D, w = rng.normal(size=(n, 3)), rng.uniform(0.5, 2, n)
+    M = np.zeros((n, lay.q + 3))
+    for k in range(3):
+        for a in range(lay.p[k]):
+            M[np.arange(n), lay.starts[k] + codes[k] * lay.p[k] + a] = Z[k][:, a]
+    M[:, lay.q:] = D
+    want = np.tril(M.T @ (M * w[:, None]))
+    got = _partial_crossprod(codes, Z, D, w, lay).toarray()
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12 * np.abs(want).max())

@@ -123,24 +123,50 @@ class Layout:
         return int(self.starts[-1])
 
 
-def _design_rows(codes, Z, Xs, ys, layout: Layout) -> sp.csr_matrix:
-    """[Z Xs ys] of a block of rows, sparse (one entry per row and Z column)."""
-    n = ys.shape[0]
-    starts = layout.starts
+def _keyed_sums(keys: np.ndarray):
+    """(distinct keys, inverse) for summing row values by key with np.bincount."""
+    return np.unique(keys, return_inverse=True)
+
+
+def _partial_crossprod(codes, Z, D: np.ndarray, w, layout: Layout) -> sp.csr_matrix:
+    """The lower triangle of [Z D]' W [Z D] for a block of rows (D = [Xs ys]), sparse over
+    u's order then D's columns, by sums per level (and per pair of levels of two terms):
+    O(n) per nonzero kind, no n x q matrix is formed."""
+    n = D.shape[0]
+    starts, q = layout.starts, layout.q
+    wv = np.ones(n) if w is None else np.asarray(w, dtype=float)
     rows, cols, vals = [], [], []
     for k, (g, Zk) in enumerate(zip(codes, Z)):
-        for a in range(Zk.shape[1]):
-            rows.append(np.arange(n))
-            cols.append(starts[k] + g * layout.p[k] + a)
-            vals.append(Zk[:, a])
-    dense = np.column_stack([Xs, ys])
-    for j in range(dense.shape[1]):
-        rows.append(np.arange(n))
-        cols.append(np.full(n, layout.q + j, dtype=np.int64))
-        vals.append(dense[:, j])
-    shape = (n, layout.q + dense.shape[1])
-    return sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
-                         shape=shape)
+        pk, WZk = layout.p[k], Zk * wv[:, None]
+        lev, inv = _keyed_sums(g)
+        first = starts[k] + lev * pk
+        for a in range(pk):
+            for b in range(a + 1):                       # within a level of term k
+                rows.append(first + a)
+                cols.append(first + b)
+                vals.append(np.bincount(inv, WZk[:, a] * Zk[:, b]))
+            for j in range(D.shape[1]):                  # D's columns with term k
+                rows.append(np.full(lev.size, q + j))
+                cols.append(first + a)
+                vals.append(np.bincount(inv, WZk[:, a] * D[:, j]))
+        for k2 in range(k):                              # term k with an earlier term k2
+            nlev = layout.nlevels[k]
+            pairs, pinv = _keyed_sums(codes[k2] * nlev + g)
+            row0 = starts[k] + (pairs % nlev) * pk
+            col0 = starts[k2] + (pairs // nlev) * layout.p[k2]
+            for a in range(pk):
+                for b in range(layout.p[k2]):
+                    rows.append(row0 + a)
+                    cols.append(col0 + b)
+                    vals.append(np.bincount(pinv, WZk[:, a] * Z[k2][:, b]))
+    DWD = (D * wv[:, None]).T @ D
+    jj, ii = np.triu_indices(D.shape[1])
+    rows.append(q + ii)
+    cols.append(q + jj)
+    vals.append(DWD[ii, jj])
+    dim = q + D.shape[1]
+    return sp.coo_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+                         shape=(dim, dim)).tocsr()
 
 
 def _level_pairs(codes, layout: Layout) -> list[np.ndarray]:
@@ -153,9 +179,7 @@ def crossprod_partition(df, spec, std: Standardization, layout: Layout):
     if a is None:
         return None
     Xs, ys = std.rows(a.X, a.y)
-    M = _design_rows(a.codes, a.Z, Xs, ys, layout)
-    Mw = M if a.weights is None else sp.diags(a.weights) @ M
-    A = sp.tril(M.T @ Mw, format="csr")
+    A = _partial_crossprod(a.codes, a.Z, np.column_stack([Xs, ys]), a.weights, layout)
     return {"A": A, "pairs": _level_pairs(a.codes, layout), "n": a.n,
             "sum_log_w": 0.0 if a.weights is None else float(np.sum(np.log(a.weights)))}
 
