@@ -53,8 +53,7 @@ class CrossprodLmmProblem(ScaledLmmProblem):
     """The standardized LMM problem built from summed cross products (no rows): the
     in-memory ScaledLmmProblem's interface, objective and solution included."""
 
-    def __init__(self, n: int, std: Standardization, layout: Layout, crossprod: dict,
-                 response_name: str):
+    def __init__(self, n: int, std: Standardization, layout: Layout, crossprod: dict):
         self.n, self.p = n, std.T.shape[0]
         self.fixed = FixedScaling(None, std.T)
         self.b0, self.scale = std.b0, std.scale
@@ -137,7 +136,7 @@ def lmer_dask(formula: str, data, *, reml: bool = True, weights=None, offset=Non
     design = DaskDesign(spec, call["data"], weights)
     if design.p == 0:
         reml = False
-    prob = CrossprodLmmProblem(spec.n, std, layout, crossprod, parsed.response)
+    prob = CrossprodLmmProblem(spec.n, std, layout, crossprod)
     ps = [t.p for t in design.terms]
     x0 = start_vector(control, theta_lower(ps).size, "theta")
     x0 = theta_start(ps) if x0 is None else x0
