@@ -120,6 +120,7 @@ CASES = [
     ("y ~ x + f + (x | g)", {}),
     ("y ~ x + (1 | g) + (1 | h)", {}),
     ("y ~ x + (1 | gcat:h)", {}),
+    ("y ~ x + factor(h) + (1 | g)", {}),            # a numeric column's values as levels
     ("y ~ x + (1 | g)", {"weights": "w", "reml": False}),
     ("yo ~ x + offset(o) + (1 | g)", {}),
     ("yo ~ x + (1 | g)", {"offset": "o"}),
