@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-HEAVY = ("scipy", "matplotlib", "statsmodels")
+HEAVY = ("scipy", "matplotlib", "statsmodels", "dask", "distributed")
 
 
 def _package_parent() -> str:

@@ -34,6 +34,7 @@ struct PyProblem {
   std::unique_ptr<Problem> prob;
   py::ssize_t n = 0;
   bool has_response = false;
+  py::object crossprod = py::none();  // (n, p, layout, cooc, rows, cols, vals, sum_log_w)
   std::mutex mu;
   AliveMark alive;  // last member: set only once everything above is constructed
 
@@ -52,9 +53,24 @@ struct PyProblem {
     prob = std::make_unique<Problem>(n, p, Xp, std::move(td));
   }
 
+  PyProblem() = default;  // from_crossproduct
+
+  // The problem from the term layout and the level pattern, A from summed cross products
+  // (crossprod.cpp): no rows are held, so the methods that need them raise.
+  static std::unique_ptr<PyProblem> from_crossproduct(py::ssize_t n, py::ssize_t p,
+                                                      py::list layout, py::list cooc,
+                                                      py::array rows, py::array cols,
+                                                      py::array vals, double sum_log_w);
+  void require_rows(const char* what) const {
+    if (!prob->has_rows())
+      throw py::type_error(std::string(what) + " needs the data rows; this problem was built "
+                           "from cross products alone");
+  }
+
   void set_response(py::array y_, py::object w_) {
     alive.check();
     CoreLock lock(mu);
+    require_rows("set_response");
     checked->check_unchanged(n);
     const double* yp = f64_data(y_, "y", n);
     const double* wp = nullptr;
@@ -104,7 +120,11 @@ struct PyProblem {
   py::tuple objective_grad(DArr theta, bool reml) {
     alive.check();
     CoreLock lock(mu);
-    checked->check_unchanged(n);
+    // A one-term model's gradient comes from A's blocks alone (also without rows).
+    if (prob->nterms() != 1 || prob->has_rows()) {
+      require_rows("objective_grad");
+      checked->check_unchanged(n);
+    }
     factor_checked(theta);
     const double obj = prob->profiled_objective(reml);
     Vector beta, u, grad;
@@ -169,6 +189,7 @@ struct PyProblem {
   py::array_t<double> linear_predictor(DArr beta, DArr b) {
     alive.check();
     CoreLock lock(mu);
+    require_rows("linear_predictor");
     checked->check_unchanged(n);
     if (beta.size() != prob->p())
       throw py::value_error("beta must have length " + std::to_string(prob->p()));
@@ -189,16 +210,68 @@ struct PyProblem {
   py::tuple getstate() {
     alive.check();
     CoreLock lock(mu);
+    if (!crossprod.is_none()) return py::make_tuple(crossprod);
     return py::make_tuple(X, terms, y, w);
   }
 
   static std::unique_ptr<PyProblem> from_state(const py::tuple& t) {
+    if (t.size() == 1) {
+      auto c = t[0].cast<py::tuple>();
+      return from_crossproduct(c[0].cast<py::ssize_t>(), c[1].cast<py::ssize_t>(),
+                               c[2].cast<py::list>(), c[3].cast<py::list>(), c[4].cast<py::array>(),
+                               c[5].cast<py::array>(), c[6].cast<py::array>(), c[7].cast<double>());
+    }
     if (t.size() != 4) throw py::value_error("invalid LmmProblem state");
     auto out = std::make_unique<PyProblem>(t[0].cast<py::array>(), t[1].cast<py::list>());
     if (!t[2].is_none()) out->set_response(t[2].cast<py::array>(), t[3]);
     return out;
   }
 };
+
+std::unique_ptr<PyProblem> PyProblem::from_crossproduct(py::ssize_t n, py::ssize_t p,
+                                                        py::list layout, py::list cooc,
+                                                        py::array rows, py::array cols,
+                                                        py::array vals, double sum_log_w) {
+  using I64 = py::array_t<std::int64_t, py::array::c_style | py::array::forcecast>;
+  if (n < 1 || p < 0) throw py::value_error("n must be positive and p non-negative");
+  if (layout.size() == 0) throw py::value_error("at least one random-effects term is required");
+  if (cooc.size() + 1 != layout.size())
+    throw py::value_error("cooc needs one array of level pairs per term after the first");
+  std::vector<mixedfit::TermData> td;
+  for (auto item : layout) {
+    auto t = item.cast<py::tuple>();
+    mixedfit::TermData d;
+    d.nlev = t[0].cast<int>();
+    d.p = t[1].cast<int>();
+    if (d.nlev < 1 || d.p < 1) throw py::value_error("each term needs nlevels >= 1 and p >= 1");
+    td.push_back(d);
+  }
+  std::vector<std::vector<std::int64_t>> pairs;
+  for (auto item : cooc) {
+    I64 a = I64::ensure(item);
+    if (!a) throw py::type_error("cooc entries must be integer arrays of level pairs");
+    pairs.emplace_back(a.data(), a.data() + a.size());
+  }
+  I64 r = I64::ensure(rows), c = I64::ensure(cols);
+  DArr v = DArr::ensure(vals);
+  if (!r || !c || !v || r.size() != c.size() || r.size() != v.size())
+    throw py::value_error("rows, cols and vals must be arrays of one length");
+  auto out = std::make_unique<PyProblem>();
+  out->n = n;
+  {
+    py::gil_scoped_release release;
+    out->prob = std::make_unique<Problem>(Problem::from_crossproduct(n, p, std::move(td), pairs));
+  }
+  mixedfit::Status s;
+  {
+    py::gil_scoped_release release;
+    s = out->prob->set_crossproduct(v.size(), r.data(), c.data(), v.data(), sum_log_w);
+  }
+  raise_status(s, "set_crossproduct");
+  out->has_response = true;
+  out->crossprod = py::make_tuple(n, p, layout, cooc, r, c, v, sum_log_w);
+  return out;
+}
 
 void bind_lmm(py::module_& m) {
   py::class_<PyProblem>(m, "LmmProblem",
@@ -208,6 +281,16 @@ void bind_lmm(py::module_& m) {
                         "place). Safe to share between threads: calls on one object run one at a "
                         "time. Picklable (rebuilt from its arrays).")
       .def(py::init<py::array, py::list>(), py::arg("X"), py::arg("terms"))
+      .def_static("from_crossproduct", &PyProblem::from_crossproduct, py::arg("n"), py::arg("p"),
+                  py::arg("layout"), py::arg("cooc"), py::arg("rows"), py::arg("cols"),
+                  py::arg("vals"), py::arg("sum_log_w") = 0.0,
+                  "The problem from cross products alone: layout [(nlevels, p_k)] in lme4's "
+                  "order; cooc, per term after the first, an int64 array of (level of term 0, "
+                  "level of term k) pairs that occur together, flattened; A = [Z X y]' W "
+                  "[Z X y] as lower-triangle COO entries (rows, cols, vals) over [u, X, y] "
+                  "(repeats add); sum_log_w the sum of log prior weights. Methods that need "
+                  "the rows raise TypeError.")
+      .def_property_readonly("has_rows", [](const PyProblem& s) { s.alive.check(); return s.prob->has_rows(); })
       .def("set_response", &PyProblem::set_response, py::arg("y"), py::arg("weights") = py::none(),
            "Form A = [Z X y]' W [Z X y] (O(n)).")
       .def("objective", &PyProblem::objective, py::arg("theta"), py::arg("reml"),

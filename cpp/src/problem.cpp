@@ -109,24 +109,7 @@ double split_sum(bool parallel, Index n, F f) {
 Problem::Problem(Index n, Index p, const double* X, std::vector<TermData> terms)
     : n_(n), p_(p), X_(X), terms_(std::move(terms)) {
   const int K = static_cast<int>(terms_.size());
-  p0_ = terms_[0].p;
-  l0_ = terms_[0].nlev;
-  q0_ = static_cast<Index>(l0_) * p0_;
-  offset_.assign(K, 0);
-  mZ_ = 0;
-  for (int k = 1; k < K; ++k) {
-    offset_[k] = mZ_;
-    mZ_ += static_cast<Index>(terms_[k].nlev) * terms_[k].p;
-    if (terms_[k].p > 1) rest_scalar_ = false;
-  }
-  row_term_.resize(mZ_);
-  for (int k = 1; k < K; ++k)
-    for (Index r = 0; r < static_cast<Index>(terms_[k].nlev) * terms_[k].p; ++r)
-      row_term_[offset_[k] + r] = k;
-  q_ = q0_ + mZ_;
-  m_ = mZ_ + p_ + 1;
-  ntheta_ = 0;
-  for (const auto& t : terms_) ntheta_ += static_cast<Index>(t.p) * (t.p + 1) / 2;
+  init_layout();
 
   // Symbolic analysis of B (rest-Z rows co-occurring with each level of term 0).
   colptr_.assign(l0_ + 1, 0);
@@ -176,9 +159,7 @@ Problem::Problem(Index n, Index p, const double* X, std::vector<TermData> terms)
     // rank update, memory permitting. Measured per flop, the dense update runs ~10-13x
     // faster (crossed 5,000 x 500 levels, 10^6 rows: dense 41 ms, sparse 45 ms per
     // factorization; 2,000 x 500, 2 x 10^5 rows: dense 18 ms, sparse 7.6 ms).
-    const double dense_cost = static_cast<double>(mZ_) * mZ_ * l0_ / 10.0;
-    const double dense_bytes = 8.0 * static_cast<double>(mZ_) * q0_;
-    dense_ = dense_cost <= sparse_cost && dense_bytes < 1.0e9;
+    dense_ = prefer_dense_coupling(sparse_cost);
     if (dense_) {
       // Same layout with every row present: the position of rest row r is r itself.
       for (Index i = 0; i < n_; ++i)
@@ -190,8 +171,6 @@ Problem::Problem(Index n, Index p, const double* X, std::vector<TermData> terms)
       rowidx_.shrink_to_fit();
     }
   }
-  lambda_.resize(K);
-  for (int k = 0; k < K; ++k) lambda_[k] = Matrix::Identity(terms_[k].p, terms_[k].p);
   // Row-major [X y] with rows padded to a fixed width, for set_response's one pass over the
   // observations (X once here; the y slot is written per response).
   xr_width_ = p_ + 1 <= 4 ? 4 : (p_ + 1 <= 8 ? 8 : (p_ + 1 <= 16 ? 16 : 0));
@@ -200,6 +179,36 @@ Problem::Problem(Index n, Index p, const double* X, std::vector<TermData> terms)
     for (Index i = 0; i < n_; ++i)
       for (Index t = 0; t < p_; ++t) Xr_[i * xr_width_ + t] = X_[i + t * n_];
   }
+}
+
+void Problem::init_layout() {
+  const int K = static_cast<int>(terms_.size());
+  p0_ = terms_[0].p;
+  l0_ = terms_[0].nlev;
+  q0_ = static_cast<Index>(l0_) * p0_;
+  offset_.assign(K, 0);
+  mZ_ = 0;
+  for (int k = 1; k < K; ++k) {
+    offset_[k] = mZ_;
+    mZ_ += static_cast<Index>(terms_[k].nlev) * terms_[k].p;
+    if (terms_[k].p > 1) rest_scalar_ = false;
+  }
+  row_term_.resize(mZ_);
+  for (int k = 1; k < K; ++k)
+    for (Index r = 0; r < static_cast<Index>(terms_[k].nlev) * terms_[k].p; ++r)
+      row_term_[offset_[k] + r] = k;
+  q_ = q0_ + mZ_;
+  m_ = mZ_ + p_ + 1;
+  ntheta_ = 0;
+  for (const auto& t : terms_) ntheta_ += static_cast<Index>(t.p) * (t.p + 1) / 2;
+  lambda_.resize(K);
+  for (int k = 0; k < K; ++k) lambda_[k] = Matrix::Identity(terms_[k].p, terms_[k].p);
+}
+
+bool Problem::prefer_dense_coupling(double sparse_cost) const {
+  const double dense_cost = static_cast<double>(mZ_) * mZ_ * l0_ / 10.0;
+  const double dense_bytes = 8.0 * static_cast<double>(mZ_) * q0_;
+  return dense_cost <= sparse_cost && dense_bytes < 1.0e9;
 }
 
 namespace {
@@ -293,6 +302,7 @@ void accumulate_scalar(Index n, Index p, int K, const double* __restrict Xr,
 }  // namespace
 
 Status Problem::set_response(const double* y, const double* w, bool need_ldW) {
+  if (!has_rows_) return Status::NoRows;
   const int K = nterms();
   const Index nb = colptr_[l0_];  // rows stored over all levels
   // Validate in one vectorized pass. Zero weights are allowed (a GLMM's working weights can
@@ -988,6 +998,7 @@ Status Problem::leverages_two_scalar(Vector& h, Matrix& T) const {
 }
 
 Status Problem::leverages(Vector& h, Matrix& T, bool with_x) const {
+  if (!has_rows_) return Status::NoRows;
   if (!factored_) return Status::NotEvaluated;
   const int K = nterms();
   if (!with_x && K == 2 && p0_ == 1 && rest_scalar_ && !dense_ && mZ_ >= 64)
@@ -1212,13 +1223,14 @@ Status Problem::logdet_gradient_scalar(bool with_x, Vector& g) const {
 
 Status Problem::objective_gradient(bool reml, const Vector& beta, const Vector& u,
                                    Vector& grad) const {
+  if (nterms() == 1 && factored_) return one_term_gradient_at_factor(reml, grad);  // from A
+  if (!has_rows_) return Status::NoRows;
   // objective = log|M| + df (1 + log(2 pi pwrss / df)) - log|W|, with M the (u, beta) system
   // (REML, df = n - p) or G alone (ML, df = n). With v_i = sqrt(w_i) [Lambda' z_i; x_i],
   // M = sum_i v_i v_i' + [I 0; 0 0], so d log|M| / dtheta_k = 2 sum_i w_i T(i, k); pwrss is
   // minimal in (u, beta), so d pwrss / dtheta_k = -2 sum_i w_i r_i (Z dLambda_k u)_i with r the
   // residual at the conditional mode.
   if (!factored_ || !y_) return Status::NotEvaluated;
-  if (nterms() == 1) return one_term_gradient_at_factor(reml, grad);
   const bool scalar = p0_ == 1 && rest_scalar_;
   Vector h, gl;
   Matrix T;

@@ -130,8 +130,11 @@ def _aic_table(fit, round_digits: int) -> str:
 
 def _scaled_residuals(fit, digits: int) -> list[str]:
     scaled = not getattr(fit, "is_glmm", False) or getattr(fit, "has_scale", False)
-    r = fit.residuals(type="pearson", scaled=scaled).to_numpy()
-    q = np.quantile(r, [0, 0.25, 0.5, 0.75, 1.0])
+    if hasattr(fit, "residual_quantiles"):  # rows elsewhere (a Dask fit): computed there
+        q = fit.residual_quantiles(scaled)
+    else:
+        r = fit.residuals(type="pearson", scaled=scaled).to_numpy()
+        q = np.quantile(r, [0, 0.25, 0.5, 0.75, 1.0])
     q = zapsmall(q, digits + 1)
     cells = format_r(q, digits)
     names = ["Min", "1Q", "Median", "3Q", "Max"]

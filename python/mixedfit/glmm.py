@@ -15,6 +15,7 @@ from ._design import build_design
 from ._errors import (ConvergenceError, ConvergenceWarning, DataError, NumericalError,
                       numerical_failures_explained)
 from ._standardize import check_predictor_scales, fixed_scaling
+from .dask import is_dask_frame
 from .families import binomial_response, check_response, resolve_family
 from .optimize import (bobyqa, minimize_theta, report_convergence, snap_to_boundary,
                        theta_lower, theta_start)
@@ -99,6 +100,10 @@ def glmer(formula: str, data, *, family="binomial", link=None, nagq: int = 1, we
     vcov_method : "hessian" (lme4's default: finite-difference Hessian of the stage-2
         objective) or "factor" (from the final weighted Cholesky factor, lme4's use.hessian=FALSE).
     """
+    if is_dask_frame(data):
+        from .dask import glmer_dask
+
+        return glmer_dask(formula, data)
     control = Control.coerce(control)
     fam = resolve_family(family, link)
     nagq = 0 if check_bool(fast, "fast") else _checked_nagq(nagq)

@@ -12,6 +12,7 @@ from ._errors import ConvergenceError, NumericalError, numerical_failures_explai
 from ._standardize import ScaledLmmProblem, check_predictor_scales
 from .optimize import (bobyqa, minimize_theta, report_convergence, snap_to_boundary,
                        theta_lower, theta_start)
+from .dask import is_dask_frame
 from .options import Control, check_bool, start_vector
 from .results import LmerResult
 
@@ -47,7 +48,7 @@ def _use_gradient(design, control) -> bool:
 
 
 def lmer(formula: str, data, *, reml: bool = True, weights=None, offset=None, control=None,
-         data_name: str | None = None) -> LmerResult:
+         data_name: str | None = None, progress: bool = True) -> LmerResult:
     """Fit a linear mixed model with lme4's formula syntax.
 
     Parameters
@@ -60,7 +61,14 @@ def lmer(formula: str, data, *, reml: bool = True, weights=None, offset=None, co
     weights : column name or vector of positive prior weights, shape (n,).
     offset : column name or vector, shape (n,), added to the linear predictor.
     control : :class:`mixedfit.Control` or dict of its fields.
+    progress : for a Dask DataFrame (fitted where it lies, see :mod:`mixedfit.dask`), show a
+        progress bar over the passes.
     """
+    if is_dask_frame(data):
+        from .dask import lmer_dask
+
+        return lmer_dask(formula, data, reml=reml, weights=weights, offset=offset,
+                         control=control, data_name=data_name, progress=progress)
     control = Control.coerce(control)
     reml = check_bool(reml, "reml")
     call = dict(formula=formula, data=data, weights=weights, offset=offset, control=control,

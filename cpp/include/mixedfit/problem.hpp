@@ -56,6 +56,24 @@ class Problem {
   // The arrays must outlive the Problem (the bindings keep them alive): no copies are made.
   Problem(Index n, Index p, const double* X, std::vector<TermData> terms);
 
+  // The cross-product entry (crossprod.cpp), for data that never sit in one place: the
+  // problem from the term layout alone (terms' nlev and p; g and Z unused, may be null) and
+  // the co-occurrence pattern of the levels: cooc[k - 1] holds pairs (level of term 0, level
+  // of term k), flattened, for every pair that occurs together in some row (k = 1..K-1; any
+  // order, repeats allowed). Such a problem has no rows: A comes from set_crossproduct, and
+  // set_response, leverages and objective_gradient return NoRows; linear_predictor, z_times,
+  // zt_times, dlambda_z, zt_times_rows and z_times_rows must not be called (has_rows()).
+  static Problem from_crossproduct(Index n, Index p, std::vector<TermData> layout,
+                                   const std::vector<std::vector<std::int64_t>>& cooc);
+  // Install A = [Z X y]' W [Z X y] from lower-triangle entries (row >= col; an upper entry
+  // is read as its mirror), coordinates in [u (q, in lambda_times' order), X (p), y (1)];
+  // repeated coordinates add. sum_log_w: sum of log(w) over the rows (0 without weights).
+  // OutsidePattern if an entry pairs levels the pattern does not list, BadDimension for a
+  // coordinate out of range, NonFiniteInput for a non-finite value.
+  Status set_crossproduct(Index nnz, const std::int64_t* rows, const std::int64_t* cols,
+                          const double* vals, double sum_log_w);
+  bool has_rows() const { return has_rows_; }
+
   // Form A = [Z X y]' W [Z X y] for this response and these weights. O(n).
   // need_ldW: also sum log(w) (the LMM objective's -log|W|; PIRLS does not need it).
   Status set_response(const double* y, const double* w, bool need_ldW = true);
@@ -108,7 +126,8 @@ class Problem {
   Status leverages(Vector& h, Matrix& T, bool with_x = false) const;
   // Gradient of profiled_objective(reml) in theta at the last factor and solve(), for the
   // response and weights of the last set_response (which must still be alive). A one-term
-  // model's comes from A's blocks alone (one_term_gradient.hpp); others' from the rows.
+  // model's comes from A's blocks alone (one_term_gradient.hpp; also for a Problem built from
+  // cross products); others' from the rows (NoRows without them).
   Status objective_gradient(bool reml, const Vector& beta, const Vector& u, Vector& grad) const;
   // Views of A's blocks for a one-term model after set_response (P = 0 otherwise), for the
   // O(levels) criterion and gradient of one_term_gradient.hpp. Valid while this Problem lives
@@ -130,6 +149,15 @@ class Problem {
   void lambda_rows(RowMatrix& B, bool transpose) const;
 
  private:
+  Problem() = default;  // for from_crossproduct
+  // Sizes and offsets of the blocks from the terms' nlev and p (both entries).
+  void init_layout();
+  // Whether the coupling block B is stored dense, given the cost of its sparse downdate.
+  bool prefer_dense_coupling(double sparse_cost) const;
+  // The cross-product entry's half of the symbolic analysis: colptr_, rowidx_, dense_.
+  void pattern_from_pairs(const std::vector<std::vector<std::int64_t>>& cooc);
+  // Adds v to A at (i, j) of [u X y] (i >= j); false if outside the pattern.
+  bool add_crossproduct_entry(Index i, Index j, double v);
   void fill_lambdas(const double* theta);
   void scale_rest_lower();
   void add_z_times(const double* b, double* out) const;
@@ -146,9 +174,10 @@ class Problem {
   // position in u.
   void theta_entry(Index k, int& term, int& row, int& col, Index& start) const;
 
-  Index n_, p_;
-  const double* X_;
+  Index n_ = 0, p_ = 0;
+  const double* X_ = nullptr;
   std::vector<TermData> terms_;
+  bool has_rows_ = true;            // false for a problem from cross products
   Index q_ = 0, q0_ = 0, mZ_ = 0, m_ = 0;
   int p0_ = 0, l0_ = 0;
   Index ntheta_ = 0;

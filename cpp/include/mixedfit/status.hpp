@@ -14,6 +14,8 @@ enum class Status : int {
   PirlsMaxIter = 6,         // PIRLS hit its iteration limit
   InvalidMean = 7,          // the mean left the family's domain (e.g. mu <= 0 for Poisson)
   Interrupted = 8,          // the user asked to stop (interrupt_requested(), e.g. Ctrl-C)
+  NoRows = 9,               // the method needs the data rows; the problem has cross products only
+  OutsidePattern = 10,      // a cross-product entry lies outside the declared level pattern
 };
 
 inline const char* status_message(Status s) {
@@ -29,6 +31,10 @@ inline const char* status_message(Status s) {
     case Status::PirlsMaxIter: return "PIRLS did not converge within its iteration limit";
     case Status::InvalidMean: return "the fitted mean left the family's valid range";
     case Status::Interrupted: return "interrupted";
+    case Status::NoRows:
+      return "this needs the data rows, and the problem was built from cross products alone";
+    case Status::OutsidePattern:
+      return "a cross-product entry pairs levels that the co-occurrence pattern does not list";
   }
   return "unknown status";
 }

@@ -145,18 +145,23 @@ def _quadratic_forms_general(design, blocks, X, y, w) -> np.ndarray:
     """[Z | X | y]' V0^-1 [Z | X | y] by Woodbury with a dense q x q A (any design)."""
     Z = _sparse_z(design)
     WZ = Z.multiply(w[:, None]).tocsr()
-    ZtWZ = (Z.T @ WZ).toarray()
-    rhs = np.column_stack([ZtWZ, WZ.T @ X, WZ.T @ y])          # Z'W [Z | X | y]
+    XY = np.column_stack([X, y])
+    return _general_forms(blocks, (Z.T @ WZ).toarray(), WZ.T @ XY, XY.T @ (XY * w[:, None]))
+
+
+def _general_forms(blocks, ZtWZ, ZtWxy, xy_wxy):
+    """_quadratic_forms_general from the cross products Z'WZ (dense), Z'W[X | y] and
+    [X | y]'W[X | y]."""
+    rhs = np.column_stack([ZtWZ, ZtWxy])                        # Z'W [Z | X | y]
     U = _lambda_t(rhs, blocks)                                  # Lambda' Z'W [Z | X | y]
     q = ZtWZ.shape[0]
     A = np.eye(q) + _lambda_t(U[:, :q].T.copy(), blocks)        # I + Lambda' Z'WZ Lambda
     K = np.linalg.solve(A, U)                                   # A is SPD, well conditioned (>= I)
-    XY = np.column_stack([X, y])
     from ._qmatrix import DenseQ
 
     Bzz = DenseQ(ZtWZ - U[:, :q].T @ K[:, :q])
     Bz_xy = rhs[:, q:] - U[:, :q].T @ K[:, q:]
-    Bxy_xy = XY.T @ (XY * w[:, None]) - U[:, q:].T @ K[:, q:]
+    Bxy_xy = xy_wxy - U[:, q:].T @ K[:, q:]
     return Bzz, Bz_xy, Bxy_xy
 
 
@@ -177,6 +182,13 @@ def _quadratic_forms_one_term(design, blk, X, y, w) -> np.ndarray:
     XY = np.column_stack([X, y])
     ZZ = _level_sums(codes, nl, Zt * w[:, None], Zt)                 # Z'WZ blocks
     ZXY = _level_sums(codes, nl, Zt * w[:, None], XY)                # Z'W [X | y] by level
+    return _one_term_forms(blk, ZZ, ZXY, XY.T @ (XY * w[:, None]))
+
+
+def _one_term_forms(blk, ZZ, ZXY, xy_wxy):
+    """_quadratic_forms_one_term from the per-level blocks of Z'WZ (levels, p, p) and of
+    Z'W[X | y] (levels, p, p + 1), and [X | y]'W[X | y]."""
+    nl, pk = blk.nlevels, blk.p
     T = blk.T
     Uz = np.einsum("ba,lbc->lac", T, ZZ)                             # T' Z'WZ_l
     Uxy = np.einsum("ba,lbc->lac", T, ZXY)
@@ -185,9 +197,23 @@ def _quadratic_forms_one_term(design, blk, X, y, w) -> np.ndarray:
     from ._qmatrix import BlockLowRankQ
 
     Bzz = BlockLowRankQ(ZZ - np.einsum("lba,lbc->lac", Uz, Kz))
-    Bz_xy = (ZXY - np.einsum("lba,lbc->lac", Uz, Kxy)).reshape(nl * pk, XY.shape[1])
-    Bxy_xy = XY.T @ (XY * w[:, None]) - np.einsum("lba,lbc->ac", Uxy, Kxy)
+    Bz_xy = (ZXY - np.einsum("lba,lbc->lac", Uz, Kxy)).reshape(nl * pk, ZXY.shape[2])
+    Bxy_xy = xy_wxy - np.einsum("lba,lbc->ac", Uxy, Kxy)
     return Bzz, Bz_xy, Bxy_xy
+
+
+def _forms_from_crossproducts(blocks, ZtWZ, ZtWxy, xy_wxy):
+    """The forms from Z'WZ (sparse), Z'W[X | y] and [X | y]'W[X | y] alone."""
+    if len(blocks) == 1:
+        blk = blocks[0]
+        nl, pk = blk.nlevels, blk.p
+        base = np.arange(nl) * pk
+        ZZ = np.empty((nl, pk, pk))
+        for a in range(pk):
+            for b in range(pk):
+                ZZ[:, a, b] = np.asarray(ZtWZ[base + a, base + b]).ravel()
+        return _one_term_forms(blk, ZZ, ZtWxy.reshape(nl, pk, -1), xy_wxy)
+    return _general_forms(blocks, ZtWZ.toarray(), ZtWxy, xy_wxy)
 
 
 def marginal_of(fit, theta: np.ndarray | None = None, sigma: float | None = None) -> Marginal:
@@ -196,13 +222,16 @@ def marginal_of(fit, theta: np.ndarray | None = None, sigma: float | None = None
     theta = fit.theta if theta is None else np.asarray(theta, dtype=float)
     sigma = fit.sigma if sigma is None else float(sigma)
     blocks = theta_blocks(design, theta)
-    X = design.X
-    y = design.y if design.offset is None else design.y - design.offset
-    w = np.ones(design.n) if design.weights is None else np.asarray(design.weights, float)
-    if len(blocks) == 1:
-        Bzz, Bz_xy, Bxy_xy = _quadratic_forms_one_term(design, blocks[0], X, y, w)
+    if hasattr(fit, "crossproducts"):  # no rows here (a Dask fit): its cross products
+        Bzz, Bz_xy, Bxy_xy = _forms_from_crossproducts(blocks, *fit.crossproducts())
     else:
-        Bzz, Bz_xy, Bxy_xy = _quadratic_forms_general(design, blocks, X, y, w)
-    p = X.shape[1]
+        X = design.X
+        y = design.y if design.offset is None else design.y - design.offset
+        w = np.ones(design.n) if design.weights is None else np.asarray(design.weights, float)
+        if len(blocks) == 1:
+            Bzz, Bz_xy, Bxy_xy = _quadratic_forms_one_term(design, blocks[0], X, y, w)
+        else:
+            Bzz, Bz_xy, Bxy_xy = _quadratic_forms_general(design, blocks, X, y, w)
+    p = design.p
     return Marginal(blocks, sigma, design.n, Bzz, Bzx=Bz_xy[:, :p], bzy=Bz_xy[:, p],
                     Bxx=Bxy_xy[:p, :p], bxy=Bxy_xy[:p, p], yy=Bxy_xy[p, p])

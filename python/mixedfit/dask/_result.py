@@ -1,0 +1,200 @@
+"""Results of Dask fits: the in-memory result classes, with what needs the rows computed on
+the cluster (lazily, as Dask collections) and what would need them again refused by name."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pandas as pd
+
+from ..results import LmerResult
+from ._spec import FitSpec, _with_global_levels, partition_arrays
+
+__all__ = ["DaskDesign", "DaskLmerResult"]
+
+
+class DaskDesign:
+    """The design of a Dask fit: the in-memory Design's layout and specs, rows on the
+    cluster. ``X``, ``y`` and row labels are not on the client: reading them raises."""
+
+    def __init__(self, spec: FitSpec, ddf, weights):
+        self.spec = spec
+        self.parsed = spec.parsed
+        self.used = list(spec.scan.used)
+        self.fixed_names = spec.fixed_names
+        self.dropped_fixed = [nm for nm, k in zip(spec.fixed_names_all, spec.keep_fixed) if not k]
+        self.terms = spec.terms
+        self.term_specs = spec.term_specs
+        self.fixed_spec = spec.fixed_spec
+        self.keep_fixed = spec.keep_fixed
+        self.weights = weights          # the column name (or None)
+        self.offset = None              # offsets enter the lazy linear predictor
+        self.n_dropped_na = spec.n_dropped_na
+        self.n = spec.n
+        self.p = len(self.fixed_names)
+        self.source = ddf
+
+    @property
+    def response(self):
+        return self.parsed.response
+
+    @property
+    def frame(self):
+        """The model frame: the used columns, lazily (rows with missing values included;
+        the fit drops them)."""
+        return self.source[self.used]
+
+    def _rows(self, what: str):
+        raise NotImplementedError(f"{what} of a Dask fit stays on the cluster; use fitted(), "
+                                  "residuals() or predict(), which return Dask collections")
+
+    X = property(lambda self: self._rows("the fixed-effects matrix X"))
+    y = property(lambda self: self._rows("the response vector"))
+    index = property(lambda self: self._rows("the row index"))
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["source"] = None  # the collection is not pickled with the fit
+        return state
+
+
+def _fitted_partition(df, spec: FitSpec, beta, b_terms, name: str, residual: bool,
+                      sqrt_weights: bool, divisor: float) -> pd.Series:
+    """X beta + Z b + offset (or y minus it) for a partition's complete rows."""
+    a = partition_arrays(df, spec, with_response=residual)
+    if a is None:
+        return pd.Series(np.zeros(0), index=df.index[:0], name=name)
+    eta = a.X @ beta
+    if a.offset is not None:
+        eta = eta + a.offset
+    for codes, Z, B in zip(a.codes, a.Z, b_terms):
+        eta = eta + np.einsum("ij,ij->i", Z, B[codes])
+    out = eta
+    if residual:
+        out = a.y - (eta - (0.0 if a.offset is None else a.offset))
+        if sqrt_weights and a.weights is not None:
+            out = out * np.sqrt(a.weights)
+        out = out / divisor
+    return pd.Series(out, index=a.index, name=name)
+
+
+def _predict_partition(df, fit, use, allow_new_levels) -> pd.Series:
+    frame = _with_global_levels(df, fit.design.spec, unseen="keep")
+    return pd.Series(fit._eta_newdata(frame, use, allow_new_levels), index=df.index,
+                     name="predict", dtype=float)
+
+
+_REFUSED = ("simulate", "refit", "profile", "bootstrap", "refit with a new response")
+
+
+class DaskLmerResult(LmerResult):
+    """A linear mixed model fitted to a Dask DataFrame: the in-memory result, with
+    ``fitted()``, ``residuals()`` and ``predict(newdata=ddf)`` returned as lazy Dask Series."""
+
+    def _b_terms(self) -> list:
+        return [B for _, _, B in self._term_blocks()]
+
+    def _on_rows(self, name: str, residual: bool = False, sqrt_weights: bool = False,
+                 divisor: float = 1.0):
+        meta = pd.Series(np.zeros(0), name=name)
+        return self.design.frame.map_partitions(
+            _fitted_partition, self.design.spec, self.beta, self._b_terms(), name, residual,
+            sqrt_weights, divisor, meta=meta)
+
+    def fitted(self):
+        """X beta + Z b (+ offset) per complete row, as a lazy Dask Series."""
+        return self._on_rows("fitted")
+
+    def residuals(self, type: str = "response", scaled: bool = False):
+        """As LmerResult.residuals, as a lazy Dask Series."""
+        if type not in ("response", "working", "pearson", "deviance"):
+            raise ValueError(f"unknown residual type {type!r}; use response, pearson, working "
+                             "or deviance")
+        return self._on_rows("residuals", residual=True,
+                             sqrt_weights=type in ("pearson", "deviance"),
+                             divisor=self.sigma if scaled else 1.0)
+
+    def residual_quantiles(self, scaled: bool = True) -> np.ndarray:
+        """Min, quartiles and max of the Pearson residuals (for the summary), exact, computed
+        on the cluster (three small passes; kept for the next summary)."""
+        from ._quantiles import exact_quantiles
+
+        cache = self.__dict__.setdefault("_residual_quantiles", {})
+        if scaled not in cache:
+            r = self.residuals(type="pearson", scaled=scaled)
+            cache[scaled] = exact_quantiles(r, [0, 0.25, 0.5, 0.75, 1.0])
+        return cache[scaled]
+
+    def predict(self, newdata=None, re_form=None, allow_new_levels: bool = False,
+                type: str = "response"):
+        """Predictions: for the fitted rows (``newdata=None``) or a Dask ``newdata``, a lazy
+        Dask Series; a pandas or polars ``newdata`` gives an array, as in memory."""
+        from . import is_dask_frame
+
+        if type not in ("response", "link"):
+            raise ValueError(f"type must be 'response' or 'link', got {type!r}")
+        if newdata is None:
+            if re_form is not None:
+                raise NotImplementedError("predict(re_form=...) of a Dask fit needs newdata: "
+                                          "pass newdata=the Dask frame")
+            return self.fitted()
+        if not is_dask_frame(newdata):
+            return super().predict(newdata, re_form, allow_new_levels, type)
+        use = self._re_columns_for(re_form)
+        slim = copy.copy(self)
+        slim._problem = None
+        slim._call = None
+        slim.design = copy.copy(self.design)
+        slim.design.source = None
+        return newdata.map_partitions(_predict_partition, slim, use, allow_new_levels,
+                                      meta=pd.Series(np.zeros(0), name="predict"))
+
+    def crossproducts(self):
+        """(Z'WZ sparse, Z'W[X y], [X y]'W[X y]) in the data's units (y less the offset),
+        from the fit's standardized A (the degrees-of-freedom methods need nothing else):
+        [Z X y] = [Z Xs ys] M with M = diag(I, [[T, T b0], [0, s]])."""
+        import scipy.sparse as sp
+
+        prob = self._problem
+        n_, p, layout, _, rows, cols, vals, _ = prob._core_args
+        q = int(sum(nl * pk for nl, pk in layout))
+        dim = q + p + 1
+        lower = sp.coo_matrix((vals, (rows, cols)), shape=(dim, dim)).tocsr()
+        full = (lower + lower.T - sp.diags(lower.diagonal())).tocsr()
+        Mx = np.zeros((p + 1, p + 1))
+        Mx[:p, :p] = prob.fixed.T
+        Mx[:p, p] = prob.fixed.T @ prob.b0
+        Mx[p, p] = prob.scale
+        zz = full[:q, :q]
+        zxy = np.asarray(full[:q, q:].toarray()) @ Mx
+        xyxy = Mx.T @ full[q:, q:].toarray() @ Mx
+        return zz, zxy, xyxy
+
+    @property
+    def groups(self):
+        raise NotImplementedError("the grouping factors of a Dask fit stay on the cluster")
+
+    def objective(self, theta) -> float:
+        return super().objective(theta)
+
+    def _refuse(name):  # noqa: N805 - a helper used while the class body runs
+        def method(self, *args, **kwargs):
+            raise NotImplementedError(
+                f"{name}() is not available for a fit to Dask data: it needs a fit per "
+                "replicate (or per profile point) over all the rows; compute the rows into "
+                "memory (ddf.compute()) and fit that")
+        method.__name__ = name
+        return method
+
+    simulate = _refuse("simulate")
+    refit = _refuse("refit")
+    profile = _refuse("profile")
+    bootstrap = _refuse("bootstrap")
+    del _refuse
+
+    def confint(self, parm=None, level: float = 0.95, method: str = "profile", **kwargs):
+        if method != "Wald":
+            raise NotImplementedError(f"confint(method={method!r}) is not available for a fit to "
+                                      "Dask data (it refits the model); use method='Wald'")
+        return super().confint(parm=parm, level=level, method=method, **kwargs)
