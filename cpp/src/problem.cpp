@@ -178,7 +178,8 @@ Problem::Problem(Index n, Index p, const double* X, std::vector<TermData> terms)
     // factorization; 2,000 x 500, 2 x 10^5 rows: dense 18 ms, sparse 7.6 ms).
     const double dense_cost = static_cast<double>(mZ_) * mZ_ * l0_ / 10.0;
     const double dense_bytes = 8.0 * static_cast<double>(mZ_) * q0_;
-    dense_ = dense_cost <= sparse_cost && dense_bytes < 1.0e9;
+    dense_ = dense_cost <= sparse_cost && dense_bytes < 1.0e9 &&
+             rest_storage() != RestStorage::Sparse;
     if (dense_) {
       // Same layout with every row present: the position of rest row r is r itself.
       for (Index i = 0; i < n_; ++i)
@@ -190,6 +191,7 @@ Problem::Problem(Index n, Index p, const double* X, std::vector<TermData> terms)
       rowidx_.shrink_to_fit();
     }
   }
+  choose_rest_storage();
   lambda_.resize(K);
   for (int k = 0; k < K; ++k) lambda_[k] = Matrix::Identity(terms_[k].p, terms_[k].p);
   // Row-major [X y] with rows padded to a fixed width, for set_response's one pass over the
@@ -293,6 +295,7 @@ void accumulate_scalar(Index n, Index p, int K, const double* __restrict Xr,
 }  // namespace
 
 Status Problem::set_response(const double* y, const double* w, bool need_ldW) {
+  if (build_status_ != Status::Ok) return build_status_;
   const int K = nterms();
   const Index nb = colptr_[l0_];  // rows stored over all levels
   // Validate in one vectorized pass. Zero weights are allowed (a GLMM's working weights can
@@ -309,6 +312,7 @@ Status Problem::set_response(const double* y, const double* w, bool need_ldW) {
   }
   y_ = y;
   w_ = w;
+  if (sparse_rest_) return set_response_sparse_rest(y, w);
   A11_.setZero(static_cast<Index>(l0_) * p0_ * p0_);
   BZ_.setZero(nb * p0_);
   BX_.setZero(p_ + 1, q0_);
@@ -529,6 +533,7 @@ Status Problem::factor(const double* theta, bool with_response) {
     }
   }
 
+  if (sparse_rest_) return factor_sparse_rest(with_response);
   // Rest block: Lambda' A Lambda + [I 0], minus B~ B~', then its dense Cholesky.
   scale_rest_lower();  // R = Lambda' A_rest Lambda (lower triangle)
   for (Index r = 0; r < mZ_; ++r) R_(r, r) += 1.0;
@@ -616,8 +621,13 @@ double Problem::profiled_objective(bool reml) const {
 Status Problem::solve(Vector& beta, Vector& u) {
   if (!factored_) return Status::NotEvaluated;
   const Index mr = mZ_ + p_;
-  Vector s = R_.row(m_ - 1).head(mr).transpose();
-  R_.topLeftCorner(mr, mr).triangularView<Eigen::Lower>().adjoint().solveInPlace(s);
+  Vector s;
+  if (sparse_rest_) {
+    sparse_rest_->solution(s);
+  } else {
+    s = R_.row(m_ - 1).head(mr).transpose();
+    R_.topLeftCorner(mr, mr).triangularView<Eigen::Lower>().adjoint().solveInPlace(s);
+  }
   beta = s.tail(p_);
   u.resize(q_);
   u.segment(q0_, mZ_) = s.head(mZ_);
@@ -667,13 +677,17 @@ void Problem::lambda_times(const Vector& u, Vector& b) const {
 Status Problem::unscaled_vcov(Matrix& V) const {
   if (!factored_) return Status::NotEvaluated;
   Matrix Linv = Matrix::Identity(p_, p_);
-  R_.block(mZ_, mZ_, p_, p_).triangularView<Eigen::Lower>().solveInPlace(Linv);
+  if (sparse_rest_)
+    sparse_rest_->schur_factor().topLeftCorner(p_, p_).triangularView<Eigen::Lower>().solveInPlace(Linv);
+  else
+    R_.block(mZ_, mZ_, p_, p_).triangularView<Eigen::Lower>().solveInPlace(Linv);
   V = Linv.transpose() * Linv;
   return Status::Ok;
 }
 
 Status Problem::cond_var(std::vector<Matrix>& out) const {
   if (!factored_) return Status::NotEvaluated;
+  if (sparse_rest_) return cond_var_sparse_rest(out);
   const int K = nterms();
   out.assign(K, Matrix());
   const Index bs = static_cast<Index>(p0_) * p0_;
@@ -877,6 +891,7 @@ void Problem::lambda_rows(RowMatrix& B, bool transpose) const {
 
 Status Problem::solve_system(Matrix& B, bool with_x) const {
   if (!factored_) return Status::NotEvaluated;
+  if (sparse_rest_) return Status::SparseRestUnsupported;
   const Index px = with_x ? p_ : 0;
   const Index mr = mZ_ + px;
   if (B.rows() != q_ + px) return Status::BadDimension;
@@ -989,6 +1004,7 @@ Status Problem::leverages_two_scalar(Vector& h, Matrix& T) const {
 
 Status Problem::leverages(Vector& h, Matrix& T, bool with_x) const {
   if (!factored_) return Status::NotEvaluated;
+  if (sparse_rest_) return Status::SparseRestUnsupported;
   const int K = nterms();
   if (!with_x && K == 2 && p0_ == 1 && rest_scalar_ && !dense_ && mZ_ >= 64)
     return leverages_two_scalar(h, T);
@@ -1218,6 +1234,7 @@ Status Problem::objective_gradient(bool reml, const Vector& beta, const Vector& 
   // minimal in (u, beta), so d pwrss / dtheta_k = -2 sum_i w_i r_i (Z dLambda_k u)_i with r the
   // residual at the conditional mode.
   if (!factored_ || !y_) return Status::NotEvaluated;
+  if (sparse_rest_) return Status::SparseRestUnsupported;
   const bool scalar = p0_ == 1 && rest_scalar_;
   Vector h, gl;
   Matrix T;

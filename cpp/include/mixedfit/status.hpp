@@ -14,6 +14,8 @@ enum class Status : int {
   PirlsMaxIter = 6,         // PIRLS hit its iteration limit
   InvalidMean = 7,          // the mean left the family's domain (e.g. mu <= 0 for Poisson)
   Interrupted = 8,          // the user asked to stop (interrupt_requested(), e.g. Ctrl-C)
+  SparseRestUnsupported = 9,  // a method without an implementation for a sparse rest block
+  TooLarge = 10,            // the model's factorization would not fit in memory
 };
 
 inline const char* status_message(Status s) {
@@ -29,6 +31,10 @@ inline const char* status_message(Status s) {
     case Status::PirlsMaxIter: return "PIRLS did not converge within its iteration limit";
     case Status::InvalidMean: return "the fitted mean left the family's valid range";
     case Status::Interrupted: return "interrupted";
+    case Status::SparseRestUnsupported:
+      return "not available for a model whose random effects outside the first term are too "
+             "many for a dense factor (their block is factored as a sparse matrix)";
+    case Status::TooLarge: return "the model's factorization would not fit in memory";
   }
   return "unknown status";
 }
