@@ -11,8 +11,10 @@ namespace mixedfit {
 
 namespace {
 
-// Per flop, the simplicial sparse factorization runs this many times slower than the dense
-// blocked one (threaded BLAS-3 kernels); the sparse path is chosen when it still wins.
+// Per flop, the simplicial sparse factorization (with the scattered clique downdate) runs this
+// many times slower than the dense blocked one (threaded BLAS-3 kernels); the sparse path is
+// chosen when it still wins. Measured on 10^5 rows, 20,000 x 3,000 random crossed levels (fill
+// makes L dense, so both do ~m^3/3 flops): sparse 29.5 s, dense 1.13 s per evaluation (26x).
 constexpr double kSparseFlopPenalty = 25.0;
 // Rest blocks up to this order stay dense under Auto (at most 64 MB, milliseconds).
 constexpr Index kDenseRestAlways = 2000;
