@@ -18,8 +18,9 @@ namespace {
 constexpr double kSparseFlopPenalty = 25.0;
 // Rest blocks up to this order stay dense under Auto (at most 64 MB, milliseconds).
 constexpr Index kDenseRestAlways = 2000;
-// Largest pattern the sparse path builds: its entries are indexed by int (Eigen's default).
-constexpr double kMaxPatternEntries = 1.0e9;
+// Largest pattern the sparse path builds (its entries are indexed by int, Eigen's default; past
+// this size the pattern alone takes gigabytes and is nearly dense anyway).
+constexpr double kMaxPatternEntries = 2.0e8;
 
 std::string format_bytes(double bytes) {
   char buf[64];
@@ -52,9 +53,12 @@ void Problem::choose_rest_storage() {
     if (dense_bytes > budget) refuse_too_large(dense_bytes, -1.0, false);
     return;
   }
-  if (clique_entries(colptr_) > kMaxPatternEntries) {
+  // S_ZZ's pattern has at most this many entries; the sparse path holds ~36 bytes per entry
+  // besides its factor.
+  const double pattern_entries = std::min(clique_entries(colptr_), m * (m + 1.0) / 2.0);
+  if (pattern_entries > kMaxPatternEntries || 36.0 * pattern_entries > budget) {
     if (dense_bytes > budget || mode == RestStorage::Sparse)
-      refuse_too_large(dense_bytes, 12.0 * kMaxPatternEntries, true);
+      refuse_too_large(dense_bytes, 36.0 * pattern_entries, true);
     return;
   }
   SparseMatrix pattern = rest_pattern();
