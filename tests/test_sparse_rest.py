@@ -111,6 +111,8 @@ def fit_both(storage, formula, df, **kw):
 @pytest.mark.parametrize("make, formula", [
     (nested_frame, "y ~ x + (1 | student) + (1 | class) + (1 | school)"),
     (crossed_frame, "y ~ x + (1 | a) + (1 | b) + (0 + x | c)"),
+    # no fixed effects (an empty border besides y), and one factor in two terms
+    (crossed_frame, "y ~ 0 + (1 | a) + (1 | b) + (0 + x | b)"),
 ])
 def test_fit_matches_dense(storage, make, formula):
     df = make()
