@@ -85,6 +85,18 @@ PROBLEMS = {
             description="simulated, 1,000,000 rows, crossed factors of 5,000 and 500 levels, REML",
         ),
         Problem(
+            name="nested_2m",
+            kind="lmm",
+            formula="y ~ x + (1 | student) + (1 | class) + (1 | school)",
+            dataset="nested_2m",
+            factors=("student", "class", "school"),
+            reml=True,
+            size="large",
+            n_rows=2_000_000,
+            description="simulated, 2,000,000 rows, 200,000 students in 50,000 classes in 2,000 "
+                        "schools, 10% of students also in a second class; sparse rest block, REML",
+        ),
+        Problem(
             name="cbpp",
             target_vs_lme4=15,
             kind="glmm",
@@ -328,6 +340,30 @@ def simulate_binom_200k(path, seed=20240502):
     _write_csv(path, {"y": y, "x": x, "f1": f1 + 1, "f2": f2 + 1})
 
 
+def simulate_nested_2m(path, seed=20240503):
+    """2e6 rows, 10 per student: 200,000 students, 4 per class in 50,000 classes, 25 classes
+    per school in 2,000 schools. 10% of the students spend each of their rows, with probability
+    1/2, in a second class of the same school (so students are not nested in classes; classes
+    stay nested in schools). y = 1 + 0.5 x + u_student + u_class + u_school + e with sds 1, 0.5,
+    0.3 and 1."""
+    rng = np.random.default_rng(seed)
+    n_student, n_class, n_school, per_student = 200_000, 50_000, 2_000, 10
+    home = np.arange(n_student) // 4                           # each student's first class
+    school_of = np.arange(n_class) // (n_class // n_school)
+    other = school_of[home] * (n_class // n_school) + rng.integers(0, n_class // n_school, n_student)
+    mover = rng.random(n_student) < 0.10
+    student = np.repeat(np.arange(n_student), per_student)
+    moved = mover[student] & (rng.random(student.size) < 0.5)
+    klass = np.where(moved, other[student], home[student])
+    school = school_of[klass]
+    x = rng.standard_normal(student.size)
+    u = (rng.standard_normal(n_student)[student] + 0.5 * rng.standard_normal(n_class)[klass]
+         + 0.3 * rng.standard_normal(n_school)[school])
+    y = 1.0 + 0.5 * x + u + rng.standard_normal(student.size)
+    _write_csv(path, {"y": y, "x": x, "student": student + 1, "class": klass + 1,
+                      "school": school + 1})
+
+
 def simulate_slopes_1k(path, seed=20240503):
     """1,000 rows in 100 clusters of 10, y = 1 + 0.5 x + b0[g] + b1[g] x + e with
     sd(b0) = 0.8, sd(b1) = 0.4, corr(b0, b1) = 0.3, sd(e) = 1."""
@@ -354,7 +390,8 @@ def simulate_bernoulli_300(path, seed=20240504):
 
 
 SIMULATORS = {"crossed_1m": simulate_crossed_1m, "binom_200k": simulate_binom_200k,
-              "slopes_1k": simulate_slopes_1k, "bernoulli_300": simulate_bernoulli_300}
+              "slopes_1k": simulate_slopes_1k, "bernoulli_300": simulate_bernoulli_300,
+              "nested_2m": simulate_nested_2m}
 
 
 def simulate_grid(shape: str, n: int, path: str, seed: int = 20261202):

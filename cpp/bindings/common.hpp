@@ -38,6 +38,14 @@ inline void raise_status(mixedfit::Status s, const char* where) {
 }
 
 // The Python layer coerces dtype and layout once; the core takes the buffer as it is.
+// A Problem refused at construction (its factorization would not fit in memory) raises
+// NumericalError with the core's message naming the sizes.
+inline void raise_build_status(const mixedfit::Problem& prob) {
+  if (prob.build_status() == mixedfit::Status::Ok) return;
+  PyErr_SetString(NumericalError.ptr(), prob.build_message().c_str());
+  throw py::error_already_set();
+}
+
 // Anything else is a programming error on the Python side, reported loudly instead of copied.
 inline const double* f64_data(const py::array& a, const char* name, py::ssize_t rows,
                               py::ssize_t cols = -1) {

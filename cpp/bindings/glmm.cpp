@@ -83,8 +83,12 @@ struct PyGlmm {
     for (auto a : checked->arrays) keep.append(a);
     std::vector<mixedfit::TermData> td = checked->data;
     Family fam{static_cast<FamilyKind>(family), static_cast<LinkKind>(link), nb_theta};
-    py::gil_scoped_release release;
-    g = std::make_unique<Glmm>(n, p, Xp, yp, wp, op, std::move(td), fam);
+    {
+      py::gil_scoped_release release;
+      g = std::make_unique<Glmm>(n, p, Xp, yp, wp, op, std::move(td), fam);
+    }
+    raise_build_status(g->problem_bu());
+    raise_build_status(g->problem_u());
   }
 
   py::ssize_t ntheta() const { return g->problem_u().ntheta(); }

@@ -49,8 +49,11 @@ struct PyProblem {
     checked = std::make_unique<CheckedTerms>(terms, n);
     for (auto a : checked->arrays) keep.append(a);
     std::vector<mixedfit::TermData> td = checked->data;
-    py::gil_scoped_release release;
-    prob = std::make_unique<Problem>(n, p, Xp, std::move(td));
+    {
+      py::gil_scoped_release release;
+      prob = std::make_unique<Problem>(n, p, Xp, std::move(td));
+    }
+    raise_build_status(*prob);
   }
 
   PyProblem() = default;  // from_crossproduct
@@ -274,6 +277,16 @@ std::unique_ptr<PyProblem> PyProblem::from_crossproduct(py::ssize_t n, py::ssize
 }
 
 void bind_lmm(py::module_& m) {
+  m.def("set_rest_storage", [](const std::string& mode) {
+    mixedfit::RestStorage s;
+    if (!mixedfit::parse_rest_storage(mode, s))
+      throw py::value_error("rest_storage must be 'auto', 'dense' or 'sparse', not '" + mode + "'");
+    mixedfit::set_rest_storage(s);
+  }, py::arg("mode"),
+        "How later problems store the block of the random effects outside the first term: "
+        "'auto' (by a cost model; the default, or MIXEDFIT_REST_STORAGE), 'dense' or 'sparse'.");
+  m.def("rest_storage", []() { return std::string(mixedfit::rest_storage_name(mixedfit::rest_storage())); },
+        "The current rest-block storage setting.");
   py::class_<PyProblem>(m, "LmmProblem",
                         "Blocked-Cholesky LMM problem. X: (n, p) float64 column-major; terms: "
                         "list of (codes int32 (n,), nlevels, Z float64 (n, p_k) column-major) in "
@@ -307,6 +320,9 @@ void bind_lmm(py::module_& m) {
       .def_property_readonly("q", [](const PyProblem& s) { s.alive.check(); return s.prob->q(); })
       .def_property_readonly("ntheta", [](const PyProblem& s) { s.alive.check(); return s.prob->ntheta(); })
       .def_property_readonly("rest_dense", [](const PyProblem& s) { s.alive.check(); return s.prob->rest_dense(); })
+      .def_property_readonly("rest_sparse", [](const PyProblem& s) { s.alive.check(); return s.prob->rest_sparse(); },
+                             "The random effects outside the first term are factored as a sparse "
+                             "matrix (no gradient, leverages or Satterthwaite on this path).")
       .def("input_addresses", [](const PyProblem& s) {
         s.alive.check();
         py::list out;

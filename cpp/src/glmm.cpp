@@ -631,6 +631,7 @@ Status Glmm::eval_stage2(const double* theta, const double* beta, const double* 
 }
 
 bool Glmm::has_gradient() const {
+  if (pu_.rest_sparse() || pb_.rest_sparse()) return false;  // no leverages on that path
   return (fam_.fam == FamilyKind::Binomial && fam_.link == LinkKind::Logit) ||
          (fam_.fam == FamilyKind::Poisson && fam_.link == LinkKind::Log);
 }

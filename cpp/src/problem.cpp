@@ -171,6 +171,7 @@ Problem::Problem(Index n, Index p, const double* X, std::vector<TermData> terms)
       rowidx_.shrink_to_fit();
     }
   }
+  choose_rest_storage();
   // Row-major [X y] with rows padded to a fixed width, for set_response's one pass over the
   // observations (X once here; the y slot is written per response).
   xr_width_ = p_ + 1 <= 4 ? 4 : (p_ + 1 <= 8 ? 8 : (p_ + 1 <= 16 ? 16 : 0));
@@ -208,7 +209,8 @@ void Problem::init_layout() {
 bool Problem::prefer_dense_coupling(double sparse_cost) const {
   const double dense_cost = static_cast<double>(mZ_) * mZ_ * l0_ / 10.0;
   const double dense_bytes = 8.0 * static_cast<double>(mZ_) * q0_;
-  return dense_cost <= sparse_cost && dense_bytes < 1.0e9;
+  return dense_cost <= sparse_cost && dense_bytes < 1.0e9 &&
+         rest_storage() != RestStorage::Sparse;
 }
 
 namespace {
@@ -303,6 +305,7 @@ void accumulate_scalar(Index n, Index p, int K, const double* __restrict Xr,
 
 Status Problem::set_response(const double* y, const double* w, bool need_ldW) {
   if (!has_rows_) return Status::NoRows;
+  if (build_status_ != Status::Ok) return build_status_;
   const int K = nterms();
   const Index nb = colptr_[l0_];  // rows stored over all levels
   // Validate in one vectorized pass. Zero weights are allowed (a GLMM's working weights can
@@ -319,6 +322,7 @@ Status Problem::set_response(const double* y, const double* w, bool need_ldW) {
   }
   y_ = y;
   w_ = w;
+  if (sparse_rest_) return set_response_sparse_rest(y, w);
   A11_.setZero(static_cast<Index>(l0_) * p0_ * p0_);
   BZ_.setZero(nb * p0_);
   BX_.setZero(p_ + 1, q0_);
@@ -539,6 +543,7 @@ Status Problem::factor(const double* theta, bool with_response) {
     }
   }
 
+  if (sparse_rest_) return factor_sparse_rest(with_response);
   // Rest block: Lambda' A Lambda + [I 0], minus B~ B~', then its dense Cholesky.
   scale_rest_lower();  // R = Lambda' A_rest Lambda (lower triangle)
   for (Index r = 0; r < mZ_; ++r) R_(r, r) += 1.0;
@@ -626,8 +631,13 @@ double Problem::profiled_objective(bool reml) const {
 Status Problem::solve(Vector& beta, Vector& u) {
   if (!factored_) return Status::NotEvaluated;
   const Index mr = mZ_ + p_;
-  Vector s = R_.row(m_ - 1).head(mr).transpose();
-  R_.topLeftCorner(mr, mr).triangularView<Eigen::Lower>().adjoint().solveInPlace(s);
+  Vector s;
+  if (sparse_rest_) {
+    sparse_rest_->solution(s);
+  } else {
+    s = R_.row(m_ - 1).head(mr).transpose();
+    R_.topLeftCorner(mr, mr).triangularView<Eigen::Lower>().adjoint().solveInPlace(s);
+  }
   beta = s.tail(p_);
   u.resize(q_);
   u.segment(q0_, mZ_) = s.head(mZ_);
@@ -677,13 +687,17 @@ void Problem::lambda_times(const Vector& u, Vector& b) const {
 Status Problem::unscaled_vcov(Matrix& V) const {
   if (!factored_) return Status::NotEvaluated;
   Matrix Linv = Matrix::Identity(p_, p_);
-  R_.block(mZ_, mZ_, p_, p_).triangularView<Eigen::Lower>().solveInPlace(Linv);
+  if (sparse_rest_)
+    sparse_rest_->schur_factor().topLeftCorner(p_, p_).triangularView<Eigen::Lower>().solveInPlace(Linv);
+  else
+    R_.block(mZ_, mZ_, p_, p_).triangularView<Eigen::Lower>().solveInPlace(Linv);
   V = Linv.transpose() * Linv;
   return Status::Ok;
 }
 
 Status Problem::cond_var(std::vector<Matrix>& out) const {
   if (!factored_) return Status::NotEvaluated;
+  if (sparse_rest_) return cond_var_sparse_rest(out);
   const int K = nterms();
   out.assign(K, Matrix());
   const Index bs = static_cast<Index>(p0_) * p0_;
@@ -887,6 +901,7 @@ void Problem::lambda_rows(RowMatrix& B, bool transpose) const {
 
 Status Problem::solve_system(Matrix& B, bool with_x) const {
   if (!factored_) return Status::NotEvaluated;
+  if (sparse_rest_) return Status::SparseRestUnsupported;
   const Index px = with_x ? p_ : 0;
   const Index mr = mZ_ + px;
   if (B.rows() != q_ + px) return Status::BadDimension;
@@ -1000,6 +1015,7 @@ Status Problem::leverages_two_scalar(Vector& h, Matrix& T) const {
 Status Problem::leverages(Vector& h, Matrix& T, bool with_x) const {
   if (!has_rows_) return Status::NoRows;
   if (!factored_) return Status::NotEvaluated;
+  if (sparse_rest_) return Status::SparseRestUnsupported;
   const int K = nterms();
   if (!with_x && K == 2 && p0_ == 1 && rest_scalar_ && !dense_ && mZ_ >= 64)
     return leverages_two_scalar(h, T);
@@ -1231,6 +1247,7 @@ Status Problem::objective_gradient(bool reml, const Vector& beta, const Vector& 
   // minimal in (u, beta), so d pwrss / dtheta_k = -2 sum_i w_i r_i (Z dLambda_k u)_i with r the
   // residual at the conditional mode.
   if (!factored_ || !y_) return Status::NotEvaluated;
+  if (sparse_rest_) return Status::SparseRestUnsupported;
   const bool scalar = p0_ == 1 && rest_scalar_;
   Vector h, gl;
   Matrix T;

@@ -103,7 +103,8 @@ def _optimize(prob, design, ps, x0, reml, control):
         except NumericalError:  # a point the factorization cannot take: not a minimum
             return np.inf
 
-    if _use_gradient(design, control):
+    # A sparse rest block (several large grouping factors) has no gradient: lme4's BOBYQA path.
+    if _use_gradient(design, control) and not core.rest_sparse:
         opt = minimize_theta(lambda th: core.objective_grad(th, reml), f, x0, ps, control)
     else:  # the core's method itself is the objective NLopt's one closure calls
         opt = bobyqa(core.objective, x0, theta_lower(ps), control, args=(reml,),

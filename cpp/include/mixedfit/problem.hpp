@@ -9,15 +9,23 @@
 // every row present, so one code path serves both.
 //
 // Per theta: scale, factor term 0's small blocks, scale and solve B, downdate and factor the
-// rest block, sum log-diagonals. Nothing here touches the n observations; only
+// rest block, sum log-diagonals.
+//
+// When the dense rest block would be too big or too slow (several large grouping factors), its
+// random-effects part is stored and factored sparsely instead (rest_block.hpp,
+// problem_sparse_rest.cpp), chosen by the same kind of cost model; a model whose factor would
+// not fit in memory at all is refused at construction (build_status()). Nothing here touches the n observations; only
 // set_response() (A from data, called once for an LMM and once per PIRLS step for a GLMM) does.
 #pragma once
 
 #include <Eigen/Dense>
 #include <cmath>
 #include <cstdint>
+#include <memory>
+#include <string>
 #include <vector>
 
+#include "mixedfit/rest_block.hpp"
 #include "mixedfit/status.hpp"
 
 namespace mixedfit {
@@ -84,6 +92,12 @@ class Problem {
   Index ntheta() const { return ntheta_; }
   int nterms() const { return static_cast<int>(terms_.size()); }
   bool rest_dense() const { return dense_; }
+  // The rest block's random-effects part is stored and factored sparsely.
+  bool rest_sparse() const { return sparse_rest_ != nullptr; }
+  // Ok, or TooLarge when the model's factorization would not fit in memory: nothing large was
+  // allocated, every other call then returns TooLarge, and build_message() names the sizes.
+  Status build_status() const { return build_status_; }
+  const std::string& build_message() const { return build_message_; }
 
   // Factor Omega at theta. Afterwards the components, the objective and the solution refer
   // to this theta.
@@ -170,6 +184,17 @@ class Problem {
   Status one_term_gradient_at_factor(bool reml, Vector& grad) const;
   // d log|M| / dtheta (M: G, or with_x the (u, beta) system) when every term is scalar.
   Status logdet_gradient_scalar(bool with_x, Vector& g) const;
+  // The sparse rest block (problem_sparse_rest.cpp): storage choice at construction, A, factor,
+  // solution and conditional variances.
+  void choose_rest_storage();
+  SparseMatrix rest_pattern() const;
+  // Records TooLarge with a message naming the sizes; sparse_bytes < 0: not estimated,
+  // sparse_at_least: the estimate stopped early (a lower bound).
+  void refuse_too_large(double dense_bytes, double sparse_bytes, bool sparse_at_least);
+  Status set_response_sparse_rest(const double* y, const double* w);
+  void scale_sparse_rest();
+  Status factor_sparse_rest(bool with_response);
+  Status cond_var_sparse_rest(std::vector<Matrix>& out) const;
   // theta component k: its term, its (row, col) in the term's template, and the term's first
   // position in u.
   void theta_entry(Index k, int& term, int& row, int& col, Index& start) const;
@@ -211,6 +236,9 @@ class Problem {
   Vector scale_;                    // rest scaling when every rest term is scalar
   Components comp_;
   bool factored_ = false;
+  std::unique_ptr<SparseRestBlock> sparse_rest_;  // null: the dense rest block (R_, Arest_)
+  Status build_status_ = Status::Ok;
+  std::string build_message_;
 };
 
 }  // namespace mixedfit

@@ -16,6 +16,8 @@ enum class Status : int {
   Interrupted = 8,          // the user asked to stop (interrupt_requested(), e.g. Ctrl-C)
   NoRows = 9,               // the method needs the data rows; the problem has cross products only
   OutsidePattern = 10,      // a cross-product entry lies outside the declared level pattern
+  SparseRestUnsupported = 11,  // a method without an implementation for a sparse rest block
+  TooLarge = 12,            // the model's factorization would not fit in memory
 };
 
 inline const char* status_message(Status s) {
@@ -35,6 +37,10 @@ inline const char* status_message(Status s) {
       return "this needs the data rows, and the problem was built from cross products alone";
     case Status::OutsidePattern:
       return "a cross-product entry pairs levels that the co-occurrence pattern does not list";
+    case Status::SparseRestUnsupported:
+      return "not available for a model whose random effects outside the first term are too "
+             "many for a dense factor (their block is factored as a sparse matrix)";
+    case Status::TooLarge: return "the model's factorization would not fit in memory";
   }
   return "unknown status";
 }

@@ -17,9 +17,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cached_property
 
+import os
+
 import numpy as np
 import scipy.sparse as sp
 
+from .._errors import NumericalError
 from ..optimize import lambda_blocks
 
 __all__ = ["TermBlock", "Marginal", "marginal_of", "theta_blocks", "block_apply", "block_quadratic"]
@@ -165,6 +168,27 @@ def _general_forms(blocks, ZtWZ, ZtWxy, xy_wxy):
     return Bzz, Bz_xy, Bxy_xy
 
 
+def _physical_memory() -> float:
+    try:
+        return float(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (AttributeError, ValueError, OSError):
+        return 16.0e9
+
+
+def _check_dense_fits(design) -> None:
+    """The general Woodbury path holds about five dense q x q matrices; refuse before
+    allocating when they would not fit in memory (a model large enough for the core's sparse
+    rest block)."""
+    q = sum(t.nlevels * t.p for t in design.terms)
+    need = 5 * 8.0 * q * q
+    if need > _physical_memory():
+        levels = ", ".join(str(t.nlevels) for t in design.terms)
+        raise NumericalError(
+            f"Satterthwaite and Kenward-Roger degrees of freedom need dense q x q matrices for "
+            f"a model with several random-effects terms: q = {q} random effects (terms with "
+            f"{levels} levels) would need {need / 1e9:.1f} GB; use ddf='lme4' for this model")
+
+
 def _level_sums(codes, nlevels, left, right) -> np.ndarray:
     """Per level l: sum over its rows of left_i right_i' -> (nlevels, left cols, right cols)."""
     out = np.empty((nlevels, left.shape[1], right.shape[1]))
@@ -231,6 +255,7 @@ def marginal_of(fit, theta: np.ndarray | None = None, sigma: float | None = None
         if len(blocks) == 1:
             Bzz, Bz_xy, Bxy_xy = _quadratic_forms_one_term(design, blocks[0], X, y, w)
         else:
+            _check_dense_fits(design)
             Bzz, Bz_xy, Bxy_xy = _quadratic_forms_general(design, blocks, X, y, w)
     p = design.p
     return Marginal(blocks, sigma, design.n, Bzz, Bzx=Bz_xy[:, :p], bzy=Bz_xy[:, p],
