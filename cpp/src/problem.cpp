@@ -13,53 +13,6 @@ namespace {
 
 constexpr double kTwoPi = 6.283185307179586476925286766559;
 
-// In-place lower Cholesky of a small p x p column-major block. Returns false if not PD.
-inline bool chol_small(double* M, int p) {
-  for (int j = 0; j < p; ++j) {
-    double d = M[j + j * p];
-    for (int k = 0; k < j; ++k) d -= M[j + k * p] * M[j + k * p];
-    if (!(d > 0.0)) return false;
-    d = std::sqrt(d);
-    M[j + j * p] = d;
-    for (int i = j + 1; i < p; ++i) {
-      double s = M[i + j * p];
-      for (int k = 0; k < j; ++k) s -= M[i + k * p] * M[j + k * p];
-      M[i + j * p] = s / d;
-    }
-  }
-  for (int j = 1; j < p; ++j)
-    for (int i = 0; i < j; ++i) M[i + j * p] = 0.0;
-  return true;
-}
-
-// V (r x p, leading dimension r) <- V * lam (lam p x p lower triangular).
-// r may be 0 (a level of term 0 without observations): Eigen's product kernels take the address
-// of an empty result's first entry, which is undefined, so that case returns first.
-inline void right_mult_lower(double* V, Index r, int p, const Matrix& lam) {
-  if (r == 0) return;
-  if (p == 1) {
-    const double l = lam(0, 0);
-    for (Index a = 0; a < r; ++a) V[a] *= l;
-    return;
-  }
-  Eigen::Map<Matrix> Vm(V, r, p);
-  Vm = Vm * lam.triangularView<Eigen::Lower>();
-}
-
-// V (r x p) <- V * L^{-T} for L (p x p) lower triangular stored column-major at Lp.
-inline void right_solve_lower_t(double* V, Index r, int p, const double* Lp) {
-  if (r == 0) return;
-  if (p == 1) {
-    const double inv = 1.0 / Lp[0];
-    for (Index a = 0; a < r; ++a) V[a] *= inv;
-    return;
-  }
-  Eigen::Map<Matrix> Vm(V, r, p);
-  Eigen::Map<const Matrix> L(Lp, p, p);
-  // Solve X L' = V for X, in place.
-  L.transpose().triangularView<Eigen::Upper>().solveInPlace<Eigen::OnTheRight>(Vm);
-}
-
 // Inverse of a lower-triangular matrix, by block columns: column block j of L^{-1} solves
 // L[j:, j:] X = [I; 0], so the solves cost n^3 / 3 in all (a solve against the full
 // identity would cost n^3).
@@ -454,24 +407,9 @@ Status Problem::factor(const double* theta, bool with_response) {
   fill_lambdas(theta);
   const int K = nterms();
   const Matrix& lam0 = lambda_[0];
-  const Index bs = static_cast<Index>(p0_) * p0_;
 
   // Term 0: L_c = chol(lam0' A_c lam0 + I), level by level.
-  L11_.resize(static_cast<Index>(l0_) * bs);
-  if (p0_ == 1) {
-    const double l2 = lam0(0, 0) * lam0(0, 0);
-    for (int c = 0; c < l0_; ++c) L11_[c] = std::sqrt(l2 * A11_[c] + 1.0);
-  } else {
-    Matrix M(p0_, p0_);
-    for (int c = 0; c < l0_; ++c) {
-      Eigen::Map<const Matrix> A(A11_.data() + c * bs, p0_, p0_);
-      M = lam0.transpose() * A.selfadjointView<Eigen::Lower>() * lam0;
-      M.diagonal().array() += 1.0;
-      double* Lc = L11_.data() + c * bs;
-      std::copy(M.data(), M.data() + bs, Lc);
-      if (!chol_small(Lc, p0_)) return Status::NotPositiveDefinite;
-    }
-  }
+  if (!factor_first_term()) return Status::NotPositiveDefinite;
 
   // B blocks: scale by Lambda on both sides, then solve with L_c' from the right.
   BXt_ = BX_;
@@ -497,36 +435,7 @@ Status Problem::factor(const double* theta, bool with_response) {
       for (Index t = 0; t <= p_; ++t) bx[t] *= f;
     }
   } else {
-    BZt_ = BZ_;
-    for (int c = 0; c < l0_; ++c) {
-      const double* Lc = L11_.data() + c * bs;
-      double* bx = BXt_.data() + static_cast<Index>(c) * p0_ * (p_ + 1);
-      right_mult_lower(bx, p_ + 1, p0_, lam0);
-      right_solve_lower_t(bx, p_ + 1, p0_, Lc);
-      if (K > 1) {
-        const Index rc = colptr_[c + 1] - colptr_[c];
-        double* V = BZt_.data() + colptr_[c] * p0_;
-        right_mult_lower(V, rc, p0_, lam0);
-        if (rest_scalar_) {
-          for (int b = 0; b < p0_; ++b)
-            for (Index a = 0; a < rc; ++a) {
-              const Index r = dense_ ? a : rowidx_[colptr_[c] + a];
-              V[b * rc + a] *= lambda_[row_term_[r]](0, 0);
-            }
-        } else {
-          Eigen::Map<Matrix> Vm(V, rc, p0_);
-          Index a = 0;
-          while (a < rc) {
-            const Index r = dense_ ? a : rowidx_[colptr_[c] + a];
-            const int k = row_term_[r];
-            const int pk = terms_[k].p;
-            Vm.middleRows(a, pk) = lambda_[k].transpose() * Vm.middleRows(a, pk);
-            a += pk;
-          }
-        }
-        right_solve_lower_t(V, rc, p0_, Lc);
-      }
-    }
+    scale_coupling();
   }
 
   // Rest block: Lambda' A Lambda + [I 0], minus B~ B~', then its dense Cholesky.
@@ -580,13 +489,7 @@ Status Problem::factor(const double* theta, bool with_response) {
     if (!cholesky_lower(lead, num_threads())) return Status::NotPositiveDefinite;
   }
   // Components from the diagonal.
-  double ld = 0.0;
-  if (p0_ == 1) {
-    for (int c = 0; c < l0_; ++c) ld += std::log(L11_[c]);
-  } else {
-    for (int c = 0; c < l0_; ++c)
-      for (int a = 0; a < p0_; ++a) ld += std::log(L11_[c * bs + a + a * p0_]);
-  }
+  double ld = first_term_logdet();
   for (Index r = 0; r < mZ_; ++r) ld += std::log(R_(r, r));
   double ldx = 0.0;
   for (Index r = mZ_; r < mZ_ + p_; ++r) ldx += std::log(R_(r, r));
@@ -621,32 +524,7 @@ Status Problem::solve(Vector& beta, Vector& u) {
   beta = s.tail(p_);
   u.resize(q_);
   u.segment(q0_, mZ_) = s.head(mZ_);
-  const Index bs = static_cast<Index>(p0_) * p0_;
-  Vector rhs(p0_);
-  for (int c = 0; c < l0_; ++c) {
-    const Index col = static_cast<Index>(c) * p0_;
-    for (int b = 0; b < p0_; ++b) {
-      double v = BXt_(p_, col + b);
-      for (Index t = 0; t < p_; ++t) v -= BXt_(t, col + b) * beta[t];
-      rhs[b] = v;
-    }
-    if (nterms() > 1) {
-      const Index c0 = colptr_[c];
-      const Index rc = colptr_[c + 1] - c0;
-      const double* V = BZt_.data() + c0 * p0_;
-      for (int b = 0; b < p0_; ++b) {
-        double v = 0.0;
-        for (Index a = 0; a < rc; ++a) {
-          const Index r = dense_ ? a : rowidx_[c0 + a];
-          v += V[b * rc + a] * s[r];
-        }
-        rhs[b] -= v;
-      }
-    }
-    Eigen::Map<const Matrix> Lc(L11_.data() + c * bs, p0_, p0_);
-    Lc.triangularView<Eigen::Lower>().adjoint().solveInPlace(rhs);
-    u.segment(col, p0_) = rhs;
-  }
+  solve_first_term(beta, s, u);
   comp_.ussq = u.squaredNorm();
   comp_.wrss = comp_.pwrss - comp_.ussq;
   return Status::Ok;
