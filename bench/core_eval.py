@@ -1,6 +1,7 @@
 """Per-evaluation time of the compiled core, without the Python fit path.
 
-LMM: ``LmmProblem.objective(theta, reml)`` at a fixed theta (one factorization per call).
+LMM: ``LmmProblem.objective(theta, reml)`` at a fixed theta (one factorization per call) and
+``set_response(y)`` (A from the data: one pass over the rows).
 GLMM: ``GlmmProblem.stage2(theta, beta, None, 1, ...)`` (a warm-started PIRLS and the Laplace
 objective, the call the optimizer makes per evaluation). Median over many calls.
 
@@ -60,6 +61,8 @@ def lmm_case(name, X, y, terms, theta, repeats):
     prob.set_response(y)
     t = time_calls(lambda: prob.objective(theta, True), repeats)
     print(f"{name:28s} objective  {t * 1e6:10.1f} us   value {prob.objective(theta, True):.15g}")
+    t = time_calls(lambda: prob.set_response(y), repeats)
+    print(f"{name:28s} set_resp.  {t * 1e6:10.1f} us")
 
 
 def glmm_case(name, X, y, pw, terms, theta, beta, repeats):

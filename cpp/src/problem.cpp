@@ -1,5 +1,6 @@
 #include "mixedfit/problem.hpp"
 
+#include "mixedfit/block_kernels.hpp"
 #include "mixedfit/dense_chol.hpp"
 #include "mixedfit/parallel.hpp"
 
@@ -157,30 +158,36 @@ Problem::Problem(Index n, Index p, const double* X, std::vector<TermData> terms)
 
 namespace {
 
-// One pass over the observations for scalar terms: A11, B, the rest block's Z rows and
-// [X y]' W [X y], with each observation's [x_i y_i] read as one padded row of width S.
-template <int S>
-void accumulate_scalar(Index n, Index p, int K, const double* __restrict Xr,
-                       const double* __restrict w, const std::int32_t* __restrict g0,
-                       const double* __restrict z0, const std::vector<const std::int32_t*>& gk,
-                       const std::vector<const double*>& zk, const std::vector<Index>& ok,
-                       const Index* __restrict cp, const Index* __restrict op,
-                       double* __restrict A11, double* __restrict BX, double* __restrict BZ,
-                       double* __restrict AR, Index ldr, Index mZ) {
+// One pass over the observations when every rest term is scalar: A11, B, the rest block's Z
+// rows and [X y]' W [X y], with each observation's [x_i y_i] read as one padded row of width
+// S and the first term's P0 columns (Z0, column-major) as one fixed-size vector.
+template <int P0, int S>
+void accumulate_rows(Index n, Index p, int K, const double* __restrict Xr,
+                     const double* __restrict w, const std::int32_t* __restrict g0,
+                     const double* __restrict Z0, const std::vector<const std::int32_t*>& gk,
+                     const std::vector<const double*>& zk, const std::vector<Index>& ok,
+                     const Index* __restrict cp, const Index* __restrict op,
+                     double* __restrict A11, double* __restrict BX, double* __restrict BZ,
+                     double* __restrict AR, Index ldr, Index mZ) {
   const Index pp1 = p + 1;
   const int Km1 = K - 1;
   using Row = Eigen::Matrix<double, S, 1>;
+  using Zrow = Eigen::Matrix<double, P0, 1>;
   Eigen::Matrix<double, S, S> acc = Eigen::Matrix<double, S, S>::Zero();
   // Sums over runs of equal levels stay in registers and are stored when the level changes:
   // data sorted by a grouping factor would otherwise chain every update through memory.
   int cur_c = -1;
-  double a11 = 0.0;
-  Row bxacc = Row::Zero();
+  Eigen::Matrix<double, P0, P0> a11 = Eigen::Matrix<double, P0, P0>::Zero();
+  Eigen::Matrix<double, S, P0> bxacc = Eigen::Matrix<double, S, P0>::Zero();
   auto flush_c = [&]() {
     if (cur_c < 0) return;
-    A11[cur_c] += a11;
-    double* __restrict bx = BX + static_cast<Index>(cur_c) * pp1;
-    for (Index t = 0; t < pp1; ++t) bx[t] += bxacc[t];
+    double* __restrict blk = A11 + static_cast<Index>(cur_c) * P0 * P0;
+    for (int b = 0; b < P0; ++b)
+      for (int a = b; a < P0; ++a) blk[a + b * P0] += a11(a, b);
+    for (int b = 0; b < P0; ++b) {
+      double* __restrict bx = BX + (static_cast<Index>(cur_c) * P0 + b) * pp1;
+      for (Index t = 0; t < pp1; ++t) bx[t] += bxacc(t, b);
+    }
   };
   Index cur_s = -1;  // K == 2: the rest term's row
   double rr = 0.0;
@@ -195,27 +202,30 @@ void accumulate_scalar(Index n, Index p, int K, const double* __restrict Xr,
     const Eigen::Map<const Row> vv(Xr + i * S);
     const double wi = w ? w[i] : 1.0;
     const int c = g0[i];
-    const double wz0 = wi * z0[i];
+    Zrow z0;
+    for (int b = 0; b < P0; ++b) z0[b] = Z0[i + b * n];
+    const Zrow wz0 = wi * z0;
     if (c != cur_c) {
       flush_c();
       cur_c = c;
-      a11 = 0.0;
+      a11.setZero();
       bxacc.setZero();
     }
-    a11 += z0[i] * wz0;
-    bxacc += wz0 * vv;
+    a11.noalias() += z0 * wz0.transpose();
+    bxacc.noalias() += vv * wz0.transpose();
     {
       // Column u of the outer product is (wi v) v_u: vectorized down the columns.
       const Row wv = wi * vv;
       for (int u = 0; u < S; ++u) acc.col(u) += wv * vv[u];
     }
     if (Km1 == 0) continue;
-    double* __restrict vals = BZ + cp[c];
+    const Index rc = cp[c + 1] - cp[c];
+    double* __restrict vals = BZ + cp[c] * P0;
     const Index* __restrict opi = op + static_cast<size_t>(i) * Km1;
     if (Km1 == 1) {
       const double zki = zk[1][i];
       const double wz = wi * zki;
-      vals[opi[0]] += zki * wz0;
+      for (int b = 0; b < P0; ++b) vals[b * rc + opi[0]] += zki * wz0[b];
       const Index s1 = ok[1] + gk[1][i];
       if (s1 != cur_s) {
         flush_s();
@@ -230,7 +240,7 @@ void accumulate_scalar(Index n, Index p, int K, const double* __restrict Xr,
     for (int k = 1; k < K; ++k) {
       const double zki = zk[k][i];
       const double wz = wi * zki;
-      vals[opi[k - 1]] += zki * wz0;
+      for (int b = 0; b < P0; ++b) vals[b * rc + opi[k - 1]] += zki * wz0[b];
       const Index s1 = ok[k] + gk[k][i];
       for (int kk = 1; kk <= k; ++kk) AR[s1 + (ok[kk] + gk[kk][i]) * ldr] += wz * zk[kk][i];
       double* __restrict col = AR + s1 * ldr + mZ;
@@ -268,7 +278,7 @@ Status Problem::set_response(const double* y, const double* w, bool need_ldW) {
   Arest_.setZero(m_, m_);
   const TermData& t0 = terms_[0];
   bool xy_done = false;
-  if (p0_ == 1 && rest_scalar_ && xr_width_ > 0) {
+  if (p0_ <= blocks::kMaxFixedBlock && rest_scalar_ && xr_width_ > 0) {
     const Index S = xr_width_;
     for (Index i = 0; i < n_; ++i) Xr_[i * S + p_] = y[i];
     std::vector<const std::int32_t*> gk(K);
@@ -279,18 +289,22 @@ Status Problem::set_response(const double* y, const double* w, bool need_ldW) {
       zk[k] = terms_[k].Z;
       ok[k] = offset_[k];
     }
-    auto run = [&](auto width) {
-      accumulate_scalar<decltype(width)::value>(
+    auto run = [&](auto p0, auto width) {
+      accumulate_rows<decltype(p0)::value, decltype(width)::value>(
           n_, p_, K, Xr_.data(), w, t0.g, t0.Z, gk, zk, ok, colptr_.data(), obs_pos_.data(),
           A11_.data(), BX_.data(), BZ_.data(), Arest_.data(), m_, mZ_);
     };
-    if (S == 4) run(std::integral_constant<int, 4>());
-    else if (S == 8) run(std::integral_constant<int, 8>());
-    else run(std::integral_constant<int, 16>());
+    blocks::with_block_size(p0_, [&](auto p0) {
+      if constexpr (decltype(p0)::value != blocks::kDynamicBlock) {
+        if (S == 4) run(p0, std::integral_constant<int, 4>());
+        else if (S == 8) run(p0, std::integral_constant<int, 8>());
+        else run(p0, std::integral_constant<int, 16>());
+      }
+    });
     xy_done = true;
   } else {
-    // Vector-valued terms, or more than 15 fixed-effect columns: per observation, term by
-    // term.
+    // Vector-valued rest terms, a first term of more than 4 columns, or more than 15
+    // fixed-effect columns: per observation, term by term.
     for (Index i = 0; i < n_; ++i) {
       const double wi = w ? w[i] : 1.0;
       const double yi = y[i];
