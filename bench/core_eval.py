@@ -105,6 +105,7 @@ def main():
     lmm_case("slopes 100k/10k", *slopes(100_000, 10_000), max(r // 4, 20))
     glmm_case("cbpp", *cbpp(), r)
     glmm_case("bernoulli 300/(1|subject)", *bernoulli(), r)
+    glmm_case("bernoulli 100k/(1|g) 10k", *bernoulli(100_000, 10_000), max(r // 4, 20))
     print(f"load average: {os.getloadavg()[0]:.2f}")
 
 
