@@ -579,7 +579,8 @@ Status Problem::cond_var(std::vector<Matrix>& out) const {
   if (K > 1 && dense_)
     Dall = Rinv.triangularView<Eigen::Lower>() *
            Eigen::Map<const Matrix>(BZt_.data(), mZ_, q0_);
-  Matrix D(mZ_, p0_), G(p0_, p0_), Linv(p0_, p0_);
+  Matrix D(mZ_, p0_), G(p0_, p0_);
+  Vector work(2 * bs);
   for (Index c = 0; c < l0_; ++c) {
     G.setIdentity();
     if (K > 1) {
@@ -601,12 +602,11 @@ Status Problem::cond_var(std::vector<Matrix>& out) const {
         G.noalias() += Dc.transpose() * Dc;
       }
     }
-    Eigen::Map<const Matrix> Lc(L11_.data() + c * bs, p0_, p0_);
-    Linv.setIdentity();
-    Lc.triangularView<Eigen::Lower>().solveInPlace(Linv);
-    const Matrix C = Linv.transpose() * G * Linv;
-    const Matrix& lam = lambda_[0];
-    out[0].middleCols(c * p0_, p0_) = lam * C * lam.transpose();
+    blocks::with_block_size(p0_, [&](auto P) {
+      blocks::conditional_covariance_block<decltype(P)::value>(
+          L11_.data() + c * bs, G.data(), lambda_[0].data(), out[0].data() + c * bs, p0_,
+          work.data());
+    });
   }
   for (int k = 1; k < K; ++k) {
     const int pk = terms_[k].p;

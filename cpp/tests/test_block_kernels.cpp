@@ -1,4 +1,4 @@
-// The first term's block kernels (block_kernels.hpp) against the same computation with
+// The first term's block kernels (block_kernels.hpp), conditional covariance included, against the same computation with
 // Eigen's dynamic-size products and solves, for every fixed block size (1..4) and the dynamic
 // fallback (sizes 1..6 run through it too), on random well-conditioned blocks.
 #include <Eigen/Dense>
@@ -81,6 +81,16 @@ void check_kernels(std::mt19937& rng, int p) {
   got = x;
   blocks::solve_lower_transpose<P>(L.data(), got.data(), p);
   CHECK(rel_diff(got, L.triangularView<Eigen::Lower>().transpose().solve(x)) < kTol);
+
+  // conditional_covariance_block: lam L^{-T} G L^{-1} lam' with G = I + D' D.
+  const MatrixXd D = random_matrix(rng, 4, p);
+  const MatrixXd Gm = MatrixXd::Identity(p, p) + D.transpose() * D;
+  MatrixXd C(p, p), work2(p, 2 * p);
+  blocks::conditional_covariance_block<P>(L.data(), Gm.data(), lam.data(), C.data(), p,
+                                          work2.data());
+  MatrixXd Linv = MatrixXd::Identity(p, p);
+  L.triangularView<Eigen::Lower>().solveInPlace(Linv);
+  CHECK(rel_diff(C, lam * Linv.transpose() * Gm * Linv * lam.transpose()) < kTol);
 
   // log_diagonal_sum over several consecutive blocks.
   MatrixXd three(p, 3 * p);

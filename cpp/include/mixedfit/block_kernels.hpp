@@ -144,6 +144,36 @@ inline void solve_lower_transpose(const double* L, double* x, int p_run) {
   }
 }
 
+// C = lam L^{-T} G L^{-1} lam' for one level: G (p x p, symmetric, full storage) the
+// level's block of I + D' D, L its factor, lam lower triangular; C full. work: 2 p * p
+// doubles (used only when P is dynamic).
+template <int P>
+inline void conditional_covariance_block(const double* L, const double* G, const double* lam,
+                                         double* C, int p_run, double* work) {
+  const int p = block_dim<P>(p_run);
+  double fixed[P == kDynamicBlock ? 1 : 2 * P * P];
+  double* M = P == kDynamicBlock ? work : fixed;
+  double* T = M + p * p;
+  // M = L^{-1} lam': column j is L^{-1} times row j of lam.
+  for (int j = 0; j < p; ++j) {
+    for (int i = 0; i < p; ++i) M[i + j * p] = lam[j + i * p];
+    solve_lower<P>(L, M + j * p, p);
+  }
+  // T = G M, then C = M' T.
+  for (int j = 0; j < p; ++j)
+    for (int i = 0; i < p; ++i) {
+      double s = 0.0;
+      for (int k = 0; k < p; ++k) s += G[i + k * p] * M[k + j * p];
+      T[i + j * p] = s;
+    }
+  for (int j = 0; j < p; ++j)
+    for (int i = 0; i < p; ++i) {
+      double s = 0.0;
+      for (int k = 0; k < p; ++k) s += M[k + i * p] * T[k + j * p];
+      C[i + j * p] = s;
+    }
+}
+
 // sum over nblocks consecutive p x p factors of log(diagonal).
 template <int P>
 inline double log_diagonal_sum(const double* L, Index nblocks, int p_run) {
