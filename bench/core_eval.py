@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 
 import numpy as np
@@ -44,6 +45,18 @@ def slopes(n_rows, n_clusters, seed=1):
     y = 1 + 0.5 * x + b[g, 0] + b[g, 1] * x + rng.normal(size=len(g))
     X = np.column_stack([np.ones(len(g)), x])
     return X, y, [(g, n_clusters, np.asfortranarray(X.copy()))], np.array([1.0, 0.1, 0.5])
+
+
+def crossed_1m():
+    """bench/problems.py's crossed_1m (simulated once, cached): y ~ 1 + x + (1|f1) + (1|f2)."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import problems
+
+    d = pd.read_csv(problems.ensure_data(problems.PROBLEMS["crossed_1m"]))
+    X = np.column_stack([np.ones(len(d)), d["x"].to_numpy(float)])
+    ones = np.ones((len(d), 1))
+    terms = [(*_codes(d["f1"]), ones), (*_codes(d["f2"]), ones)]  # 5,000 then 500 levels
+    return X, d["y"].to_numpy(float), terms, np.array([0.8, 0.5])
 
 
 def time_calls(f, repeats):
@@ -98,11 +111,14 @@ def bernoulli(n_rows=300, n_subj=30, seed=2):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=200)
+    ap.add_argument("--crossed", action="store_true", help="also the 10^6-row crossed problem")
     a = ap.parse_args()
     r = a.repeats
     lmm_case("sleepstudy", *sleepstudy(), r)
     lmm_case("slopes 1k/100", *slopes(1000, 100), r)
     lmm_case("slopes 100k/10k", *slopes(100_000, 10_000), max(r // 4, 20))
+    if a.crossed:
+        lmm_case("crossed_1m", *crossed_1m(), 11)
     glmm_case("cbpp", *cbpp(), r)
     glmm_case("bernoulli 300/(1|subject)", *bernoulli(), r)
     glmm_case("bernoulli 100k/(1|g) 10k", *bernoulli(100_000, 10_000), max(r // 4, 20))

@@ -521,7 +521,7 @@ bool Glmm::predict_start(int stage, const Vector& phi) {
 
 void Glmm::eta_from_mode(Problem& prob, bool with_beta, const double* theta) {
   prob.install_theta(theta);
-  Vector bvec;
+  Vector& bvec = bvec_;
   prob.lambda_times(u_, bvec);
   if (with_beta) {
     prob.linear_predictor(beta_.data(), bvec.data(), eta_.data());

@@ -431,7 +431,8 @@ Status Problem::factor(const double* theta, bool with_response) {
     // Scalar terms only (the common crossed case): one fused pass over B instead of a copy
     // and three scalings; B can be large (levels of term 0 x rest levels).
     const double l0 = lam0(0, 0);
-    std::vector<double> rs(mZ_);
+    Vector& rs = rest_lambda_;
+    rs.resize(mZ_);
     for (Index r = 0; r < mZ_; ++r) rs[r] = lambda_[row_term_[r]](0, 0);
     BZt_.resize(BZ_.size());
     for (int c = 0; c < l0_; ++c) {

@@ -176,6 +176,7 @@ class Problem {
   std::vector<Matrix> lambda_;      // per term p_k x p_k lower triangular
   Vector L11_;                      // l0 factored blocks
   Vector block_work_;               // p0 x p0 scratch for the dynamic-size block kernels
+  Vector rest_lambda_;              // per rest-Z row, its scalar term's lambda (all scalar)
   Vector BZt_;
   Matrix BXt_;
   Matrix R_;                        // (m, m) factored rest block
