@@ -134,4 +134,73 @@ void Problem::solve_first_term(const Vector& beta, const Vector& s, Vector& u) {
   });
 }
 
+namespace {
+
+// leverages() for one term of P columns (P fixed): the selected inverse's level blocks
+//   S21_c = -S22 L21_c L_c^{-1} (X rows only, with_x), S11_c = L_c^{-T} (L_c^{-1} - L21_c' S21_c)
+// with S22 = (R_XX R_XX')^{-1}, then per observation w = S11_c v + S21_c' x (v = lam' z) and
+// h = v'w (without X), T(i, (a, b)) = z_a w_b.
+template <int P>
+void single_term_leverages(const TermData& t, const double* lam_data, const double* L11,
+                           const Matrix& BXt, const Matrix& R, const double* X, Index n, Index px,
+                           bool with_h, Vector& h, Matrix& T) {
+  using MP = Eigen::Matrix<double, P, P>;
+  using VP = Eigen::Matrix<double, P, 1>;
+  constexpr Index bs = static_cast<Index>(P) * P;
+  const int nlev = t.nlev;
+  Matrix S22;
+  if (px > 0) {
+    Matrix Rinv = Matrix::Identity(px, px);
+    R.topLeftCorner(px, px).triangularView<Eigen::Lower>().solveInPlace(Rinv);
+    S22.noalias() = Rinv.transpose() * Rinv;
+  }
+  Vector S11(static_cast<Index>(nlev) * bs);
+  Matrix S21(px, static_cast<Index>(nlev) * P);  // X rows, P columns per level
+  for (int c = 0; c < nlev; ++c) {
+    const Eigen::Map<const MP> Lc(L11 + c * bs);
+    MP M = MP::Identity();
+    Lc.template triangularView<Eigen::Lower>().solveInPlace(M);  // L_c^{-1}
+    if (px > 0) {
+      const auto L21 = BXt.block(0, static_cast<Index>(c) * P, px, P);
+      double* s21 = S21.data() + static_cast<Index>(c) * P * px;
+      Eigen::Map<Matrix>(s21, px, P).noalias() = S22 * L21;
+      blocks::right_multiply_lower<P>(s21, px, M.data(), P);  // times L_c^{-1}
+      Eigen::Map<Matrix>(s21, px, P) *= -1.0;
+      M.noalias() -= L21.transpose() * Eigen::Map<const Matrix>(s21, px, P);
+    }
+    Lc.template triangularView<Eigen::Lower>().adjoint().solveInPlace(M);
+    Eigen::Map<MP>(S11.data() + c * bs) = M;
+  }
+  const Eigen::Map<const MP> lam(lam_data);
+  if (with_h) h.resize(n); else h.resize(0);
+  T.setZero(n, P * (P + 1) / 2);
+  for (Index i = 0; i < n; ++i) {
+    const int c = t.g[i];
+    VP z;
+    for (int a = 0; a < P; ++a) z[a] = t.Z[i + a * n];
+    const VP v = lam.transpose() * z;
+    VP w = Eigen::Map<const MP>(S11.data() + c * bs) * v;
+    const double* s21 = S21.data() + static_cast<Index>(c) * P * px;
+    for (Index k = 0; k < px; ++k) {
+      const double xk = X[i + k * n];
+      for (int b = 0; b < P; ++b) w[b] += s21[k + b * px] * xk;
+    }
+    if (with_h) h[i] = v.dot(w);
+    Index th = 0;
+    for (int b = 0; b < P; ++b)
+      for (int a = b; a < P; ++a) T(i, th++) = z[a] * w[b];
+  }
+}
+
+}  // namespace
+
+Status Problem::leverages_single_term(Vector& h, Matrix& T, bool with_x) const {
+  return with_block_size(p0_, [&](auto P) {
+    if constexpr (decltype(P)::value != blocks::kDynamicBlock)
+      single_term_leverages<decltype(P)::value>(terms_[0], lambda_[0].data(), L11_.data(), BXt_,
+                                                R_, X_, n_, with_x ? p_ : 0, !with_x, h, T);
+    return Status::Ok;
+  });
+}
+
 }  // namespace mixedfit

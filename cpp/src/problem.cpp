@@ -885,6 +885,7 @@ Status Problem::leverages(Vector& h, Matrix& T, bool with_x) const {
   const int K = nterms();
   if (!with_x && K == 2 && p0_ == 1 && rest_scalar_ && !dense_ && mZ_ >= 64)
     return leverages_two_scalar(h, T);
+  if (K == 1 && p0_ <= blocks::kMaxFixedBlock) return leverages_single_term(h, T, with_x);
   const Index bs = static_cast<Index>(p0_) * p0_;
   const Index px = with_x ? p_ : 0;
   const Index mr = mZ_ + px;  // leading part of the rest block: rest Z rows (and X rows)

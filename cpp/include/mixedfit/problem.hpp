@@ -132,6 +132,8 @@ class Problem {
   void scale_rest_rows(double* V, Index rc, Index c0) const;
   double first_term_logdet() const;
   void solve_first_term(const Vector& beta, const Vector& s, Vector& u);
+  // leverages() for a single term of 1-4 columns, with fixed-size blocks.
+  Status leverages_single_term(Vector& h, Matrix& T, bool with_x) const;
   void scale_rest_lower();
   void add_z_times(const double* b, double* out) const;
   // y = R^{-1} L21_c for level c of a scalar term 0 (sparse coupling); returns y's first row
