@@ -177,6 +177,131 @@ double Family::aic(const double* y, const double* mu, const double* wt, Index n,
   return std::nan("");
 }
 
+namespace {
+
+// Rows per chunk of the vectorized family paths: fixed-capacity arrays on the stack, so a
+// pass allocates nothing and every row is read once while its chunk is in cache.
+constexpr Index kChunk = 128;
+using ChunkArray = Eigen::Array<double, Eigen::Dynamic, 1, Eigen::ColMajor, kChunk, 1>;
+using ConstRows = Eigen::Map<const Eigen::ArrayXd>;
+using Rows = Eigen::Map<Eigen::ArrayXd>;
+
+// The working weights pw mu_eta^2 / V(mu) and response eta - base + (y - mu) / mu_eta of a
+// chunk, given its mean and mu_eta.
+void working_chunk(const Family& f, const ConstRows& e, const ConstRows& base, const ConstRows& y,
+                   const ConstRows& w, const ChunkArray& mu, const ChunkArray& me,
+                   const Family::RowsOut& out, Index i0) {
+  const Index len = e.size();
+  Rows(out.mu + i0, len) = mu;
+  Rows(out.mu_eta + i0, len) = me;
+  if (f.fam == FamilyKind::Binomial)
+    Rows(out.weights + i0, len) = w * me * me / (mu * (1.0 - mu));
+  else  // Poisson
+    Rows(out.weights + i0, len) = w * me * me / mu;
+  Rows(out.z + i0, len) = e - base + (y - mu) / me;
+}
+
+// Binomial-logit chunk; returns its deviance less the mu-free constant, NaN if invalid.
+double binomial_logit_chunk(const Family& f, const ConstRows& e, const ConstRows& base,
+                            const ConstRows& y, const ConstRows& w, const Family::RowsOut& out,
+                            Index i0) {
+  if (!all_finite(e)) return std::nan("");
+  const Index len = e.size();
+  ChunkArray mu(len), me(len);
+  double dev;
+  if (e.abs().maxCoeff() <= kLogitThresh) {
+    // No clamp active (the common case): with t = exp(-|eta|), mu = 1 / (1 + t) or
+    // t / (1 + t), mu (1 - mu) = t / (1 + t)^2 and -y log mu - (1 - y) log(1 - mu) =
+    // log(1 + exp(eta)) - y eta = max(eta, 0) + log1p(t) - y eta: one exp and one log.
+    // log(1 + t) rather than log1p(t): Eigen vectorizes log only; for t < eps the term it
+    // rounds away is below eps next to max(eta, 0) + ... in the sum.
+    const ChunkArray t = (-e.abs()).exp();
+    const ChunkArray inv = 1.0 / (1.0 + t);
+    mu = (e >= 0.0).select(inv, t * inv);
+    me = t * inv * inv;
+    dev = 2.0 * (w * (e.max(0.0) + (1.0 + t).log() - y * e)).sum();
+  } else {
+    ChunkArray t = e.exp();  // Eigen's SIMD exp; then R's clamps
+    for (Index i = 0; i < len; ++i) {
+      if (e[i] < -kLogitThresh) t[i] = kEps;
+      else if (e[i] > kLogitThresh) t[i] = 1.0 / kEps;
+    }
+    mu = t / (1.0 + t);
+    me = (e.abs() > kLogitThresh).select(kEps, mu * (1.0 - mu));
+    // 2 w [y log(y/mu) + (1-y) log((1-y)/(1-mu))] = 2 w [-y log mu - (1-y) log(1-mu)] + const
+    dev = (2.0 * w * (-(y * mu.log()) - (1.0 - y) * (1.0 - mu).log())).sum();
+  }
+  if (!(std::isfinite(dev) && mu.minCoeff() > 0.0 && mu.maxCoeff() < 1.0)) return std::nan("");
+  working_chunk(f, e, base, y, w, mu, me, out, i0);
+  return dev;
+}
+
+// Poisson-log chunk; returns its deviance less the mu-free constant, NaN if invalid.
+double poisson_log_chunk(const Family& f, const ConstRows& e, const ConstRows& base,
+                         const ConstRows& y, const ConstRows& w, const Family::RowsOut& out,
+                         Index i0) {
+  if (!all_finite(e)) return std::nan("");
+  const ChunkArray mu = e.exp().max(kEps);
+  // 2 w [y log(y/mu) - (y - mu)] = 2 w [mu - y log mu] + 2 w [y log y - y]
+  const double dev = (2.0 * w * (mu - y * mu.log())).sum();
+  if (!std::isfinite(dev)) return std::nan("");
+  working_chunk(f, e, base, y, w, mu, mu, out, i0);
+  return dev;
+}
+
+// Any family and link, row by row through the Family's scalar functions.
+double generic_rows(const Family& f, const double* eta, const double* base, const double* y,
+                    const double* pw, Index n, const Family::RowsOut& out) {
+  const bool logit = f.link == LinkKind::Logit;
+  double dev = 0.0;
+  for (Index i = 0; i < n; ++i) {
+    const double e = eta[i];
+    if (!f.valid_eta(e)) return std::nan("");
+    const double m = f.linkinv(e);
+    if (!f.valid_mu(m)) return std::nan("");
+    // d mu / d eta with the link's clamps; for the logit mu (1 - mu) saves an exp().
+    const double me = logit ? (std::abs(e) > kLogitThresh ? kEps : m * (1.0 - m)) : f.mu_eta(e);
+    dev += f.dev_resid(y[i], m, pw[i]);
+    out.mu[i] = m;
+    out.mu_eta[i] = me;
+    out.weights[i] = pw[i] * me * me / f.variance(m);
+    out.z[i] = e - base[i] + (y[i] - m) / me;
+  }
+  return std::isfinite(dev) ? dev : std::nan("");
+}
+
+}  // namespace
+
+double Family::irls_rows(const double* eta, const double* base, const double* y,
+                         const double* pw, Index n, const RowsOut& out) const {
+  const bool binomial_logit = fam == FamilyKind::Binomial && link == LinkKind::Logit;
+  const bool poisson_log = fam == FamilyKind::Poisson && link == LinkKind::Log;
+  if (!binomial_logit && !poisson_log) return generic_rows(*this, eta, base, y, pw, n, out);
+  double dev = 0.0;
+  for (Index i0 = 0; i0 < n; i0 += kChunk) {
+    const Index len = std::min(kChunk, n - i0);
+    const ConstRows e(eta + i0, len), b(base + i0, len), yy(y + i0, len), w(pw + i0, len);
+    const double d = binomial_logit ? binomial_logit_chunk(*this, e, b, yy, w, out, i0)
+                                    : poisson_log_chunk(*this, e, b, yy, w, out, i0);
+    if (std::isnan(d)) return d;
+    dev += d;
+  }
+  return dev;
+}
+
+double Family::deviance_constant(const double* y, const double* pw, Index n) const {
+  double s = 0.0;
+  if (fam == FamilyKind::Binomial && link == LinkKind::Logit) {
+    for (Index i = 0; i < n; ++i)
+      s += 2.0 * pw[i] * ((y[i] > 0 ? y[i] * std::log(y[i]) : 0.0) +
+                          (y[i] < 1 ? (1.0 - y[i]) * std::log1p(-y[i]) : 0.0));
+  } else if (fam == FamilyKind::Poisson && link == LinkKind::Log) {
+    for (Index i = 0; i < n; ++i)
+      s += 2.0 * pw[i] * ((y[i] > 0 ? y[i] * std::log(y[i]) : 0.0) - y[i]);
+  }
+  return s;
+}
+
 Glmm::Glmm(Index n, Index p, const double* X, const double* y, const double* pw,
            const double* offset, std::vector<TermData> terms, Family family)
     : n_(n), p_(p), X_(X), y_(y), pw_(pw), off_(offset), terms_(terms), fam_(family),
@@ -189,15 +314,11 @@ Glmm::Glmm(Index n, Index p, const double* X, const double* y, const double* pw,
   zwork_.setZero(n_);
   fixed_.setZero(n_);
   mueta_.setZero(n_);
-  // The mu-free part of the deviance for the vectorized paths in update_mu().
-  for (Index i = 0; i < n_; ++i) {
-    const double y = y_[i];
-    if (fam_.fam == FamilyKind::Binomial)
-      dev_const_ += 2.0 * pw_[i] * ((y > 0 ? y * std::log(y) : 0.0) +
-                                    (y < 1 ? (1.0 - y) * std::log1p(-y) : 0.0));
-    else if (fam_.fam == FamilyKind::Poisson)
-      dev_const_ += 2.0 * pw_[i] * ((y > 0 ? y * std::log(y) : 0.0) - y);
-  }
+  wts_next_.setZero(n_);
+  zwork_next_.setZero(n_);
+  eta_new_.setZero(n_);
+  zeros_.setZero(n_);
+  dev_const_ = fam_.deviance_constant(y_, pw_, n_);
   if (fam_.fam == FamilyKind::Binomial || fam_.fam == FamilyKind::Poisson) {
     // aic(mu) - dev(mu) does not depend on mu: evaluate it once at a valid reference mean.
     Vector ref(n_);
@@ -212,74 +333,26 @@ Glmm::Glmm(Index n, Index p, const double* X, const double* y, const double* pw,
 }
 
 bool Glmm::update_mu(const Vector& eta) {
-  // Canonical hot paths, vectorized (Eigen's SIMD exp/log): binomial-logit, poisson-log.
-  if (fam_.fam == FamilyKind::Binomial && fam_.link == LinkKind::Logit) {
-    if (!all_finite(eta)) return false;
-    const auto e = eta.array();
-    if (e.abs().maxCoeff() <= kLogitThresh) {
-      // No clamp active (the common case): with t = exp(-|eta|), mu = 1 / (1 + t) or
-      // t / (1 + t), mu (1 - mu) = t / (1 + t)^2 and -y log mu - (1 - y) log(1 - mu) =
-      // log(1 + exp(eta)) - y eta = max(eta, 0) + log1p(t) - y eta: one exp and one log.
-      const Eigen::ArrayXd t = (-e.abs()).exp();
-      const Eigen::ArrayXd inv = 1.0 / (1.0 + t);
-      mu_ = (e >= 0.0).select(inv, t * inv).matrix();
-      mueta_ = (t * inv * inv).matrix();
-      const auto y = Eigen::Map<const Eigen::ArrayXd>(y_, n_);
-      const auto w = Eigen::Map<const Eigen::ArrayXd>(pw_, n_);
-      // log(1 + t) rather than log1p(t): Eigen vectorizes log only; for t < eps the term
-      // it rounds away is below eps next to max(eta, 0) + ... in the sum.
-      devsum_ = 2.0 * (w * (e.max(0.0) + (1.0 + t).log() - y * e)).sum() + dev_const_;
-      return std::isfinite(devsum_) && mu_.array().minCoeff() > 0.0 &&
-             mu_.array().maxCoeff() < 1.0;
-    }
-    Eigen::ArrayXd t = e.exp();  // Eigen's SIMD exp; then R's clamps, rarely active
-    for (Index i = 0; i < n_; ++i) {
-      if (e[i] < -kLogitThresh) t[i] = kEps;
-      else if (e[i] > kLogitThresh) t[i] = 1.0 / kEps;
-    }
-    mu_ = (t / (1.0 + t)).matrix();
-    mueta_ = (e.abs() > kLogitThresh).select(kEps, mu_.array() * (1.0 - mu_.array())).matrix();
-    const auto y = Eigen::Map<const Eigen::ArrayXd>(y_, n_);
-    const auto w = Eigen::Map<const Eigen::ArrayXd>(pw_, n_);
-    // 2 w [y log(y/mu) + (1-y) log((1-y)/(1-mu))] = 2 w [-y log mu - (1-y) log(1-mu)] + const
-    const Eigen::ArrayXd lm = mu_.array().log(), l1m = (1.0 - mu_.array()).log();
-    devsum_ = (2.0 * w * (-(y * lm) - (1.0 - y) * l1m)).sum() + dev_const_;
-    return std::isfinite(devsum_) && mu_.array().minCoeff() > 0.0 && mu_.array().maxCoeff() < 1.0;
+  next_ready_ = false;
+  const double dev = fam_.irls_rows(eta.data(), base_, y_, pw_, n_,
+                                    {mu_.data(), mueta_.data(), wts_next_.data(),
+                                     zwork_next_.data()});
+  devsum_ = dev + dev_const_;
+  if (!std::isfinite(devsum_)) {
+    devsum_ = std::nan("");
+    return false;
   }
-  if (fam_.fam == FamilyKind::Poisson && fam_.link == LinkKind::Log) {
-    if (!all_finite(eta)) return false;
-    mu_ = eta.array().exp().max(kEps).matrix();
-    mueta_ = mu_;
-    const auto y = Eigen::Map<const Eigen::ArrayXd>(y_, n_);
-    const auto w = Eigen::Map<const Eigen::ArrayXd>(pw_, n_);
-    // 2 w [y log(y/mu) - (y - mu)] = 2 w [mu - y log mu] + 2 w [y log y - y]
-    devsum_ = (2.0 * w * (mu_.array() - y * mu_.array().log())).sum() + dev_const_;
-    return std::isfinite(devsum_);
-  }
-  bool ok = true;
-  double dev = 0.0;
-  const bool logit = fam_.link == LinkKind::Logit;
-  for (Index i = 0; i < n_; ++i) {
-    const double e = eta[i];
-    if (!fam_.valid_eta(e)) { ok = false; break; }
-    const double m = fam_.linkinv(e);
-    if (!fam_.valid_mu(m)) { ok = false; break; }
-    mu_[i] = m;
-    // d mu / d eta with the link's clamps; for the logit mu (1 - mu) saves an exp().
-    mueta_[i] = logit ? (std::abs(e) > kLogitThresh ? kEps : m * (1.0 - m)) : fam_.mu_eta(e);
-    dev += fam_.dev_resid(y_[i], m, pw_[i]);
-  }
-  devsum_ = ok ? dev : std::nan("");
-  return ok && std::isfinite(dev);
+  next_ready_ = true;
+  return true;
 }
 
-void Glmm::working(const Vector& base) {
-  for (Index i = 0; i < n_; ++i) {
-    const double me = mueta_[i];
-    const double v = fam_.variance(mu_[i]);
-    wts_[i] = pw_[i] * me * me / v;
-    zwork_[i] = eta_[i] - base[i] + (y_[i] - mu_[i]) / me;
-  }
+void Glmm::working() {
+  // update_mu() computed them with mu_; only if that was not at eta_ (a failed candidate
+  // came after) compute them again.
+  if (!next_ready_) update_mu(eta_);
+  wts_.swap(wts_next_);
+  zwork_.swap(zwork_next_);
+  next_ready_ = false;
 }
 
 double Glmm::family_aic() const {
@@ -299,14 +372,17 @@ double Glmm::pearson() const {
 
 Status Glmm::pirls(Problem& prob, bool with_beta, const double* theta, bool start_known) {
   // base: the part of eta that PLS does not solve for.
-  Vector base(n_);
-  if (with_beta) {
-    if (off_) base = Eigen::Map<const Vector>(off_, n_); else base.setZero();
-  } else {
-    base = fixed_;
-  }
-  Vector unew, bnew, eta_new(n_), bvec;
-  Vector old_u = u_, old_b = beta_;
+  base_ = with_beta ? (off_ ? off_ : zeros_.data()) : fixed_.data();
+  const Eigen::Map<const Vector> base(base_, n_);
+  // Work vectors are members, sized on first use and reused by every step and call.
+  Vector& unew = u_new_;
+  Vector& bnew = b_new_;
+  Vector& eta_new = eta_new_;
+  Vector& bvec = bvec_;
+  Vector& old_u = u_old_;
+  Vector& old_b = b_old_;
+  old_u = u_;
+  old_b = beta_;
   double oldpdev = std::numeric_limits<double>::infinity();
   if (!update_mu(eta_)) return Status::InvalidMean;
   // From a start (beta, u) the step can be halved back toward it; from a bare eta (the
@@ -335,7 +411,7 @@ Status Glmm::pirls(Problem& prob, bool with_beta, const double* theta, bool star
   Status s;
   for (iters_ = 0; iters_ < control.maxit; ++iters_) {
     if (interrupt_requested()) return Status::Interrupted;
-    working(base);
+    working();
     if ((s = prob.set_response(zwork_.data(), wts_.data(), false)) != Status::Ok) return s;
     if ((s = prob.factor(theta)) != Status::Ok) return s;
     if ((s = prob.solve(bnew, unew)) != Status::Ok) return s;
@@ -367,7 +443,7 @@ Status Glmm::pirls(Problem& prob, bool with_beta, const double* theta, bool star
     if (std::isfinite(pdev) &&
         std::abs(oldpdev - pdev) < control.tol * std::max(std::abs(pdev), 1.0) &&
         step <= control.step_tol * (1.0 + size)) {
-      u_ = unew; if (with_beta) beta_ = bnew; eta_ = eta_new;
+      u_ = unew; if (with_beta) beta_ = bnew; eta_.swap(eta_new);
       converged = true;
       break;
     }
@@ -396,7 +472,7 @@ Status Glmm::pirls(Problem& prob, bool with_beta, const double* theta, bool star
         return Status::PirlsDiverged;
       }
     }
-    u_ = unew; if (with_beta) beta_ = bnew; eta_ = eta_new;
+    u_ = unew; if (with_beta) beta_ = bnew; eta_.swap(eta_new);
     old_u = u_; old_b = beta_;
     oldpdev = pdev;
   }
@@ -406,7 +482,7 @@ Status Glmm::pirls(Problem& prob, bool with_beta, const double* theta, bool star
   // moved by at most step_tol (relative): its log-determinant is the mode's to that order.
   // Refactor only when the fallback above accepted an older iterate.
   if (refactor_at_mode) {
-    working(base);
+    working();
     if ((s = prob.set_response(zwork_.data(), wts_.data(), false)) != Status::Ok) return s;
     if ((s = prob.factor(theta)) != Status::Ok) return s;
   }
@@ -445,7 +521,7 @@ bool Glmm::predict_start(int stage, const Vector& phi) {
 
 void Glmm::eta_from_mode(Problem& prob, bool with_beta, const double* theta) {
   prob.install_theta(theta);
-  Vector bvec;
+  Vector& bvec = bvec_;
   prob.lambda_times(u_, bvec);
   if (with_beta) {
     prob.linear_predictor(beta_.data(), bvec.data(), eta_.data());

@@ -1,5 +1,6 @@
 #include "mixedfit/problem.hpp"
 
+#include "mixedfit/block_kernels.hpp"
 #include "mixedfit/dense_chol.hpp"
 #include "mixedfit/parallel.hpp"
 
@@ -12,53 +13,6 @@ namespace mixedfit {
 namespace {
 
 constexpr double kTwoPi = 6.283185307179586476925286766559;
-
-// In-place lower Cholesky of a small p x p column-major block. Returns false if not PD.
-inline bool chol_small(double* M, int p) {
-  for (int j = 0; j < p; ++j) {
-    double d = M[j + j * p];
-    for (int k = 0; k < j; ++k) d -= M[j + k * p] * M[j + k * p];
-    if (!(d > 0.0)) return false;
-    d = std::sqrt(d);
-    M[j + j * p] = d;
-    for (int i = j + 1; i < p; ++i) {
-      double s = M[i + j * p];
-      for (int k = 0; k < j; ++k) s -= M[i + k * p] * M[j + k * p];
-      M[i + j * p] = s / d;
-    }
-  }
-  for (int j = 1; j < p; ++j)
-    for (int i = 0; i < j; ++i) M[i + j * p] = 0.0;
-  return true;
-}
-
-// V (r x p, leading dimension r) <- V * lam (lam p x p lower triangular).
-// r may be 0 (a level of term 0 without observations): Eigen's product kernels take the address
-// of an empty result's first entry, which is undefined, so that case returns first.
-inline void right_mult_lower(double* V, Index r, int p, const Matrix& lam) {
-  if (r == 0) return;
-  if (p == 1) {
-    const double l = lam(0, 0);
-    for (Index a = 0; a < r; ++a) V[a] *= l;
-    return;
-  }
-  Eigen::Map<Matrix> Vm(V, r, p);
-  Vm = Vm * lam.triangularView<Eigen::Lower>();
-}
-
-// V (r x p) <- V * L^{-T} for L (p x p) lower triangular stored column-major at Lp.
-inline void right_solve_lower_t(double* V, Index r, int p, const double* Lp) {
-  if (r == 0) return;
-  if (p == 1) {
-    const double inv = 1.0 / Lp[0];
-    for (Index a = 0; a < r; ++a) V[a] *= inv;
-    return;
-  }
-  Eigen::Map<Matrix> Vm(V, r, p);
-  Eigen::Map<const Matrix> L(Lp, p, p);
-  // Solve X L' = V for X, in place.
-  L.transpose().triangularView<Eigen::Upper>().solveInPlace<Eigen::OnTheRight>(Vm);
-}
 
 // Inverse of a lower-triangular matrix, by block columns: column block j of L^{-1} solves
 // L[j:, j:] X = [I; 0], so the solves cost n^3 / 3 in all (a solve against the full
@@ -215,30 +169,36 @@ bool Problem::prefer_dense_coupling(double sparse_cost) const {
 
 namespace {
 
-// One pass over the observations for scalar terms: A11, B, the rest block's Z rows and
-// [X y]' W [X y], with each observation's [x_i y_i] read as one padded row of width S.
-template <int S>
-void accumulate_scalar(Index n, Index p, int K, const double* __restrict Xr,
-                       const double* __restrict w, const std::int32_t* __restrict g0,
-                       const double* __restrict z0, const std::vector<const std::int32_t*>& gk,
-                       const std::vector<const double*>& zk, const std::vector<Index>& ok,
-                       const Index* __restrict cp, const Index* __restrict op,
-                       double* __restrict A11, double* __restrict BX, double* __restrict BZ,
-                       double* __restrict AR, Index ldr, Index mZ) {
+// One pass over the observations when every rest term is scalar: A11, B, the rest block's Z
+// rows and [X y]' W [X y], with each observation's [x_i y_i] read as one padded row of width
+// S and the first term's P0 columns (Z0, column-major) as one fixed-size vector.
+template <int P0, int S>
+void accumulate_rows(Index n, Index p, int K, const double* __restrict Xr,
+                     const double* __restrict w, const std::int32_t* __restrict g0,
+                     const double* __restrict Z0, const std::vector<const std::int32_t*>& gk,
+                     const std::vector<const double*>& zk, const std::vector<Index>& ok,
+                     const Index* __restrict cp, const Index* __restrict op,
+                     double* __restrict A11, double* __restrict BX, double* __restrict BZ,
+                     double* __restrict AR, Index ldr, Index mZ) {
   const Index pp1 = p + 1;
   const int Km1 = K - 1;
   using Row = Eigen::Matrix<double, S, 1>;
+  using Zrow = Eigen::Matrix<double, P0, 1>;
   Eigen::Matrix<double, S, S> acc = Eigen::Matrix<double, S, S>::Zero();
   // Sums over runs of equal levels stay in registers and are stored when the level changes:
   // data sorted by a grouping factor would otherwise chain every update through memory.
   int cur_c = -1;
-  double a11 = 0.0;
-  Row bxacc = Row::Zero();
+  Eigen::Matrix<double, P0, P0> a11 = Eigen::Matrix<double, P0, P0>::Zero();
+  Eigen::Matrix<double, S, P0> bxacc = Eigen::Matrix<double, S, P0>::Zero();
   auto flush_c = [&]() {
     if (cur_c < 0) return;
-    A11[cur_c] += a11;
-    double* __restrict bx = BX + static_cast<Index>(cur_c) * pp1;
-    for (Index t = 0; t < pp1; ++t) bx[t] += bxacc[t];
+    double* __restrict blk = A11 + static_cast<Index>(cur_c) * P0 * P0;
+    for (int b = 0; b < P0; ++b)
+      for (int a = b; a < P0; ++a) blk[a + b * P0] += a11(a, b);
+    for (int b = 0; b < P0; ++b) {
+      double* __restrict bx = BX + (static_cast<Index>(cur_c) * P0 + b) * pp1;
+      for (Index t = 0; t < pp1; ++t) bx[t] += bxacc(t, b);
+    }
   };
   Index cur_s = -1;  // K == 2: the rest term's row
   double rr = 0.0;
@@ -253,27 +213,30 @@ void accumulate_scalar(Index n, Index p, int K, const double* __restrict Xr,
     const Eigen::Map<const Row> vv(Xr + i * S);
     const double wi = w ? w[i] : 1.0;
     const int c = g0[i];
-    const double wz0 = wi * z0[i];
+    Zrow z0;
+    for (int b = 0; b < P0; ++b) z0[b] = Z0[i + b * n];
+    const Zrow wz0 = wi * z0;
     if (c != cur_c) {
       flush_c();
       cur_c = c;
-      a11 = 0.0;
+      a11.setZero();
       bxacc.setZero();
     }
-    a11 += z0[i] * wz0;
-    bxacc += wz0 * vv;
+    a11.noalias() += z0 * wz0.transpose();
+    bxacc.noalias() += vv * wz0.transpose();
     {
       // Column u of the outer product is (wi v) v_u: vectorized down the columns.
       const Row wv = wi * vv;
       for (int u = 0; u < S; ++u) acc.col(u) += wv * vv[u];
     }
     if (Km1 == 0) continue;
-    double* __restrict vals = BZ + cp[c];
+    const Index rc = cp[c + 1] - cp[c];
+    double* __restrict vals = BZ + cp[c] * P0;
     const Index* __restrict opi = op + static_cast<size_t>(i) * Km1;
     if (Km1 == 1) {
       const double zki = zk[1][i];
       const double wz = wi * zki;
-      vals[opi[0]] += zki * wz0;
+      for (int b = 0; b < P0; ++b) vals[b * rc + opi[0]] += zki * wz0[b];
       const Index s1 = ok[1] + gk[1][i];
       if (s1 != cur_s) {
         flush_s();
@@ -288,7 +251,7 @@ void accumulate_scalar(Index n, Index p, int K, const double* __restrict Xr,
     for (int k = 1; k < K; ++k) {
       const double zki = zk[k][i];
       const double wz = wi * zki;
-      vals[opi[k - 1]] += zki * wz0;
+      for (int b = 0; b < P0; ++b) vals[b * rc + opi[k - 1]] += zki * wz0[b];
       const Index s1 = ok[k] + gk[k][i];
       for (int kk = 1; kk <= k; ++kk) AR[s1 + (ok[kk] + gk[kk][i]) * ldr] += wz * zk[kk][i];
       double* __restrict col = AR + s1 * ldr + mZ;
@@ -329,7 +292,7 @@ Status Problem::set_response(const double* y, const double* w, bool need_ldW) {
   Arest_.setZero(m_, m_);
   const TermData& t0 = terms_[0];
   bool xy_done = false;
-  if (p0_ == 1 && rest_scalar_ && xr_width_ > 0) {
+  if (p0_ <= blocks::kMaxFixedBlock && rest_scalar_ && xr_width_ > 0) {
     const Index S = xr_width_;
     for (Index i = 0; i < n_; ++i) Xr_[i * S + p_] = y[i];
     std::vector<const std::int32_t*> gk(K);
@@ -340,18 +303,22 @@ Status Problem::set_response(const double* y, const double* w, bool need_ldW) {
       zk[k] = terms_[k].Z;
       ok[k] = offset_[k];
     }
-    auto run = [&](auto width) {
-      accumulate_scalar<decltype(width)::value>(
+    auto run = [&](auto p0, auto width) {
+      accumulate_rows<decltype(p0)::value, decltype(width)::value>(
           n_, p_, K, Xr_.data(), w, t0.g, t0.Z, gk, zk, ok, colptr_.data(), obs_pos_.data(),
           A11_.data(), BX_.data(), BZ_.data(), Arest_.data(), m_, mZ_);
     };
-    if (S == 4) run(std::integral_constant<int, 4>());
-    else if (S == 8) run(std::integral_constant<int, 8>());
-    else run(std::integral_constant<int, 16>());
+    blocks::with_block_size(p0_, [&](auto p0) {
+      if constexpr (decltype(p0)::value != blocks::kDynamicBlock) {
+        if (S == 4) run(p0, std::integral_constant<int, 4>());
+        else if (S == 8) run(p0, std::integral_constant<int, 8>());
+        else run(p0, std::integral_constant<int, 16>());
+      }
+    });
     xy_done = true;
   } else {
-    // Vector-valued terms, or more than 15 fixed-effect columns: per observation, term by
-    // term.
+    // Vector-valued rest terms, a first term of more than 4 columns, or more than 15
+    // fixed-effect columns: per observation, term by term.
     for (Index i = 0; i < n_; ++i) {
       const double wi = w ? w[i] : 1.0;
       const double yi = y[i];
@@ -468,24 +435,9 @@ Status Problem::factor(const double* theta, bool with_response) {
   fill_lambdas(theta);
   const int K = nterms();
   const Matrix& lam0 = lambda_[0];
-  const Index bs = static_cast<Index>(p0_) * p0_;
 
   // Term 0: L_c = chol(lam0' A_c lam0 + I), level by level.
-  L11_.resize(static_cast<Index>(l0_) * bs);
-  if (p0_ == 1) {
-    const double l2 = lam0(0, 0) * lam0(0, 0);
-    for (int c = 0; c < l0_; ++c) L11_[c] = std::sqrt(l2 * A11_[c] + 1.0);
-  } else {
-    Matrix M(p0_, p0_);
-    for (int c = 0; c < l0_; ++c) {
-      Eigen::Map<const Matrix> A(A11_.data() + c * bs, p0_, p0_);
-      M = lam0.transpose() * A.selfadjointView<Eigen::Lower>() * lam0;
-      M.diagonal().array() += 1.0;
-      double* Lc = L11_.data() + c * bs;
-      std::copy(M.data(), M.data() + bs, Lc);
-      if (!chol_small(Lc, p0_)) return Status::NotPositiveDefinite;
-    }
-  }
+  if (!factor_first_term()) return Status::NotPositiveDefinite;
 
   // B blocks: scale by Lambda on both sides, then solve with L_c' from the right.
   BXt_ = BX_;
@@ -493,7 +445,8 @@ Status Problem::factor(const double* theta, bool with_response) {
     // Scalar terms only (the common crossed case): one fused pass over B instead of a copy
     // and three scalings; B can be large (levels of term 0 x rest levels).
     const double l0 = lam0(0, 0);
-    std::vector<double> rs(mZ_);
+    Vector& rs = rest_lambda_;
+    rs.resize(mZ_);
     for (Index r = 0; r < mZ_; ++r) rs[r] = lambda_[row_term_[r]](0, 0);
     BZt_.resize(BZ_.size());
     for (int c = 0; c < l0_; ++c) {
@@ -511,36 +464,7 @@ Status Problem::factor(const double* theta, bool with_response) {
       for (Index t = 0; t <= p_; ++t) bx[t] *= f;
     }
   } else {
-    BZt_ = BZ_;
-    for (int c = 0; c < l0_; ++c) {
-      const double* Lc = L11_.data() + c * bs;
-      double* bx = BXt_.data() + static_cast<Index>(c) * p0_ * (p_ + 1);
-      right_mult_lower(bx, p_ + 1, p0_, lam0);
-      right_solve_lower_t(bx, p_ + 1, p0_, Lc);
-      if (K > 1) {
-        const Index rc = colptr_[c + 1] - colptr_[c];
-        double* V = BZt_.data() + colptr_[c] * p0_;
-        right_mult_lower(V, rc, p0_, lam0);
-        if (rest_scalar_) {
-          for (int b = 0; b < p0_; ++b)
-            for (Index a = 0; a < rc; ++a) {
-              const Index r = dense_ ? a : rowidx_[colptr_[c] + a];
-              V[b * rc + a] *= lambda_[row_term_[r]](0, 0);
-            }
-        } else {
-          Eigen::Map<Matrix> Vm(V, rc, p0_);
-          Index a = 0;
-          while (a < rc) {
-            const Index r = dense_ ? a : rowidx_[colptr_[c] + a];
-            const int k = row_term_[r];
-            const int pk = terms_[k].p;
-            Vm.middleRows(a, pk) = lambda_[k].transpose() * Vm.middleRows(a, pk);
-            a += pk;
-          }
-        }
-        right_solve_lower_t(V, rc, p0_, Lc);
-      }
-    }
+    scale_coupling();
   }
 
   if (sparse_rest_) return factor_sparse_rest(with_response);
@@ -595,13 +519,7 @@ Status Problem::factor(const double* theta, bool with_response) {
     if (!cholesky_lower(lead, num_threads())) return Status::NotPositiveDefinite;
   }
   // Components from the diagonal.
-  double ld = 0.0;
-  if (p0_ == 1) {
-    for (int c = 0; c < l0_; ++c) ld += std::log(L11_[c]);
-  } else {
-    for (int c = 0; c < l0_; ++c)
-      for (int a = 0; a < p0_; ++a) ld += std::log(L11_[c * bs + a + a * p0_]);
-  }
+  double ld = first_term_logdet();
   for (Index r = 0; r < mZ_; ++r) ld += std::log(R_(r, r));
   double ldx = 0.0;
   for (Index r = mZ_; r < mZ_ + p_; ++r) ldx += std::log(R_(r, r));
@@ -641,32 +559,7 @@ Status Problem::solve(Vector& beta, Vector& u) {
   beta = s.tail(p_);
   u.resize(q_);
   u.segment(q0_, mZ_) = s.head(mZ_);
-  const Index bs = static_cast<Index>(p0_) * p0_;
-  Vector rhs(p0_);
-  for (int c = 0; c < l0_; ++c) {
-    const Index col = static_cast<Index>(c) * p0_;
-    for (int b = 0; b < p0_; ++b) {
-      double v = BXt_(p_, col + b);
-      for (Index t = 0; t < p_; ++t) v -= BXt_(t, col + b) * beta[t];
-      rhs[b] = v;
-    }
-    if (nterms() > 1) {
-      const Index c0 = colptr_[c];
-      const Index rc = colptr_[c + 1] - c0;
-      const double* V = BZt_.data() + c0 * p0_;
-      for (int b = 0; b < p0_; ++b) {
-        double v = 0.0;
-        for (Index a = 0; a < rc; ++a) {
-          const Index r = dense_ ? a : rowidx_[c0 + a];
-          v += V[b * rc + a] * s[r];
-        }
-        rhs[b] -= v;
-      }
-    }
-    Eigen::Map<const Matrix> Lc(L11_.data() + c * bs, p0_, p0_);
-    Lc.triangularView<Eigen::Lower>().adjoint().solveInPlace(rhs);
-    u.segment(col, p0_) = rhs;
-  }
+  solve_first_term(beta, s, u);
   comp_.ussq = u.squaredNorm();
   comp_.wrss = comp_.pwrss - comp_.ussq;
   return Status::Ok;
@@ -711,7 +604,8 @@ Status Problem::cond_var(std::vector<Matrix>& out) const {
   if (K > 1 && dense_)
     Dall = Rinv.triangularView<Eigen::Lower>() *
            Eigen::Map<const Matrix>(BZt_.data(), mZ_, q0_);
-  Matrix D(mZ_, p0_), G(p0_, p0_), Linv(p0_, p0_);
+  Matrix D(mZ_, p0_), G(p0_, p0_);
+  Vector work(2 * bs);
   for (Index c = 0; c < l0_; ++c) {
     G.setIdentity();
     if (K > 1) {
@@ -733,12 +627,11 @@ Status Problem::cond_var(std::vector<Matrix>& out) const {
         G.noalias() += Dc.transpose() * Dc;
       }
     }
-    Eigen::Map<const Matrix> Lc(L11_.data() + c * bs, p0_, p0_);
-    Linv.setIdentity();
-    Lc.triangularView<Eigen::Lower>().solveInPlace(Linv);
-    const Matrix C = Linv.transpose() * G * Linv;
-    const Matrix& lam = lambda_[0];
-    out[0].middleCols(c * p0_, p0_) = lam * C * lam.transpose();
+    blocks::with_block_size(p0_, [&](auto P) {
+      blocks::conditional_covariance_block<decltype(P)::value>(
+          L11_.data() + c * bs, G.data(), lambda_[0].data(), out[0].data() + c * bs, p0_,
+          work.data());
+    });
   }
   for (int k = 1; k < K; ++k) {
     const int pk = terms_[k].p;
@@ -1019,6 +912,7 @@ Status Problem::leverages(Vector& h, Matrix& T, bool with_x) const {
   const int K = nterms();
   if (!with_x && K == 2 && p0_ == 1 && rest_scalar_ && !dense_ && mZ_ >= 64)
     return leverages_two_scalar(h, T);
+  if (K == 1 && p0_ <= blocks::kMaxFixedBlock) return leverages_single_term(h, T, with_x);
   const Index bs = static_cast<Index>(p0_) * p0_;
   const Index px = with_x ? p_ : 0;
   const Index mr = mZ_ + px;  // leading part of the rest block: rest Z rows (and X rows)

@@ -3,6 +3,7 @@
 // inverse links' clamps that keep mu inside the family's domain.
 #include <cmath>
 #include <limits>
+#include <vector>
 
 #include "check.hpp"
 #include "mixedfit/glmm.hpp"
@@ -102,10 +103,58 @@ void inverse_links_stay_in_range() {
 
 }  // namespace
 
+// Family::irls_rows (one fused pass, chunked and vectorized for binomial-logit and
+// Poisson-log) against the scalar family functions row by row: mean, mu_eta, working weights
+// pw mu_eta^2 / V(mu), working response eta - base + (y - mu) / mu_eta, and the deviance
+// (irls_rows leaves out deviance_constant()). 300 rows cross two chunk boundaries; etas
+// beyond +-30 exercise the logit's clamps.
+void fused_rows_match_scalar_functions() {
+  const Family cases[] = {family(FamilyKind::Binomial, LinkKind::Logit),
+                          family(FamilyKind::Poisson, LinkKind::Log),
+                          family(FamilyKind::Binomial, LinkKind::Probit),
+                          family(FamilyKind::Gamma, LinkKind::Log)};
+  const int n = 300;
+  std::vector<double> eta(n), base(n), y(n), pw(n), mu(n), me(n), wt(n), z(n);
+  for (const Family& f : cases) {
+    for (int i = 0; i < n; ++i) {
+      eta[i] = 3.0 * std::sin(0.37 * i);
+      if (i == 250) eta[i] = 35.0;  // clamped (logit), in the last chunk only
+      if (i == 251) eta[i] = -40.0;
+      base[i] = 0.1 * std::cos(1.3 * i);
+      pw[i] = 1.0 + (i % 3);
+      if (f.fam == FamilyKind::Binomial) y[i] = (i % 5) / 4.0;
+      else if (f.fam == FamilyKind::Poisson) y[i] = i % 7;
+      else y[i] = 0.5 + (i % 4);
+    }
+    const double dev = f.irls_rows(eta.data(), base.data(), y.data(), pw.data(), n,
+                                   {mu.data(), me.data(), wt.data(), z.data()}) +
+                       f.deviance_constant(y.data(), pw.data(), n);
+    double want_dev = 0.0;
+    for (int i = 0; i < n; ++i) {
+      const double m = f.linkinv(eta[i]);
+      const double d = f.link == LinkKind::Logit && std::abs(eta[i]) <= 30.0
+                           ? m * (1.0 - m) : f.mu_eta(eta[i]);
+      want_dev += f.dev_resid(y[i], m, pw[i]);
+      CHECK_NEAR(mu[i], m, 1e-14 * std::abs(m));
+      CHECK_NEAR(me[i], d, 1e-13 * std::abs(d));
+      const double w = pw[i] * d * d / f.variance(m);
+      CHECK_NEAR(wt[i], w, 1e-12 * std::abs(w));
+      const double zz = eta[i] - base[i] + (y[i] - m) / d;
+      CHECK_NEAR(z[i], zz, 1e-12 * (1.0 + std::abs(zz)));
+    }
+    CHECK_NEAR(dev, want_dev, 1e-12 * std::abs(want_dev));
+    // An invalid linear predictor gives NaN.
+    eta[200] = kNaN;
+    CHECK(std::isnan(f.irls_rows(eta.data(), base.data(), y.data(), pw.data(), n,
+                                 {mu.data(), me.data(), wt.data(), z.data()})));
+  }
+}
+
 int main() {
   variances();
   deviance_residuals();
   valid_means();
   inverse_links_stay_in_range();
+  fused_rows_match_scalar_functions();
   return mixedfit_test::finish("test_family");
 }

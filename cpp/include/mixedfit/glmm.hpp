@@ -36,6 +36,24 @@ struct Family {
   // R's family()$aic(y, n, mu, wt, dev): -2 log-likelihood with normalizing constants
   // (dispersion families add 2, as R's do).
   double aic(const double* y, const double* mu, const double* wt, Index n, double dev) const;
+
+  // Where irls_rows() writes, each (n,): the mean, d mu / d eta, the working weights
+  // pw mu_eta^2 / V(mu) and the working response eta - base + (y - mu) / mu_eta.
+  struct RowsOut {
+    double* mu;
+    double* mu_eta;
+    double* weights;
+    double* z;
+  };
+  // One pass over rows [0, n) at the linear predictor eta (base: the part of eta that PIRLS
+  // does not solve for): every per-row quantity of a PIRLS step, and the sum of the deviance
+  // residuals less deviance_constant(). NaN if some eta or mu is invalid (outputs partial).
+  // Binomial-logit and Poisson-log run vectorized in chunks of rows.
+  double irls_rows(const double* eta, const double* base, const double* y, const double* pw,
+                   Index n, const RowsOut& out) const;
+  // The mu-free part of the deviance that irls_rows() leaves out (0 except for the
+  // binomial-logit and Poisson-log paths, whose deviance needs one log per row that way).
+  double deviance_constant(const double* y, const double* pw, Index n) const;
 };
 
 struct PirlsControl {
@@ -109,12 +127,15 @@ class Glmm {
   // u = 0; returns `failed` if that fit fails too.
   Status stage1_from_glm_fit(const double* theta, Status failed);
   void record_success(int stage, const double* theta);
-  bool update_mu(const Vector& eta);      // mu_ from eta; false if invalid
+  // mu_, mueta_ and devsum_ from eta, and the working weights and response for the next
+  // PIRLS step (installed by working()), in one pass; false if invalid.
+  bool update_mu(const Vector& eta);
   // eta_ moved toward eta_step by the largest of 1/2, 1/4, ... that keeps the mean valid;
   // false if none does (eta_ and mu_ then unchanged).
   bool damp_bare_start(const Vector& eta_step);
   double penalized_deviance(const Vector& u) const;
-  void working(const Vector& base);       // wts_, zwork_ = eta - base + (y - mu)/mu_eta
+  // wts_ and zwork_ = eta - base + (y - mu)/mu_eta at eta_ (from the last update_mu).
+  void working();
   double family_aic() const;
 
   Index n_, p_;
@@ -137,6 +158,11 @@ class Glmm {
   Vector theta_;              // theta of the last successful evaluation
   int evaluated_stage_ = 0;
   Vector beta_, u_, eta_, mu_, mueta_, wts_, zwork_, fixed_, b_;
+  // PIRLS workspace, sized once: the next step's working weights and response (from
+  // update_mu), the candidate eta, zeros (base without offset), the candidate mode.
+  Vector wts_next_, zwork_next_, eta_new_, zeros_, u_new_, b_new_, bvec_, u_old_, b_old_;
+  const double* base_ = nullptr;  // eta's part that the current PIRLS does not solve for
+  bool next_ready_ = false;       // wts_next_ / zwork_next_ belong to eta_
   double devsum_ = 0, aic_ = 0, ldL2_ = 0, aic_const_ = 0, dev_const_ = 0;
   bool aic_const_valid_ = false;
   int iters_ = 0;

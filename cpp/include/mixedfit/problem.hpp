@@ -173,6 +173,16 @@ class Problem {
   // Adds v to A at (i, j) of [u X y] (i >= j); false if outside the pattern.
   bool add_crossproduct_entry(Index i, Index j, double v);
   void fill_lambdas(const double* theta);
+  // The first term's part of factor() and solve() (first_term.cpp, fixed-size block kernels):
+  // L11_ from A11_; B~ = Lambda_rest' B lam0 L^{-T} (BXt_ and BZt_, from copies of BX_ and BZ_);
+  // the sum of log-diagonals of L11_; u's first-term part given beta and the rest part s.
+  bool factor_first_term();
+  void scale_coupling();
+  void scale_rest_rows(double* V, Index rc, Index c0) const;
+  double first_term_logdet() const;
+  void solve_first_term(const Vector& beta, const Vector& s, Vector& u);
+  // leverages() for a single term of 1-4 columns, with fixed-size blocks.
+  Status leverages_single_term(Vector& h, Matrix& T, bool with_x) const;
   void scale_rest_lower();
   void add_z_times(const double* b, double* out) const;
   // y = R^{-1} L21_c for level c of a scalar term 0 (sparse coupling); returns y's first row
@@ -230,6 +240,8 @@ class Problem {
   // Per-theta workspace.
   std::vector<Matrix> lambda_;      // per term p_k x p_k lower triangular
   Vector L11_;                      // l0 factored blocks
+  Vector block_work_;               // p0 x p0 scratch for the dynamic-size block kernels
+  Vector rest_lambda_;              // per rest-Z row, its scalar term's lambda (all scalar)
   Vector BZt_;
   Matrix BXt_;
   Matrix R_;                        // (m, m) factored rest block
