@@ -523,10 +523,13 @@ Status Problem::factor(const double* theta, bool with_response) {
   for (Index r = 0; r < mZ_; ++r) ld += std::log(R_(r, r));
   double ldx = 0.0;
   for (Index r = mZ_; r < mZ_ + p_; ++r) ldx += std::log(R_(r, r));
-  const double rr = with_response ? R_(m_ - 1, m_ - 1) : 0.0;
-  comp_.ldL2 = 2.0 * ld;
-  comp_.ldRX2 = 2.0 * ldx;
-  comp_.pwrss = rr * rr;
+  return set_components(ld, ldx, with_response ? R_(m_ - 1, m_ - 1) : 0.0);
+}
+
+Status Problem::set_components(double logdet_zz, double logdet_xx, double r_yy) {
+  comp_.ldL2 = 2.0 * logdet_zz;
+  comp_.ldRX2 = 2.0 * logdet_xx;
+  comp_.pwrss = r_yy * r_yy;
   comp_.ldW = ldW_;
   comp_.ussq = comp_.wrss = std::nan("");
   if (!std::isfinite(comp_.ldL2) || !std::isfinite(comp_.ldRX2) || !std::isfinite(comp_.pwrss))

@@ -279,23 +279,11 @@ Status Problem::factor_sparse_rest(bool with_response) {
   rb.s_xx().selfadjointView<Eigen::Lower>().rankUpdate(BXt_, -1.0);
   const Status st = rb.factor(with_response ? p_ + 1 : p_);
   if (st != Status::Ok) return st;
-  double ld = rb.logdet_zz();
-  const Index bs = static_cast<Index>(p0_) * p0_;
-  for (int c = 0; c < l0_; ++c)
-    for (int a = 0; a < p0_; ++a) ld += std::log(L11_[c * bs + a + a * p0_]);
   const Matrix& rx = rb.schur_factor();
   double ldx = 0.0;
   for (Index r = 0; r < p_; ++r) ldx += std::log(rx(r, r));
-  const double rr = with_response ? rx(p_, p_) : 0.0;
-  comp_.ldL2 = 2.0 * ld;
-  comp_.ldRX2 = 2.0 * ldx;
-  comp_.pwrss = rr * rr;
-  comp_.ldW = ldW_;
-  comp_.ussq = comp_.wrss = std::nan("");
-  if (!std::isfinite(comp_.ldL2) || !std::isfinite(comp_.ldRX2) || !std::isfinite(comp_.pwrss))
-    return Status::NotPositiveDefinite;
-  factored_ = true;
-  return Status::Ok;
+  return set_components(first_term_logdet() + rb.logdet_zz(), ldx,
+                        with_response ? rx(p_, p_) : 0.0);
 }
 
 Status Problem::cond_var_sparse_rest(std::vector<Matrix>& out) const {

@@ -198,8 +198,9 @@ def formulaic_context() -> dict:
             "poly": stateful_transform(_r_poly)}
 
 
-def _stateful_columns(formulas, columns) -> set:
-    """Columns that appear inside a stateful transform (scale(x), poly(x, 2), ...)."""
+def columns_in_calls(formulas, columns, functions) -> set:
+    """Columns that appear inside a call of one of ``functions`` (by name) in the formulas'
+    factor expressions, e.g. ``scale(x)``, ``poly(x, 2)`` or ``factor(h)``."""
     cols = set(columns)
     out = set()
     for f in formulas:
@@ -208,11 +209,16 @@ def _stateful_columns(formulas, columns) -> set:
             names = dict(aliases)
             for node in ast.walk(tree):
                 if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
-                        and node.func.id in _STATEFUL):
+                        and node.func.id in functions):
                     for sub in ast.walk(node):
                         if isinstance(sub, ast.Name) and names.get(sub.id, sub.id) in cols:
                             out.add(names.get(sub.id, sub.id))
     return out
+
+
+def _stateful_columns(formulas, columns) -> set:
+    """Columns that appear inside a stateful transform (scale(x), poly(x, 2), ...)."""
+    return columns_in_calls(formulas, columns, _STATEFUL)
 
 
 def drop_unused_categories(col: pd.Series) -> pd.Series:

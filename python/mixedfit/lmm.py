@@ -31,10 +31,10 @@ def make_problem(design, y=None, weights=None) -> "_core.LmmProblem":
 def _use_gradient(design, control) -> bool:
     """The gradient path pays when a gradient is cheap and the fit large, or an evaluation
     expensive (see Control.optimizer). A one-term model's gradient comes from A's per-level
-    blocks. An LMM
-    evaluation never touches the n rows: its cost is the dense rest block's factorization
-    (m^3 / 3, m = random effects outside the first term + p + 1) and the coupling downdate
-    (at most q_0 m); below ~2e6 flops it takes microseconds and BOBYQA is cheaper."""
+    blocks. Otherwise an LMM evaluation never touches the n rows: its cost is the dense rest
+    block's factorization (m^3 / 3, m = random effects outside the first term + p + 1) and
+    the coupling downdate (at most q_0 m); below ~2e6 flops it takes microseconds and BOBYQA
+    is cheaper."""
     if control.optimizer != "auto":
         return control.optimizer == "gradient"
     q0 = design.terms[0].nlevels * design.terms[0].p

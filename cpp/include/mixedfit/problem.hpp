@@ -180,6 +180,9 @@ class Problem {
   void scale_coupling();
   void scale_rest_rows(double* V, Index rc, Index c0) const;
   double first_term_logdet() const;
+  // The criterion's components from the factor's log-determinants (log|L_Z|, log|R_X|, halves
+  // of ldL2 and ldRX2) and its last diagonal entry r_yy; marks the problem factored.
+  Status set_components(double logdet_zz, double logdet_xx, double r_yy);
   void solve_first_term(const Vector& beta, const Vector& s, Vector& u);
   // leverages() for a single term of 1-4 columns, with fixed-size blocks.
   Status leverages_single_term(Vector& h, Matrix& T, bool with_x) const;

@@ -15,7 +15,6 @@ need statistics of all rows before the specs exist, so they are refused with a F
 
 from __future__ import annotations
 
-import ast
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,8 +23,7 @@ import pandas as pd
 from .._design import (GroupTerm, _check_sizes, _complete_rows, _offset, _ordered_factors,
                        _parse_cached, _response, _used_columns, _weights)
 from .._errors import DataError, FormulaError
-from .._rexpr import parse
-from .._terms import (_formula_piece, _python_factors, _stateful_columns, _STATEFUL,
+from .._terms import (_formula_piece, _stateful_columns, _STATEFUL, columns_in_calls,
                       model_matrices, newdata_matrix, rename)
 
 __all__ = ["DaskGroupTerm", "FitSpec", "scan_spec", "scan_partition", "combine_scans",
@@ -65,18 +63,7 @@ def _factor_columns(parsed, used) -> set:
     """Numeric columns whose values become levels: inside factor() or C()."""
     pieces = [_formula_piece(parsed.fixed, frozenset())]
     pieces += [_formula_piece(t.lhs, frozenset()) for t in parsed.re_terms]
-    cols, out = set(used), set()
-    for f in pieces:
-        for expr in _python_factors(f):
-            tree, aliases = parse(expr, expr)
-            names = dict(aliases)
-            for node in ast.walk(tree):
-                if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
-                        and node.func.id in _FACTOR_FUNCTIONS):
-                    for sub in ast.walk(node):
-                        if isinstance(sub, ast.Name) and names.get(sub.id, sub.id) in cols:
-                            out.add(names.get(sub.id, sub.id))
-    return out
+    return columns_in_calls(pieces, used, _FACTOR_FUNCTIONS)
 
 
 def _is_level_dtype(dtype) -> bool:
