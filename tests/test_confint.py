@@ -155,3 +155,25 @@ def test_variance_profiles_do_not_depend_on_the_response_origin():
         b = mixedfit.lmer("Reaction ~ Days + (Days | Subject)", shifted, reml=False).confint(parm=parm)
     width = (a["97.5 %"] - a["2.5 %"]).to_numpy()[:, None]
     assert np.max(np.abs((b - a).to_numpy()) / width) < 1e-6
+
+
+def test_sdcor_to_theta_closed_forms_equal_the_cholesky():
+    """Terms of one and two columns take closed forms; they equal the general Cholesky path
+    (a three-column term), and out-of-range values give None."""
+    from mixedfit.inference.params import _correlation_cholesky, sdcor_to_theta
+
+    rng = np.random.default_rng(7)
+    for _ in range(200):
+        sd1, sd2, sd3 = np.abs(rng.normal(size=3)) + 0.01
+        r = rng.uniform(-0.99, 0.99)
+        sigma = rng.uniform(0.5, 3.0)
+        got = sdcor_to_theta([sd1, r, sd2, sd3], sigma, [2, 1])
+        L = _correlation_cholesky([[1.0, 0.0], [r, 1.0]], 2)
+        want = [sd1 * L[0][0] / sigma, sd2 * L[1][0] / sigma, sd2 * L[1][1] / sigma, sd3 / sigma]
+        np.testing.assert_allclose(got, want, rtol=1e-14)
+        # a 3-column term with the same first two columns and no correlation with the third
+        three = sdcor_to_theta([sd1, r, 0.0, sd2, 0.0, sd3], sigma, [3])
+        np.testing.assert_allclose(three[[0, 1, 3]], want[:3], rtol=1e-14)
+    assert sdcor_to_theta([-1.0], 1.0, [1]) is None
+    assert sdcor_to_theta([1.0, 1.0, 1.0], 1.0, [2]) is None      # |cor| = 1
+    assert sdcor_to_theta([1.0, 0.5, -0.1], 1.0, [2]) is None     # negative sd

@@ -82,6 +82,13 @@ def sdcor_to_theta(sdcor: np.ndarray, sigma: float, ps: list[int]) -> np.ndarray
     out: list[float] = []
     pos = 0
     for p in ps:
+        if p <= 2:  # closed forms of the common terms: (1 | g) and (x | g)
+            term = _small_term_theta(vals[pos:pos + p * (p + 1) // 2], sigma)
+            if term is None:
+                return None
+            out.extend(term)
+            pos += p * (p + 1) // 2
+            continue
         cor = [[0.0] * p for _ in range(p)]
         for j in range(p):
             for i in range(j, p):
@@ -95,6 +102,17 @@ def sdcor_to_theta(sdcor: np.ndarray, sigma: float, ps: list[int]) -> np.ndarray
             return None
         out.extend(sd[i] * chol[i][j] / sigma for j in range(p) for i in range(j, p))
     return np.array(out)
+
+
+def _small_term_theta(vals: list, sigma: float) -> list | None:
+    """theta of a term of one column (sd) or two (sd_1, cor, sd_2): the Cholesky factor of
+    [[1, r], [r, 1]] is [[1, 0], [r, sqrt(1 - r^2)]]."""
+    if len(vals) == 1:
+        return None if vals[0] < 0 else [vals[0] / sigma]
+    sd1, r, sd2 = vals
+    if sd1 < 0 or sd2 < 0 or not 1.0 - r * r > 0.0:
+        return None
+    return [sd1 / sigma, sd2 * r / sigma, sd2 * (1.0 - r * r) ** 0.5 / sigma]
 
 
 def _correlation_cholesky(cor: list, p: int) -> list | None:

@@ -187,6 +187,8 @@ def _lmm_ml_devfun(fit):
     ps = term_sizes(fit)
     n = d.n
 
+    core, s2 = prob.core, prob.scale**2   # the core's pwrss is in the standardized units
+
     def dev(par):
         sigma = par[-1]
         if not sigma > 0:
@@ -195,11 +197,12 @@ def _lmm_ml_devfun(fit):
         if theta is None:
             return np.inf
         try:
-            prob.objective(theta, False)
+            core.objective(theta, False)
         except NumericalError:
             return np.inf
-        c = prob.components()
-        return c["ldL2"] - c["ldW"] + c["pwrss"] / sigma**2 + n * math.log(2 * math.pi * sigma**2)
+        c = core.components()
+        return (c["ldL2"] - c["ldW"] + s2 * c["pwrss"] / sigma**2
+                + n * math.log(2 * math.pi * sigma**2))
 
     dev.keep = (prob, y)
     return dev
