@@ -1,11 +1,11 @@
 """Plot the size grid: fit time against rows, log-log, one line per engine and model shape.
 
     python bench/run.py --problems grid --out bench/results/grid.json
-    python bench/grid_plot.py bench/results/grid.json          # -> bench/results/grid.png
+    python bench/grid_plot.py bench/results/grid.json    # -> bench/results/grid.png, grid.md
 
 Reads the JSON that run.py writes (the medians of its repeats); a point is drawn only where
-the engine finished (timeouts, memory stops and unsupported problems leave a gap). Also prints
-the table of medians and of each engine's time divided by mixedfit's.
+the engine finished (timeouts, memory stops and unsupported problems leave a gap). Also writes
+the table of medians and of each engine's time divided by mixedfit's (grid.md).
 """
 
 from __future__ import annotations
@@ -41,18 +41,30 @@ def grid_medians(results: dict) -> dict:
     return out
 
 
-def print_table(medians: dict) -> None:
-    print("median fit time; in parentheses the engine's time / mixedfit's (above 1: mixedfit "
-          "is faster)")
+def table(medians: dict) -> str:
+    """Markdown: one table per model shape, rows by size, a column per engine with its median
+    and, for the others, their time / mixedfit's (above 1x mixedfit is faster)."""
+    out = ["Median fit time; in parentheses the engine's time ÷ mixedfit's (above 1× mixedfit "
+           "is faster)."]
     for shape, engines in medians.items():
         ours = dict(engines.get("mixedfit", []))
-        print(f"\n{shape}")
-        for engine, points in engines.items():
+        names = list(engines)
+        sizes = sorted({rows for points in engines.values() for rows, _ in points})
+        model = next(p.formula for p in problems.GRID if p.extra["grid"] == shape)
+        out += ["", f"### {shape}: `{model}`", "",
+                "| rows | " + " | ".join(names) + " |", "|---:|" + "---:|" * len(names)]
+        for rows in sizes:
             cells = []
-            for rows, t in points:
-                ratio = f" ({t / ours[rows]:.2f}x)" if rows in ours and engine != "mixedfit" else ""
-                cells.append(f"{rows:>9,}: {fmt_time(t)}{ratio}")
-            print(f"  {engine:12s} " + "   ".join(cells))
+            for engine in names:
+                t = dict(engines[engine]).get(rows)
+                if t is None:
+                    cells.append("—")
+                elif engine == "mixedfit" or rows not in ours:
+                    cells.append(fmt_time(t))
+                else:
+                    cells.append(f"{fmt_time(t)} ({t / ours[rows]:.2f}×)")
+            out.append(f"| {rows:,} | " + " | ".join(cells) + " |")
+    return "\n".join(out) + "\n"
 
 
 def plot(medians: dict, path: str) -> None:
@@ -88,7 +100,13 @@ def main(argv=None) -> None:
         medians = grid_medians(json.load(fh))
     if not medians:
         raise SystemExit(f"{args.results} has no grid problems (run.py --problems grid)")
-    print_table(medians)
+    text = table(medians)
+    print(text)
+    md = os.path.splitext(args.out)[0] + ".md"
+    with open(md, "w", encoding="utf-8") as fh:
+        fh.write(f"# Size grid\n\nFrom `{os.path.basename(args.results)}`, plotted in "
+                 f"`{os.path.basename(args.out)}`.\n\n" + text)
+    print(f"wrote {md}")
     plot(medians, args.out)
 
 
