@@ -81,15 +81,22 @@ def lmer(formula: str, data, *, reml: bool = True, weights=None, offset=None, co
     y = design.y if design.offset is None else np.ascontiguousarray(design.y - design.offset)
     check_predictor_scales(design.X, stacklevel=2)
     prob = ScaledLmmProblem(design, y, design.weights, design.parsed.response)
+    opt, sol = fit_problem(prob, design, reml, control)
+    report_convergence(opt, [t.p for t in design.terms], control, stacklevel=2)
+    return LmerResult(design, prob, reml, opt.x, opt, sol, control,
+                      data_name if data_name is not None else "data", call)
+
+
+def fit_problem(prob, design, reml, control):
+    """(optimizer result, solution at its theta) for a standardized LMM problem, from the
+    control's start or lme4's."""
     ps = [t.p for t in design.terms]
     x0 = start_vector(control, theta_lower(ps).size, "theta")
     x0 = theta_start(ps) if x0 is None else x0
     with numerical_failures_explained(_NUMERICAL_ADVICE):
         opt = _optimize(prob, design, ps, x0, reml, control)
         sol = prob.solution(opt.x)
-    report_convergence(opt, ps, control, stacklevel=2)
-    return LmerResult(design, prob, reml, opt.x, opt, sol, control,
-                      data_name if data_name is not None else "data", call)
+    return opt, sol
 
 
 def _optimize(prob, design, ps, x0, reml, control):

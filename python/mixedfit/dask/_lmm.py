@@ -32,11 +32,11 @@ import numpy as np
 
 from .. import _core
 from .._design import _check_aliased
-from .._errors import DataError, numerical_failures_explained
+from .._errors import DataError
 from .._standardize import SCALE_TOL, FixedScaling, ScaledLmmProblem
-from ..lmm import _NUMERICAL_ADVICE, _optimize
-from ..optimize import report_convergence, theta_lower, theta_start
-from ..options import Control, check_bool, start_vector
+from ..lmm import fit_problem
+from ..optimize import report_convergence
+from ..options import Control, check_bool
 from ._crossprod import (Layout, Standardization, combine_crossprod, combine_scaling,
                          cooccurrence, crossprod_partition, scaling_partition)
 from ._passes import reduce_partitions
@@ -139,13 +139,9 @@ def lmer_dask(formula: str, data, *, reml: bool = True, weights=None, offset=Non
         reml = False
     prob = CrossprodLmmProblem(spec.n, std, layout, crossprod)
     ps = [t.p for t in design.terms]
-    x0 = start_vector(control, theta_lower(ps).size, "theta")
-    x0 = theta_start(ps) if x0 is None else x0
     if len(ps) > 1:  # the gradient of several terms needs the rows
         control = dataclasses.replace(control, optimizer="bobyqa")
-    with numerical_failures_explained(_NUMERICAL_ADVICE):
-        opt = _optimize(prob, design, ps, x0, reml, control)
-        sol = prob.solution(opt.x)
+    opt, sol = fit_problem(prob, design, reml, control)
     report_convergence(opt, ps, control, stacklevel=3)
     return DaskLmerResult(design, prob, reml, opt.x, opt, sol, control,
                           data_name if data_name is not None else "data", call)
