@@ -1,7 +1,7 @@
 """Plot the size grid: fit time against rows, log-log, one line per engine and model shape.
 
     python bench/run.py --problems grid --out bench/results/grid.json
-    python bench/grid_plot.py bench/results/grid.json    # -> bench/results/grid.png, grid.md
+    python bench/grid_plot.py bench/results/grid.json    # -> bench/results/size_grid.png and .md
 
 Reads the JSON that run.py writes (the medians of its repeats); a point is drawn only where
 the engine finished (timeouts, memory stops and unsupported problems leave a gap). Also writes
@@ -94,7 +94,7 @@ def plot(medians: dict, path: str) -> None:
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("results", help="JSON written by run.py --problems grid")
-    ap.add_argument("--out", default=os.path.join(problems.BENCH_DIR, "results", "grid.png"))
+    ap.add_argument("--out", default=os.path.join(problems.BENCH_DIR, "results", "size_grid.png"))
     args = ap.parse_args(argv)
     with open(args.results, encoding="utf-8") as fh:
         medians = grid_medians(json.load(fh))
