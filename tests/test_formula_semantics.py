@@ -227,3 +227,17 @@ def test_level_labels_with_parentheses_and_colons():
                        "g": np.arange(40) % 8, "s": ["a(", "b:c)"] * 20})
     names = mixedfit.lmer("y ~ x * s + (1 | g)", df).design.fixed_names
     assert names == ["(Intercept)", "x", "sb:c)", "x:sb:c)"]  # R's model.matrix names
+
+
+def test_factor_of_an_ordered_factor_keeps_polynomial_contrasts():
+    """R's factor() keeps an ordered factor ordered (factor(o) is o, with contr.poly): lme4
+    names the columns factor(temperature).L, .Q, ... with the same values as temperature.L, ...
+    (treatment contrasts here would be another parametrization, silently)."""
+    df = load_data("lmm", "cake")
+    plain = mixedfit.lmer("angle ~ recipe + temperature + (1 | replicate)", df)
+    wrapped = mixedfit.lmer("angle ~ recipe + factor(temperature) + (1 | replicate)", df)
+    want = [n.replace("temperature", "factor(temperature)") for n in plain.fixef.index]
+    assert list(wrapped.fixef.index) == want
+    assert "factor(temperature).L" in want
+    np.testing.assert_allclose(wrapped.beta, plain.beta, rtol=1e-10)
+    np.testing.assert_allclose(wrapped.predict(newdata=df.iloc[::9]), wrapped.fitted().iloc[::9])

@@ -234,7 +234,7 @@ def to_formulaic(rhs: str, ordered: frozenset = frozenset()) -> str:
     Function calls are R expressions, rewritten into Python (``I(Days^2)`` -> ``I(Days ** 2)``;
     ``^`` outside a call stays formula syntax: ``(a + b)^2`` is interaction expansion);
     ``a %in% b`` becomes ``a:b``; names with dots are backticked; an ordered factor ``o`` gets R's
-    polynomial contrasts, ``C(o, contr.poly)``."""
+    polynomial contrasts, ``C(o, contr.poly)``, also as ``factor(o)``."""
     from ._rexpr import to_python, tokens
 
     toks = tokens(rhs)
@@ -245,7 +245,12 @@ def to_formulaic(rhs: str, ordered: frozenset = frozenset()) -> str:
         if kind == "name" and _next_token(toks, i + 1) == "(":
             end = _matching_paren(toks, i, rhs)
             call = "".join(t for _, t in toks[i:end + 1])
-            out.append(to_python(call, where=f" of the formula term {call!r}"))
+            py = to_python(call, where=f" of the formula term {call!r}")
+            # R's factor() keeps an ordered factor ordered, and so its polynomial contrasts
+            inner = [t for k, t in toks[i + 2:end] if k != "ws"]
+            if tok == "factor" and len(inner) == 1 and inner[0].strip("`") in ordered:
+                py = f"C({py}, contr.poly)"
+            out.append(py)
             i = end + 1
             continue
         out.append(_formula_token(kind, tok, rhs, ordered))

@@ -427,7 +427,8 @@ def deparse(py: str, ordered: frozenset = frozenset()) -> str:
     """R's printing of the Python expression ``py`` (as R's ``deparse`` spaces it).
 
     ``C(o, contr.poly)`` of an ordered factor ``o`` (how ordered factors are handed to
-    formulaic) prints as ``o``, the name R gives it."""
+    formulaic) prints as ``o``, the name R gives it; ``C(factor(o), contr.poly)`` as
+    ``factor(o)``."""
     tree, aliases = parse(py, py)
     return _Deparser(dict(aliases), ordered).show(tree.body, 0)
 
@@ -436,6 +437,14 @@ class _Deparser:
     def __init__(self, aliases: Mapping[str, str], ordered: frozenset):
         self.aliases = aliases
         self.ordered = ordered
+
+    def _is_ordered(self, node) -> bool:
+        """An ordered factor column ``o``, or ``factor(o)`` of one (which R keeps ordered)."""
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+                and node.func.id == "factor" and len(node.args) == 1 and not node.keywords):
+            node = node.args[0]
+        return (isinstance(node, ast.Name)
+                and self.aliases.get(node.id, node.id) in self.ordered)
 
     def show(self, node, outer: int) -> str:
         if isinstance(node, ast.BinOp):
@@ -478,8 +487,7 @@ class _Deparser:
             s = "!" + self.show(node.args[0], 4)
             return f"({s})" if 3 < outer else s
         if (fname == "C" and len(node.args) == 2 and not node.keywords
-                and isinstance(node.args[0], ast.Name)
-                and self.aliases.get(node.args[0].id, node.args[0].id) in self.ordered
+                and self._is_ordered(node.args[0])
                 and ast.unparse(node.args[1]) == "contr.poly"):
             return self.show(node.args[0], 0)
         if fname.startswith("np."):
