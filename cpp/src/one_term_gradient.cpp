@@ -93,15 +93,13 @@ Status accumulate(const OneTermBlocks& blk, const Matrix& lambda, bool grad, Lev
 
 }  // namespace
 
-Status one_term_objective_gradient(const OneTermBlocks& blk, const double* theta, bool reml,
-                                   double& objective, Vector* grad) {
+namespace {
+
+// The criterion and gradient at the relative covariance factor lambda (P x P lower).
+Status objective_gradient_at(const OneTermBlocks& blk, const Matrix& lambda, bool reml,
+                             double& objective, Vector* grad) {
   const int P = blk.P;
-  if (P <= 0 || !blk.A11) return Status::BadDimension;
   const Index p = blk.p;
-  Matrix lambda = Matrix::Zero(P, P);
-  Index pos = 0;
-  for (int j = 0; j < P; ++j)
-    for (int i = j; i < P; ++i) lambda(i, j) = theta[pos++];
   LevelSums sums;
   const Status st = accumulate(blk, lambda, grad != nullptr, sums);
   if (st != Status::Ok) return st;
@@ -135,6 +133,18 @@ Status one_term_objective_gradient(const OneTermBlocks& blk, const double* theta
   return Status::Ok;
 }
 
+}  // namespace
+
+Status one_term_objective_gradient(const OneTermBlocks& blk, const double* theta, bool reml,
+                                   double& objective, Vector* grad) {
+  if (blk.P <= 0 || !blk.A11) return Status::BadDimension;
+  std::vector<int> rows, cols;
+  theta_positions(blk.P, rows, cols);
+  Matrix lambda = Matrix::Zero(blk.P, blk.P);
+  for (size_t k = 0; k < rows.size(); ++k) lambda(rows[k], cols[k]) = theta[k];
+  return objective_gradient_at(blk, lambda, reml, objective, grad);
+}
+
 OneTermBlocks Problem::one_term_blocks() const {
   OneTermBlocks b;
   if (nterms() != 1 || !have_A_) return b;  // P = 0: not available
@@ -150,13 +160,10 @@ OneTermBlocks Problem::one_term_blocks() const {
 }
 
 Status Problem::one_term_gradient_at_factor(bool reml, Vector& grad) const {
-  const Matrix& lam = lambda_[0];
-  Vector theta(ntheta_);
-  Index pos = 0;
-  for (int j = 0; j < p0_; ++j)
-    for (int i = j; i < p0_; ++i) theta[pos++] = lam(i, j);
+  const OneTermBlocks blk = one_term_blocks();
+  if (blk.P <= 0) return Status::BadDimension;
   double objective = 0.0;
-  return one_term_objective_gradient(one_term_blocks(), theta.data(), reml, objective, &grad);
+  return objective_gradient_at(blk, lambda_[0], reml, objective, &grad);
 }
 
 }  // namespace mixedfit
