@@ -2,10 +2,12 @@
 // the core computes; each object's mutex (CoreLock) serializes the methods that use it.
 #include <pybind11/stl.h>
 
+#include <limits>
 #include <memory>
 #include <vector>
 
 #include "common.hpp"
+#include "optimize.hpp"
 #include "mixedfit/problem.hpp"
 
 namespace mixedfit_py {
@@ -16,8 +18,6 @@ using mixedfit::Status;
 using mixedfit::Vector;
 
 namespace {
-using DArr = py::array_t<double, py::array::c_style | py::array::forcecast>;
-
 py::array_t<double> matrix_to_numpy(const Matrix& M) {
   return py::array_t<double>({M.rows(), M.cols()}, {sizeof(double), sizeof(double) * M.rows()},
                              M.data());
@@ -117,6 +117,28 @@ struct PyProblem {
     CoreLock lock(mu);
     factor_checked(theta);
     return prob->profiled_objective(reml);
+  }
+
+  // BOBYQA over theta inside the core (nlopt_bobyqa.hpp): the objective at each point the
+  // optimizer asks for, +inf where the factorization fails. (x, fun, nevals, NLopt code).
+  py::tuple bobyqa(DArr x0, DArr lower, bool reml, double ftol_abs, double xtol_abs,
+                   int maxeval, py::object initial_step) {
+    alive.check();
+    CoreLock lock(mu);
+    if (!has_response)
+      throw py::value_error("set_response() must be called before the objective is evaluated");
+    if (x0.ndim() != 1 || x0.shape(0) != prob->ntheta())
+      throw py::value_error("theta must be a vector of length " + std::to_string(prob->ntheta()));
+    Problem& problem = *prob;
+    auto objective = [&problem, reml](const double* theta, double& value) {
+      const Status s = problem.factor(theta);
+      if (s == Status::Interrupted || s == Status::NonFiniteInput || s == Status::BadDimension)
+        return s;
+      value = s == Status::Ok ? problem.profiled_objective(reml)
+                              : std::numeric_limits<double>::infinity();
+      return Status::Ok;
+    };
+    return run_bobyqa(objective, x0, lower, ftol_abs, xtol_abs, maxeval, initial_step);
   }
 
   // Objective and its gradient in theta.
@@ -308,6 +330,12 @@ void bind_lmm(py::module_& m) {
            "Form A = [Z X y]' W [Z X y] (O(n)).")
       .def("objective", &PyProblem::objective, py::arg("theta"), py::arg("reml"),
            "Profiled deviance (ML) or REML criterion at theta, on lme4's scale.")
+      .def("bobyqa", &PyProblem::bobyqa, py::arg("x0"), py::arg("lower"), py::arg("reml"),
+           py::arg("ftol_abs"), py::arg("xtol_abs"), py::arg("maxeval"),
+           py::arg("initial_step") = py::none(),
+           "Minimize the criterion over theta from x0 (theta >= lower) by NLopt's BOBYQA inside "
+           "the core (after mixedfit._core.load_nlopt): (theta, value, evaluations, NLopt's "
+           "result code). A theta the factorization cannot take counts as +inf.")
       .def("objective_grad", &PyProblem::objective_grad, py::arg("theta"), py::arg("reml"),
            "(objective, gradient in theta) at theta.")
       .def("solution", &PyProblem::solution, py::arg("theta"),

@@ -3,16 +3,18 @@ exact gradient modified Newton steps (SciPy's L-BFGS-B as their fallback)."""
 
 from __future__ import annotations
 
+import functools
 import warnings
 from dataclasses import dataclass
 
 import nlopt
 import numpy as np
 
+from . import _core
 from ._errors import ConvergenceWarning, SingularFitWarning
 from .options import Control
 
-__all__ = ["OptResult", "bobyqa", "report_convergence", "lbfgsb", "minimize_theta", "newton", "on_bound",
+__all__ = ["OptResult", "bobyqa", "report_convergence", "lbfgsb", "minimize_theta", "nlopt_in_core", "newton", "on_bound",
            "positive_diagonal", "snap_to_boundary", "theta_lower", "theta_start"]
 
 
@@ -78,17 +80,25 @@ _RESULTS = {
 
 def bobyqa(fun, x0: np.ndarray, lower: np.ndarray, control: Control,
            initial_step: np.ndarray | None = None, args: tuple = (),
-           failures: tuple = ()) -> OptResult:
+           failures: tuple = (), in_core=None) -> OptResult:
     """Minimize ``fun(x, *args)`` from ``x0`` within box bounds ``lower`` (upper unbounded).
 
     ``initial_step``: per-parameter initial trust-region steps (NLopt's default otherwise).
     ``failures``: exception classes that mean "no value here" (the point counts as +inf).
-    NLopt calls one closure per evaluation, which calls ``fun`` (a core method can be passed
-    as it is): an evaluation costs little more than the core's own work.
+    ``in_core``: the core's method that runs this same BOBYQA on ``fun`` without calling
+    back into Python (``LmmProblem.bobyqa``), used when NLopt's C API could be loaded into the
+    core (:func:`nlopt_in_core`); same algorithm and settings, so the same steps and result.
+    Otherwise NLopt calls one closure per evaluation, which calls ``fun`` (a core method can be
+    passed as it is).
     """
     x0 = np.asarray(x0, dtype=float)
-    k = x0.size
-    best = [np.inf, x0.copy()]
+    lb = np.where(np.isfinite(lower), lower, -np.inf)
+    step = None if initial_step is None else np.asarray(initial_step, dtype=float)
+    if in_core is not None and nlopt_in_core():
+        x, fx, nevals, res = in_core(np.maximum(x0, lb), lb, *args, control.ftol_abs,
+                                     control.xtol_abs, control.maxeval, step)
+        return _bobyqa_result(np.asarray(x), float(fx), int(nevals), int(res))
+    best = [np.inf, np.maximum(x0, lb)]
     inf = np.inf
 
     def f(x, grad):
@@ -103,28 +113,45 @@ def bobyqa(fun, x0: np.ndarray, lower: np.ndarray, control: Control,
             best[1] = x.copy()
         return v
 
-    opt = nlopt.opt(nlopt.LN_BOBYQA, k)
+    opt = nlopt.opt(nlopt.LN_BOBYQA, x0.size)
     opt.set_min_objective(f)
-    lb = np.where(np.isfinite(lower), lower, -np.inf)
     opt.set_lower_bounds(lb)
     opt.set_ftol_abs(control.ftol_abs)
     opt.set_xtol_abs(control.xtol_abs)
     opt.set_maxeval(control.maxeval)
-    if initial_step is not None:
-        opt.set_initial_step(np.asarray(initial_step, dtype=float))
+    if step is not None:
+        opt.set_initial_step(step)
     try:
         x = opt.optimize(np.maximum(x0, lb))
-        res = opt.last_optimize_result()
-        msg = _RESULTS.get(res, f"nlopt code {res}")
-        fx = opt.last_optimum_value()
-        conv = res > 0 and res not in (nlopt.MAXEVAL_REACHED, nlopt.MAXTIME_REACHED)
-        code = 0 if conv else int(res)
+        fx, res = opt.last_optimum_value(), opt.last_optimize_result()
     except nlopt.RoundoffLimited:
-        x, fx, msg, conv, code = best[1], best[0], "roundoff limited", True, 0
+        x, fx, res = best[1], best[0], nlopt.ROUNDOFF_LIMITED
     if best[0] < fx:
         x, fx = best[1], best[0]
-    return OptResult(x=np.asarray(x), fun=float(fx), nevals=opt.get_numevals(), message=msg,
-                     converged=conv, method="nloptwrap", code=code)
+    return _bobyqa_result(np.asarray(x), float(fx), opt.get_numevals(), res)
+
+
+def _bobyqa_result(x: np.ndarray, fx: float, nevals: int, res: int) -> OptResult:
+    """The OptResult of a BOBYQA run that ended with NLopt's result code ``res`` at the best
+    point ``x`` (value ``fx``). Stopping on rounding counts as converged, as in lme4."""
+    if res == nlopt.ROUNDOFF_LIMITED:
+        msg, conv = "roundoff limited", True
+    else:
+        msg = _RESULTS.get(res, f"nlopt code {res}")
+        conv = res > 0 and res not in (nlopt.MAXEVAL_REACHED, nlopt.MAXTIME_REACHED)
+    return OptResult(x=x, fun=fx, nevals=nevals, message=msg, converged=conv,
+                     method="nloptwrap", code=0 if conv else int(res))
+
+
+@functools.lru_cache(maxsize=1)
+def nlopt_in_core() -> bool:
+    """Whether the core can run NLopt's BOBYQA itself: the ``nlopt`` package's extension
+    exports NLopt's C API, which the core then resolves by name (once per process)."""
+    try:
+        _core.load_nlopt(nlopt._nlopt.__file__, int(nlopt.LN_BOBYQA))
+    except (ImportError, AttributeError, OSError):
+        return False
+    return True
 
 
 class _Abort(Exception):
