@@ -82,19 +82,22 @@ def test_bobyqa_calls_the_function_once_per_evaluation_and_maps_failures_to_inf(
 
 def test_x_is_factored_once_and_only_for_the_same_array():
     d = build_design("y ~ x + (1 | g)", _frame())
-    Q, R = np.linalg.qr(d.X, mode="reduced")
     stored = d.x_qr
     assert stored is not None and stored[0] is d.X
-    np.testing.assert_array_equal(stored[1], Q)
-    np.testing.assert_array_equal(stored[2], R)
+    fresh = fixed_scaling(d.X)
+    np.testing.assert_array_equal(stored[1], fresh.Xs)
+    np.testing.assert_array_equal(stored[2], fresh.T)
     # another array with the same values gets nothing; the same array gets it once
     assert d.take_x_qr(d.X.copy()) is None and d.x_qr is None
     d2 = build_design("y ~ x + (1 | g)", _frame())
     assert d2.take_x_qr(d2.X) is not None and d2.take_x_qr(d2.X) is None
-    reused = fixed_scaling(d2.X, qr=np.linalg.qr(d2.X, mode="reduced"))
-    fresh = fixed_scaling(d2.X)
-    np.testing.assert_array_equal(reused.Xs, fresh.Xs)
-    np.testing.assert_array_equal(reused.T, fresh.T)
+    # weights change the scaling: the unweighted one is not reused for them
+    w = np.linspace(0.5, 2.0, d2.n)
+    unweighted = fixed_scaling(d2.X)
+    weighted = fixed_scaling(d2.X, w, qr=(unweighted.Xs, unweighted.T))
+    np.testing.assert_allclose(weighted.Xs.T @ (w[:, None] * weighted.Xs), d2.n * np.eye(d2.p),
+                               atol=1e-9)
+    np.testing.assert_allclose(weighted.Xs @ weighted.T, d2.X, atol=1e-12)
 
 
 def test_rank_deficient_x_is_refactored_after_dropping_columns():

@@ -8,6 +8,7 @@
 
 #include "common.hpp"
 #include "optimize.hpp"
+#include "mixedfit/one_term_gradient.hpp"
 #include "mixedfit/problem.hpp"
 
 namespace mixedfit_py {
@@ -145,11 +146,9 @@ struct PyProblem {
   py::tuple objective_grad(DArr theta, bool reml) {
     alive.check();
     CoreLock lock(mu);
-    // A one-term model's gradient comes from A's blocks alone (also without rows).
-    if (prob->nterms() != 1 || prob->has_rows()) {
-      require_rows("objective_grad");
-      checked->check_unchanged(n);
-    }
+    if (prob->nterms() == 1) return one_term_objective_grad(theta, reml);
+    require_rows("objective_grad");
+    checked->check_unchanged(n);
     factor_checked(theta);
     const double obj = prob->profiled_objective(reml);
     Vector beta, u, grad;
@@ -162,6 +161,29 @@ struct PyProblem {
     raise_status(s, "objective gradient");
     return py::make_tuple(obj, py::array_t<double>(grad.size(), grad.data()));
   }
+
+  // A one-term model's criterion and gradient in one pass over A's per-level blocks
+  // (one_term_gradient.hpp): neither the rows nor a factorization are needed. The caller
+  // holds the lock; the problem's last factorization is left as it was.
+  py::tuple one_term_objective_grad(const DArr& theta, bool reml) {
+    if (!has_response)
+      throw py::value_error("set_response() must be called before the objective is evaluated");
+    if (theta.ndim() != 1 || theta.shape(0) != prob->ntheta())
+      throw py::value_error("theta must be a vector of length " + std::to_string(prob->ntheta()));
+    require_finite(theta.data(), theta.shape(0), "theta");
+    double obj = 0.0;
+    Vector grad;
+    Status s;
+    {
+      py::gil_scoped_release release;
+      s = mixedfit::one_term_objective_gradient(prob->one_term_blocks(), theta.data(), reml, obj,
+                                                &grad);
+    }
+    raise_status(s, "objective gradient");
+    return py::make_tuple(obj, py::array_t<double>(grad.size(), grad.data()));
+  }
+
+
 
   py::dict solution(DArr theta) {
     alive.check();

@@ -24,6 +24,7 @@ void bind_glmm(py::module_& m);
 void bind_dense(py::module_& m);
 void bind_refit(py::module_& m);
 void bind_optimize(py::module_& m);
+void bind_fixed_effects(py::module_& m);
 }  // namespace mixedfit_py
 
 PYBIND11_MODULE(_core, m) {
@@ -40,4 +41,5 @@ PYBIND11_MODULE(_core, m) {
   mixedfit_py::bind_dense(m);
   mixedfit_py::bind_refit(m);
   mixedfit_py::bind_optimize(m);
+  mixedfit_py::bind_fixed_effects(m);
 }

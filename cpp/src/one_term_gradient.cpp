@@ -1,6 +1,8 @@
 // The one-term profiled criterion and its gradient from A's blocks: see one_term_gradient.hpp.
 #include "mixedfit/one_term_gradient.hpp"
 
+#include "mixedfit/block_kernels.hpp"
+
 #include <cmath>
 #include <vector>
 
@@ -46,7 +48,7 @@ Status accumulate_levels(const OneTermBlocks& blk, const Matrix& lambda, bool wi
   Square S = Square::Zero(m, m);
   Small GA = Small::Zero(Pd, Pd);
   std::vector<Square> Q(with_gradient ? rows.size() : 0, Square::Zero(m, m));
-  double ldL2 = 0.0;
+  blocks::LogProduct det_M;  // the product of every M_c's Cholesky diagonal
   Small A(Pd, Pd), M_(Pd, Pd), G(Pd, Pd), K(Pd, Pd);
   Border B(m, Pd), U(m, Pd), V(m, Pd), BK(m, Pd);
   for (Index c = 0; c < blk.levels; ++c) {
@@ -57,7 +59,7 @@ Status accumulate_levels(const OneTermBlocks& blk, const Matrix& lambda, bool wi
     M_ += eye;
     Eigen::LLT<Small> llt(M_);
     if (llt.info() != Eigen::Success) return Status::NotPositiveDefinite;
-    for (int i = 0; i < Pd; ++i) ldL2 += 2.0 * std::log(llt.matrixLLT()(i, i));
+    for (int i = 0; i < Pd; ++i) det_M.multiply(llt.matrixLLT()(i, i));
     G = llt.solve(lam.transpose());
     K.noalias() = lam * G;
     B = blk.BX->middleCols(c * Pd, Pd);
@@ -75,7 +77,7 @@ Status accumulate_levels(const OneTermBlocks& blk, const Matrix& lambda, bool wi
   out.S -= S;
   out.GA = GA;
   out.Q.assign(Q.begin(), Q.end());
-  out.ldL2 = ldL2;
+  out.ldL2 = 2.0 * det_M.log();
   return Status::Ok;
 }
 

@@ -102,9 +102,28 @@ void check_kernels(std::mt19937& rng, int p) {
   CHECK_NEAR(blocks::log_diagonal_sum<P>(three.data(), 3, p), want, kTol * (1.0 + std::abs(want)));
 }
 
+// LogProduct over factors that overflow and underflow a double by far when multiplied
+// (1e300 and 1e-300 in runs), against the sum of their logs.
+void log_product_stays_in_range() {
+  blocks::LogProduct prod;
+  double want = 0.0;
+  std::mt19937 rng(7);
+  std::uniform_real_distribution<double> exponent(-300.0, 300.0);
+  for (int k = 0; k < 20000; ++k) {
+    const double f = std::pow(10.0, k < 100 ? 300.0 : k < 200 ? -300.0 : exponent(rng));
+    prod.multiply(f);
+    want += std::log(f);
+  }
+  CHECK_NEAR(prod.log(), want, 1e-12 * std::abs(want) + 1e-9);
+  blocks::LogProduct ones;
+  for (int k = 0; k < 1000; ++k) ones.multiply(1.0);
+  CHECK(ones.log() == 0.0);
+}
+
 }  // namespace
 
 int main() {
+  log_product_stays_in_range();
   std::mt19937 rng(20261202);
   for (int rep = 0; rep < 20; ++rep) {
     check_kernels<1>(rng, 1);

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from . import _core
 from ._errors import DataError, FormulaError
 from ._formula import ParsedFormula, _split_top, identifiers, parse_formula
 from ._rexpr import evaluate, float_values
@@ -46,6 +47,10 @@ def as_pandas(data) -> pd.DataFrame:
         f"data must be a pandas or polars DataFrame, got {type(data).__name__}"
     )
 
+# A fixed-effect column is aliased when its distance from the span of the columns before it
+# is at most this fraction of its norm (lme4's rank check uses a tolerance of this order).
+ALIASING_TOL = 1e-7
+
 
 @dataclass
 class GroupTerm:
@@ -71,7 +76,7 @@ class GroupTerm:
 @dataclass
 class Design:
     parsed: ParsedFormula
-    source: pd.DataFrame            # the caller's frame, or its rows without missing values
+    columns: dict                   # the used columns (pandas Series) of the rows used, by name
     used: list[str]                 # the columns the formula (and weights/offset) use
     y: np.ndarray | None            # (n,) float64 for numeric responses
     response: pd.Series | pd.DataFrame
@@ -85,11 +90,11 @@ class Design:
     keep_fixed: np.ndarray | None = None
     term_order: list[int] = field(default_factory=list)  # formula position of each term
     specs: dict | None = None   # formulaic's model specs by piece ("fixed", "re0", ...)
-    x_qr: tuple | None = None   # (X, Q, R) from the aliasing check, for the first scaling
+    x_qr: tuple | None = None   # (X, Xs, T) from the aliasing check, for the first scaling
 
     def take_x_qr(self, X: np.ndarray) -> tuple | None:
-        """X's QR factors (Q, R) computed by the aliasing check, handed out once and only for
-        the very array they factor (a design copied with another X recomputes them)."""
+        """X's scaling (Xs, T) computed by the aliasing check, handed out once and only for
+        the very array it scales (a design copied with another X recomputes it)."""
         stored, self.x_qr = self.x_qr, None
         return stored[1:] if stored is not None and stored[0] is X else None
 
@@ -121,12 +126,19 @@ class Design:
     @property
     def index(self) -> pd.Index:
         """Row labels of the observations used."""
-        return self.source.index
+        return next(iter(self.columns.values())).index
 
     @functools.cached_property
+    def source(self) -> pd.DataFrame:
+        """The used columns of the rows used, as a frame, built on first use (most fits never
+        need it). The columns are pandas' copy-on-write views of the caller's: later changes
+        to the caller's frame do not reach them."""
+        return pd.DataFrame(self.columns, copy=False)
+
+    @property
     def frame(self) -> pd.DataFrame:
         """The model frame: used columns of the rows used (built on first access)."""
-        return self.source[self.used]
+        return self.source
 
     @property
     def p(self) -> int:
@@ -220,26 +232,26 @@ def _check_aliased(X: np.ndarray, names: list[str]) -> np.ndarray:
 
 
 def _aliased_columns(X: np.ndarray):
-    """``_check_aliased``'s keep-mask, and X's QR factors (Q, R) when X has no more columns
-    than rows (else None), for the standardization to reuse.
+    """``_check_aliased``'s keep-mask, and X's scaling (Xs, T) (``_standardize.fixed_scaling``)
+    when X has no more columns than rows (else None), for the standardization to reuse.
 
     Column j is kept when its distance from the span of the columns before it (the j-th
     diagonal entry of an unpivoted QR) is not negligible against its norm."""
     n, p = X.shape
-    norms = np.linalg.norm(X, axis=0)
-    scale = np.maximum(norms, np.finfo(float).tiny)
     if p <= n:
         if not p:
             return np.zeros(0, dtype=bool), None
-        Q, R = np.linalg.qr(X, mode="reduced")
-        return (np.abs(np.diag(R)) > 1e-7 * scale) & (norms > 0), (Q, R)
+        keep, Xs, T = _core.fixed_qr(np.asfortranarray(X, dtype=np.float64), None, ALIASING_TOL)
+        return keep, (Xs, T)
+    norms = np.linalg.norm(X, axis=0)
+    scale = np.maximum(norms, np.finfo(float).tiny)
     keep = np.zeros(p, dtype=bool)  # more columns than rows: at most n survive
     kept: list[int] = []
     for j in range(p):
         if len(kept) == n:
             break
         last = np.linalg.qr(X[:, kept + [j]], mode="r")[-1, -1]
-        if norms[j] > 0 and abs(last) > 1e-7 * scale[j]:
+        if norms[j] > 0 and abs(last) > ALIASING_TOL * scale[j]:
             keep[j] = True
             kept.append(j)
     return keep, None
@@ -481,12 +493,9 @@ def build_design(
     X, names, dropped, keep, qr = _fixed_effects(*mats["fixed"], r_names, parsed.fixed)
     terms, order = _random_terms(parsed, mats, r_names, columns)
     _check_sizes(terms, X.shape[0], X.shape[1], lmm)
-    if specs is None and not n_dropped:
-        # formulaic reads the specs from these rows later: a view the caller cannot change
-        frame = df.copy(deep=False)
     return Design(
         parsed=parsed,
-        source=frame,
+        columns=columns,
         used=used,
         y=y,
         response=response,

@@ -32,19 +32,11 @@ SCALE_TOL = 1e3
 
 
 def check_predictor_scales(X: np.ndarray, stacklevel: int = 2) -> None:
-    """lme4's warning for fixed-effect columns on very different scales (not 0/1 columns).
-    The fit itself does not need it -- the core works on scaled columns -- but estimates in
-    such units are hard to read and lme4 users expect the hint."""
-    if X.shape[1] == 0:
-        return
-    continuous = ~np.all((X == 0) | (X == 1), axis=0)
-    if not np.any(continuous):
-        return
-    sd = np.std(X[:, continuous], axis=0, ddof=1) if X.shape[0] > 1 else np.zeros(1)
-    with np.errstate(divide="ignore"):
-        log_sd = np.log(sd)
-    spread = np.abs(log_sd[:, None] - log_sd[None, :])
-    if np.any(np.abs(log_sd) > math.log(SCALE_TOL)) or np.any(spread > math.log(SCALE_TOL)):
+    """lme4's warning for fixed-effect columns on very different scales (not 0/1 columns):
+    some standard deviation beyond a factor SCALE_TOL from 1 or from another's. The fit
+    itself does not need it -- the core works on scaled columns -- but estimates in such
+    units are hard to read and lme4 users expect the hint."""
+    if X.shape[1] and _core.predictor_scales_differ(X, SCALE_TOL):
         warnings.warn("Some predictor variables are on very different scales: consider "
                       "rescaling", stacklevel=stacklevel + 1)
 
@@ -82,44 +74,27 @@ class FixedScaling:
 def fixed_scaling(X: np.ndarray, weights: np.ndarray | None = None,
                   qr: tuple | None = None) -> FixedScaling:
     """The weighted QR scaling of the fixed-effects matrix (Xs column-major, as the core reads).
-    ``qr``: numpy's (Q, R) of the unweighted X when already computed (Q is overwritten)."""
+    ``qr``: the unweighted scaling (Xs, T) of this X when already computed."""
     n, p = X.shape
     if p == 0:
         return FixedScaling(np.asfortranarray(X), np.zeros((0, 0)))
-    if weights is not None:
-        sw = np.sqrt(np.asarray(weights, dtype=float))
-        Q, R = np.linalg.qr(X * sw[:, None], mode="reduced")
-    else:
-        Q, R = np.linalg.qr(X, mode="reduced") if qr is None else qr
-    root_n = math.sqrt(n)
-    Q *= root_n
-    if weights is not None:
-        Q /= sw[:, None]
-    return FixedScaling(np.asfortranarray(Q), R / root_n)
+    if qr is not None and weights is None:
+        return FixedScaling(*qr)
+    _, Xs, T = _core.fixed_qr(X, weights, 0.0)
+    return FixedScaling(Xs, T)
 
 
 def _response_shift(fs: FixedScaling, y: np.ndarray, weights, name: str):
     """(b0, s, ys): the weighted least-squares fit of y on X, the root-mean-square of its
     residuals, and the standardized residuals. A response the fixed effects fit to rounding
     (e.g. a constant) has no residual variance to estimate: DataError."""
-    n = y.size
-    wy = y if weights is None else np.asarray(weights, dtype=float) * y
-    if fs.T.size:
-        bs0 = fs.Xs.T @ wy / n  # Xs' W Xs = n I
-        resid = y - fs.Xs @ bs0
-        b0 = fs.from_scaled(bs0)
-    else:
-        resid = y.copy()
-        b0 = np.zeros(0)
-    wr = resid if weights is None else np.asarray(weights, dtype=float) * resid
-    s = math.sqrt(float(wr @ resid) / n)
-    rounding = _ROUNDING_ULPS * np.finfo(float).eps * float(np.max(np.abs(y)))
-    if not s > rounding:
+    b0, s, ys, max_abs_y = _core.response_shift(fs.Xs, fs.T, y, weights)
+    if not s > _ROUNDING_ULPS * np.finfo(float).eps * max_abs_y:
         raise DataError(
             f"response {name!r} is fitted exactly by the fixed effects (e.g. it is constant): "
             "there is no residual variation for a linear mixed model"
         )
-    return b0, s, np.ascontiguousarray(resid / s)
+    return b0, s, ys
 
 
 class ScaledLmmProblem:
@@ -133,8 +108,8 @@ class ScaledLmmProblem:
 
     def __init__(self, design, y: np.ndarray, weights: np.ndarray | None, name: str = "y"):
         self.n, self.p = design.n, design.p
-        qr = design.take_x_qr(design.X)  # taken either way: the design need not hold Q
-        self.fixed = fixed_scaling(design.X, weights, qr if weights is None else None)
+        qr = design.take_x_qr(design.X)  # taken either way: the design need not hold Xs
+        self.fixed = fixed_scaling(design.X, weights, qr)
         self.b0, self.scale, self.y_scaled = _response_shift(self.fixed, y, weights, name)
         self._terms = [(t.codes, t.nlevels, t.Z) for t in design.terms]
         self._weights = weights

@@ -107,7 +107,7 @@ def _differing_data(a, b) -> str | None:
         return f"the response {a.response_name!r} has different values"
     shared = [c for c in a.design.used if c in set(b.design.used)]
     for col in shared:
-        if not a.design.source[col].equals(b.design.source[col]):
+        if not a.design.columns[col].equals(b.design.columns[col]):
             return f"column {col!r} has different values"
     return None
 

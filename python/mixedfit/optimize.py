@@ -34,12 +34,15 @@ class OptResult:
 
 def theta_lower(ps: list[int]) -> np.ndarray:
     """Lower bounds: 0 on the diagonal of each lambda template, -inf off it (lme4's order)."""
-    lb = []
-    for p in ps:
-        for j in range(p):
-            for i in range(j, p):
-                lb.append(0.0 if i == j else -np.inf)
-    return np.array(lb)
+    return _template_entries(tuple(ps), 0.0, -np.inf).copy()
+
+
+@functools.lru_cache(maxsize=64)
+def _template_entries(ps: tuple, diagonal: float, off_diagonal: float) -> np.ndarray:
+    """One value per theta entry: ``diagonal`` on the templates' diagonals, ``off_diagonal``
+    below them (lme4's order, column by column); built once per shape (callers copy)."""
+    return np.array([diagonal if i == j else off_diagonal
+                     for p in ps for j in range(p) for i in range(j, p)], dtype=float)
 
 
 def lambda_blocks(theta: np.ndarray, ps: list[int]) -> list[np.ndarray]:
@@ -57,12 +60,7 @@ def lambda_blocks(theta: np.ndarray, ps: list[int]) -> list[np.ndarray]:
 
 def theta_start(ps: list[int]) -> np.ndarray:
     """Start: 1 on the diagonal, 0 off it."""
-    st = []
-    for p in ps:
-        for j in range(p):
-            for i in range(j, p):
-                st.append(1.0 if i == j else 0.0)
-    return np.array(st)
+    return _template_entries(tuple(ps), 1.0, 0.0).copy()
 
 
 _RESULTS = {

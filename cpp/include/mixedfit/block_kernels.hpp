@@ -174,15 +174,42 @@ inline void conditional_covariance_block(const double* L, const double* G, const
     }
 }
 
+// The log of a product of many positive factors, with one log() per ~100 factors instead
+// of one per factor: the running product is renormalized (its binary exponent moved aside)
+// before it can overflow or underflow. Rounding is that of summing the logs (~1e-16 relative
+// per factor).
+class LogProduct {
+ public:
+  void multiply(double factor) {
+    if (!(factor < 1e100 && factor > 1e-100)) {  // an extreme factor: its exponent aside too
+      int e = 0;
+      factor = std::frexp(factor, &e);
+      exponent_ += e;
+    }
+    mantissa_ *= factor;  // within 1e+-250: no overflow or underflow
+    if (!(mantissa_ < 1e150 && mantissa_ > 1e-150)) renormalize();
+  }
+  double log() const { return std::log(mantissa_) + exponent_ * 0.69314718055994530942; }
+
+ private:
+  void renormalize() {
+    int e = 0;
+    mantissa_ = std::frexp(mantissa_, &e);  // 0 and non-finite values pass through
+    exponent_ += e;
+  }
+  double mantissa_ = 1.0;
+  long exponent_ = 0;
+};
+
 // sum over nblocks consecutive p x p factors of log(diagonal).
 template <int P>
 inline double log_diagonal_sum(const double* L, Index nblocks, int p_run) {
   const int p = block_dim<P>(p_run);
   const Index bs = static_cast<Index>(p) * p;
-  double s = 0.0;
+  LogProduct s;
   for (Index c = 0; c < nblocks; ++c)
-    for (int a = 0; a < p; ++a) s += std::log(L[c * bs + a + a * p]);
-  return s;
+    for (int a = 0; a < p; ++a) s.multiply(L[c * bs + a + a * p]);
+  return s.log();
 }
 
 }  // namespace blocks
