@@ -115,3 +115,20 @@ def test_float_values_copy_numpy_columns_and_map_pandas_missing_to_nan():
     assert df["a"].iloc[0] == 0.0
     assert float_values(df["i"]).dtype == np.float64
     np.testing.assert_array_equal(float_values(df["n"]), [1.0, np.nan, 3.0, 4.0])
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.uint8, np.int16, np.int32, np.int64, np.uint64])
+@pytest.mark.parametrize("spread", [3, 120, 10**6])
+def test_integer_grouping_codes_are_pandas_sorted_factorization(dtype, spread):
+    from mixedfit._design import _integer_codes
+
+    rng = np.random.default_rng(spread)
+    info = np.iinfo(dtype)
+    lo = max(int(info.min), -spread)
+    hi = min(int(info.max), spread)
+    values = rng.integers(lo, hi, 500, endpoint=True).astype(dtype)
+    values[:2] = [lo, hi]  # the ends of the type's range (wrap-around if mishandled)
+    codes, levels = _integer_codes(values)
+    want_codes, want_levels = pd.factorize(values, sort=True)
+    np.testing.assert_array_equal(codes, want_codes)
+    assert levels.equals(pd.Index(want_levels)) and levels.dtype == values.dtype

@@ -179,6 +179,8 @@ def _codes(frame, cols: tuple[str, ...]) -> tuple[np.ndarray, pd.Index]:
             s = drop_unused_categories(s)
             codes = s.array.codes
             labels = s.array.categories
+        elif isinstance(s.dtype, np.dtype) and s.dtype.kind in "iu":
+            codes, labels = _integer_codes(s.to_numpy())
         else:
             if s.dtype.kind == "f" and not np.all(np.isfinite(s.to_numpy())):
                 raise DataError(f"grouping factor {c!r} has non-finite values")
@@ -205,6 +207,22 @@ def _codes(frame, cols: tuple[str, ...]) -> tuple[np.ndarray, pd.Index]:
         raise DataError(f"grouping factor {':'.join(cols)!r} has two different level combinations "
                         f"labelled {twice!r} (a level label contains ':')")
     return inv.astype(np.int32), index
+
+
+def _integer_codes(values: np.ndarray) -> tuple[np.ndarray, pd.Index]:
+    """``pd.factorize(values, sort=True)`` for an integer vector, by a table over its range
+    when that is not much longer than the vector (O(n), no hashing or sorting)."""
+    lo, hi = int(values.min()), int(values.max())
+    if hi - lo >= 4 * values.size + 1024 or hi >= 2**63:
+        codes, labels = pd.factorize(values, sort=True)
+        return codes, pd.Index(labels)
+    offsets = values.astype(np.int64, copy=False) - lo  # small types would wrap around
+    present = np.zeros(hi - lo + 1, dtype=bool)
+    present[offsets] = True
+    levels = np.flatnonzero(present)
+    table = np.empty(hi - lo + 1, dtype=np.int32)
+    table[levels] = np.arange(levels.size, dtype=np.int32)
+    return table[offsets], pd.Index((levels + lo).astype(values.dtype, copy=False))
 
 
 def _numeric_vector(value, frame: pd.DataFrame, index, what: str, n_rows: int) -> np.ndarray:
