@@ -44,23 +44,30 @@ Status accumulate_levels(const OneTermBlocks& blk, const Matrix& lambda, bool wi
   std::vector<int> rows, cols;
   theta_positions(Pd, rows, cols);
   const Small lam = lambda;
-  const Small eye = Small::Identity(Pd, Pd);
   Square S = Square::Zero(m, m);
   Small GA = Small::Zero(Pd, Pd);
   std::vector<Square> Q(with_gradient ? rows.size() : 0, Square::Zero(m, m));
   blocks::LogProduct det_M;  // the product of every M_c's Cholesky diagonal
-  Small A(Pd, Pd), M_(Pd, Pd), G(Pd, Pd), K(Pd, Pd);
+  // The level's factor and solves go through the fixed-size block kernels: Eigen's LLT
+  // solves a matrix right-hand side with its general blocked kernel even at 2 x 2.
+  constexpr int BP = P == Eigen::Dynamic ? blocks::kDynamicBlock : P;
+  std::vector<double> work(static_cast<size_t>(Pd) * Pd);
+  Small A(Pd, Pd), L(Pd, Pd), G(Pd, Pd), K(Pd, Pd);
   Border B(m, Pd), U(m, Pd), V(m, Pd), BK(m, Pd);
   for (Index c = 0; c < blk.levels; ++c) {
     const double* a = blk.A11 + c * Pd * Pd;
     for (int j = 0; j < Pd; ++j)
       for (int i = j; i < Pd; ++i) A(i, j) = A(j, i) = a[i + j * Pd];
-    M_.noalias() = lam.transpose() * A * lam;
-    M_ += eye;
-    Eigen::LLT<Small> llt(M_);
-    if (llt.info() != Eigen::Success) return Status::NotPositiveDefinite;
-    for (int i = 0; i < Pd; ++i) det_M.multiply(llt.matrixLLT()(i, i));
-    G = llt.solve(lam.transpose());
+    // L L' = M_c = lam' A lam + I; G = M_c^{-1} lam', column by column
+    if (!blocks::factor_scaled_block<BP>(a, lam.data(), L.data(), Pd, work.data()))
+      return Status::NotPositiveDefinite;
+    for (int i = 0; i < Pd; ++i) det_M.multiply(L(i, i));
+    for (int j = 0; j < Pd; ++j) {
+      double* g = G.data() + static_cast<Index>(j) * Pd;
+      for (int i = 0; i < Pd; ++i) g[i] = lam(j, i);
+      blocks::solve_lower<BP>(L.data(), g, Pd);
+      blocks::solve_lower_transpose<BP>(L.data(), g, Pd);
+    }
     K.noalias() = lam * G;
     B = blk.BX->middleCols(c * Pd, Pd);
     BK.noalias() = B * K;
