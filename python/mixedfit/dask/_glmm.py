@@ -1,0 +1,363 @@
+"""``glmer`` on a Dask DataFrame: the in-memory fit's recipe, PIRLS run by passes.
+
+The in-memory glmer optimizes in two stages (lme4's): theta with beta inside PIRLS, then
+(theta, beta) on the Laplace objective ``aic + |u|^2 + log|L|^2`` at the mode u. Each
+evaluation runs PIRLS to convergence. Here the optimizer code is the in-memory fit's own
+(``glmm._optimize``); only the problem it calls is different: :class:`DaskGlmmProblem` has
+the core GlmmProblem's methods (``stage1``, ``stage2``, ``state_at``) and runs PIRLS as the
+core does, step for step, except that every step's row work is a pass over the partitions:
+
+* a pass (``_working.working_partition``) evaluates the rows at the broadcast (beta, b):
+  deviance, Pearson sum and the cross products ``[Z Xs z]' W [Z Xs z]`` of the working
+  response and weights, summed up a tree on the workers;
+* the client builds the core's crossproduct problem (``LmmProblem.from_crossproduct``, the
+  one the Dask LMM uses) from them and solves the penalized least squares at theta for the
+  next (beta,) u -- exactly the step the in-memory core takes, with the same convergence
+  test, step halving and log-determinant (of the factor at the last step's weights);
+* so one PIRLS step = one pass; an evaluation from a warm start (the last mode, as in
+  memory) takes two to four.
+
+The in-memory fit of binomial-logit and Poisson-log models follows an exact gradient by
+default; that gradient needs per-row leverages, so the Dask fit takes the derivative-free
+path (BOBYQA, the in-memory ``control={'optimizer': 'bobyqa'}``) on the same objective:
+its numbers equal that in-memory fit's to rounding, and the default in-memory fit's to the
+optimizers' tolerances (tests/test_dask_glmm.py states them).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import warnings
+
+import numpy as np
+import scipy.sparse as sp
+
+from .. import _core
+from .._design import _check_aliased
+from .._errors import ConvergenceError, DataError, NumericalError, numerical_failures_explained
+from .._standardize import FixedScaling
+from ..families import resolve_family
+from ..optimize import lambda_blocks, report_convergence
+from ..options import Control, check_bool
+from ._crossprod import Layout, _r_factor, combine_scaling, cooccurrence, scaling_partition
+from ._lmm import _check_scales
+from ._passes import reduce_partitions
+from ._result import DaskDesign, DaskGlmerResult
+from ._spec import fit_spec, scan_spec
+from ._working import WorkingPoint, combine_glmm_scans, combine_working, glmm_scan_partition, \
+    working_partition
+
+__all__ = ["glmer_dask", "DaskGlmmProblem"]
+
+# The core's PIRLS constants (cpp/include/mixedfit/glmm.hpp, PirlsControl).
+STEP_TOL = 1e-11
+MAX_HALVINGS = 20
+_CANONICAL = {("binomial", "logit"), ("poisson", "log")}
+
+
+@dataclasses.dataclass
+class _Iterate:
+    """A PIRLS iterate: (u, beta_s) and the pass's sums at it."""
+
+    u: np.ndarray
+    beta: np.ndarray
+    work: dict
+
+    @property
+    def pdev(self) -> float:
+        return self.work["dev"] + float(self.u @ self.u) if self.work["valid"] else math.nan
+
+
+class DaskGlmmProblem:
+    """The core GlmmProblem's interface (stage1, stage2, state_at) for rows on a cluster:
+    PIRLS as the core runs it, one pass per step. ``passes`` counts the passes."""
+
+    has_gradient = False
+
+    def __init__(self, ddf, spec, T: np.ndarray, layout: Layout, loglik_constant: float,
+                 progress):
+        self.ddf, self.spec, self.T, self.layout = ddf, spec, T, layout
+        self.fam = spec.scan.family
+        self.p = T.shape[0]
+        self.q = layout.q
+        self.ps = list(layout.p)
+        self.aic_constant = loglik_constant
+        self.progress = progress
+        self.tol, self.maxit = 1e-10, 300
+        self.passes = 0
+        self.cooc = None
+        self._warm = {1: None, 2: None}   # the last mode per stage (u, beta_s)
+        self._stage1_modes = {}           # theta bytes -> state (stage 2 revisits theta1)
+        self._state = None
+
+    def set_pirls_control(self, tol: float, maxit: int) -> None:
+        self.tol, self.maxit = float(tol), int(maxit)
+
+    # ---- passes and solves ----------------------------------------------------------
+    def _b_terms(self, theta, u) -> tuple:
+        out, starts = [], self.layout.starts
+        for k, lam in enumerate(lambda_blocks(np.asarray(theta, float), self.ps)):
+            U = u[starts[k]:starts[k + 1]].reshape(self.layout.nlevels[k], self.ps[k])
+            out.append(U @ lam.T)
+        return tuple(out)
+
+    def _pass(self, theta, u, beta, with_beta: bool, glm_start: bool = False) -> dict:
+        point = WorkingPoint(np.asarray(beta, float), self._b_terms(theta, u), with_beta,
+                             glm_start, with_pairs=self.cooc is None)
+        work = reduce_partitions(self.ddf, working_partition, combine_working, self.spec,
+                                 self.T, self.layout, point, progress=False)
+        self.passes += 1
+        if self.progress is not None:
+            self.progress.update(1)
+        if self.cooc is None:
+            self.cooc = cooccurrence(work["pairs"], self.layout)
+        return work
+
+    def _lmm(self, A: sp.csr_matrix, with_x: bool):
+        """The core's crossproduct problem of [Z Xs z] (with_x) or [Z z] at these weights."""
+        if not with_x:
+            keep = np.r_[np.arange(self.q), self.q + self.p]
+            A = A[keep][:, keep]
+        A = A.tocoo()
+        layout = list(zip(self.layout.nlevels, self.layout.p))
+        return _core.LmmProblem.from_crossproduct(
+            self.spec.n, self.p if with_x else 0, layout, self.cooc, A.row.astype(np.int64),
+            A.col.astype(np.int64), A.data.astype(float), 0.0)
+
+    # ---- PIRLS ----------------------------------------------------------------------
+    def _pirls(self, theta, u, beta, with_beta: bool, glm_start: bool = False):
+        """The core's Glmm::pirls: (the mode, the last factor's solution, the cross products
+        that factor was formed from: those at the previous iterate's weights)."""
+        canonical = (self.fam.name, self.fam.link) in _CANONICAL
+        cur = _Iterate(u, beta, self._pass(theta, u, beta, with_beta, glm_start))
+        if not cur.work["valid"]:
+            raise NumericalError("PIRLS: the starting linear predictor gives invalid means")
+        oldpdev = math.inf if glm_start else cur.pdev
+        alpha = 1.0
+        for _ in range(self.maxit):
+            sol = self._lmm(cur.work["A"], with_beta).solution(theta)
+            unew = np.asarray(sol["u"])
+            bnew = np.asarray(sol["beta"]) if with_beta else cur.beta
+            step = np.max(np.abs(unew - cur.u), initial=0.0)
+            size = np.max(np.abs(cur.u), initial=0.0)
+            if with_beta and self.p:
+                step = max(step, np.max(np.abs(bnew - cur.beta)))
+                size = max(size, np.max(np.abs(cur.beta)))
+            if alpha < 1.0:
+                unew = cur.u + alpha * (unew - cur.u)
+                bnew = cur.beta + alpha * (bnew - cur.beta) if with_beta else bnew
+            cand = _Iterate(unew, bnew, self._pass(theta, unew, bnew, with_beta))
+            pdev = cand.pdev
+            if not math.isfinite(pdev) and not math.isfinite(oldpdev):
+                raise NumericalError("PIRLS: the first step from the starting values gives "
+                                     "invalid means")
+            if (math.isfinite(pdev) and abs(oldpdev - pdev) < self.tol * max(abs(pdev), 1.0)
+                    and step <= STEP_TOL * (1.0 + size)):
+                return cand, sol, cur.work["A"]
+            slack = self.tol * max(abs(oldpdev), 1.0)
+            if not pdev <= oldpdev + slack:
+                for _ in range(MAX_HALVINGS):
+                    if pdev <= oldpdev:
+                        break
+                    unew = 0.5 * (cur.u + cand.u)
+                    bnew = 0.5 * (cur.beta + cand.beta) if with_beta else cand.beta
+                    cand = _Iterate(unew, bnew, self._pass(theta, unew, bnew, with_beta))
+                    pdev = cand.pdev
+                if not canonical:
+                    alpha = max(0.5 * alpha, 1.0 / 64.0)
+                if not pdev <= oldpdev:
+                    if math.isfinite(pdev) and abs(pdev - oldpdev) <= 1e-8 * abs(oldpdev):
+                        return cur, sol, cur.work["A"]  # converged to rounding
+                    raise NumericalError("PIRLS diverged: the penalized deviance rises at "
+                                         "every step length")
+            cur, oldpdev = cand, pdev
+        raise NumericalError(f"PIRLS did not converge in {self.maxit} steps")
+
+    def _finish(self, stage: int, theta, mode: _Iterate, sol, factor_A) -> float:
+        """Record the state at the mode; the Laplace objective aic + |u|^2 + log|L|^2."""
+        aic = mode.work["dev"] + self.aic_constant
+        ussq = float(mode.u @ mode.u)
+        self._state = {"stage": stage, "theta": np.array(theta, float), "mode": mode,
+                       "ldL2": float(sol["ldL2"]), "factor_A": factor_A, "aic": aic,
+                       "ussq": ussq}
+        self._warm[stage] = (mode.u.copy(), mode.beta.copy())
+        return aic + ussq + self._state["ldL2"]
+
+    # ---- the core GlmmProblem's methods ----------------------------------------------
+    def stage1(self, theta, eta_start) -> float:
+        """The nAGQ = 0 objective at theta; ``eta_start`` not None: PIRLS from the family's
+        starting means (the partitions form them), else from the last stage-1 mode."""
+        theta = np.asarray(theta, float)
+        key = theta.tobytes()
+        if key in self._stage1_modes:   # the mode does not depend on the start (~1e-12)
+            self._state = self._stage1_modes[key]
+            return self._state["objective"]
+        warm = self._warm[1]
+        if eta_start is not None or warm is None:
+            found = self._pirls(theta, np.zeros(self.q), np.zeros(self.p), True,
+                                glm_start=True)
+        else:
+            found = self._pirls(theta, warm[0], warm[1], True)
+        obj = self._finish(1, theta, *found)
+        self._state["objective"] = obj
+        self._stage1_modes = {key: self._state}
+        return obj
+
+    def stage2(self, theta, beta, u_start, nagq, ghz, ghw) -> float:
+        """The Laplace objective at (theta, beta) (nagq <= 1 only); u_start None: PIRLS
+        from the last stage-2 mode."""
+        if nagq > 1:
+            raise NotImplementedError("adaptive Gauss-Hermite (nagq > 1) is not available "
+                                      "on Dask data")
+        theta, beta = np.asarray(theta, float), np.asarray(beta, float)
+        if not (np.all(np.isfinite(theta)) and np.all(np.isfinite(beta))):
+            raise NumericalError("non-finite theta or beta")
+        if u_start is not None:
+            u = np.asarray(u_start, float)
+        elif self._warm[2] is not None:
+            u = self._warm[2][0]
+        else:
+            u = np.zeros(self.q)
+        try:
+            found = self._pirls(theta, u, beta, False)
+        except NumericalError:
+            if not np.any(u):
+                raise
+            found = self._pirls(theta, np.zeros(self.q), beta, False)  # as the core does
+        return self._finish(2, theta, *found)
+
+    def state_at(self, theta) -> dict:
+        """The core's state_at: the mode, its sums and the variances at the last factor's
+        weights (u-only factor: conditional variances; (beta, u) factor: unscaled vcov)."""
+        st = self._state
+        if st is None or not np.array_equal(st["theta"], np.asarray(theta, float)):
+            raise ValueError("state_at: theta differs from the last evaluated theta")
+        mode, theta = st["mode"], st["theta"]
+        full = self._lmm(st["factor_A"], with_x=True).solution(theta)
+        uonly = self._lmm(st["factor_A"], with_x=False).solution(theta)
+        b = np.concatenate([B.ravel() for B in self._b_terms(theta, mode.u)])
+        return {"theta": theta, "u": mode.u, "b": b,
+                "beta": mode.beta, "eta": np.zeros(0), "mu": np.zeros(0),
+                "devsum": mode.work["dev"], "aic": st["aic"], "ussq": st["ussq"],
+                "ldL2": st["ldL2"], "pearson": mode.work["pearson"],
+                "extreme": mode.work["extreme"], "stage": st["stage"],
+                "unscaled_condvar": [np.asarray(m) for m in uonly["unscaled_condvar"]],
+                "unscaled_vcov": np.asarray(full["unscaled_vcov"])}
+
+
+# ---- the fit -----------------------------------------------------------------------------
+def _checked_family(family, link):
+    fam = resolve_family(family, link)
+    if fam.name not in ("binomial", "poisson"):
+        raise NotImplementedError(
+            f"glmer on Dask data fits the binomial and poisson families; family {fam.name!r} "
+            "has a dispersion (or a shape) whose log-likelihood constant depends on the fit")
+    return fam
+
+
+def _scan(formula, data, fam, weights, offset, progress):
+    """The scan pass: (FitSpec, the used columns' frame, log-likelihood constant)."""
+    meta = data._meta
+    parsed, scan = scan_spec(formula, meta, weights, offset, family=fam)
+    data = data[list(scan.used)]  # every pass reads the used columns only
+    scanned = reduce_partitions(data, glmm_scan_partition, combine_glmm_scans, scan,
+                                progress=progress)
+    spec = fit_spec(formula, parsed, scan, meta, scanned, lmm=False)
+    if spec.n_dropped_na:
+        warnings.warn(f"dropped {spec.n_dropped_na} row(s) with missing values", stacklevel=4)
+    low, high = scanned["yrange"] if scanned["yrange"] is not None else (0.0, 0.0)
+    if low == high:
+        raise DataError(f"Response is constant: every value of {parsed.response!r} is "
+                        f"{low:g}; a GLMM needs variation in the response")
+    return spec, data, scanned["loglik_constant"]
+
+
+def _fixed_scaling(data, spec, progress) -> FixedScaling:
+    """The aliased-column mask (set on spec) and X = Xs T with Xs'Xs = n I, from the R
+    factor of X over all rows (TSQR in the scaling pass), as glmer's fixed_scaling."""
+    scaled = reduce_partitions(data, scaling_partition, combine_scaling, spec,
+                               progress=progress)
+    keep = _check_aliased(scaled["R"], spec.fixed_names_all)
+    dropped = [nm for nm, k in zip(spec.fixed_names_all, keep) if not k]
+    if dropped:
+        s = "s" if len(dropped) > 1 else ""
+        warnings.warn(f"fixed-effect model matrix is rank deficient so dropping {len(dropped)} "
+                      f"column{s} / coefficient{s}: {', '.join(dropped)}", stacklevel=4)
+    spec.keep_fixed = keep
+    _check_scales(scaled["moments"], keep, stacklevel=4)
+    R = _r_factor(scaled["R"][:, keep]) if keep.any() else np.zeros((0, 0))
+    return FixedScaling(None, R / math.sqrt(spec.n))
+
+
+def _passes_bar(progress: bool):
+    if not progress:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(desc="glmer passes over the rows", unit="pass")
+
+
+def glmer_dask(formula: str, data, *, family="binomial", link=None, nagq: int = 1,
+               weights=None, offset=None, control=None, fast: bool = False,
+               vcov_method: str = "hessian", data_name: str | None = None,
+               progress: bool = True):
+    """:func:`mixedfit.glmer` for a Dask DataFrame (see the module docstring)."""
+    from .. import glmm
+
+    control = Control.coerce(control)
+    fam = _checked_family(family, link)
+    nagq = 0 if check_bool(fast, "fast") else glmm._checked_nagq(nagq)
+    if nagq > 1:
+        raise NotImplementedError(
+            f"nagq = {nagq} (adaptive Gauss-Hermite) is not available on Dask data; use "
+            "nagq=1 (Laplace) or collect the rows with ddf.compute()")
+    if vcov_method not in ("hessian", "factor"):
+        raise ValueError(f"vcov_method must be 'hessian' or 'factor', got {vcov_method!r}")
+    progress = check_bool(progress, "progress")
+    call = dict(formula=formula, data=data, family=fam.name, link=fam.link, nagq=nagq,
+                weights=weights, offset=offset, control=control, vcov_method=vcov_method,
+                data_name=data_name, progress=progress)
+    spec, rows, loglik_constant = _scan(formula, data, fam, weights, offset, progress)
+    fixed = _fixed_scaling(rows, spec, progress)
+    layout = Layout(tuple(t.nlevels for t in spec.terms), tuple(t.p for t in spec.terms))
+    design = DaskDesign(spec, data, weights)
+    bar = _passes_bar(progress)
+    prob = DaskGlmmProblem(rows, spec, fixed.T, layout, loglik_constant, bar)
+    prob.set_pirls_control(control.pirls_tol, control.pirls_maxiter)
+    # the exact gradient needs per-row leverages: the derivative-free path (module docstring)
+    control = dataclasses.replace(control, optimizer="bobyqa")
+    try:
+        opt, opt1, st, obj, hess = _optimize(glmm, prob, fam, design, nagq, control,
+                                             vcov_method, fixed)
+    finally:
+        if bar is not None:
+            bar.close()
+    nt = len(opt1.x)
+    beta = opt.x[nt:] if nagq >= 1 else np.asarray(st["beta"])
+    report_convergence(opt, [t.p for t in design.terms], control, stacklevel=3)
+    fit = DaskGlmerResult(design, prob, fam, nagq, opt.x[:nt], np.asarray(beta), obj, st,
+                          hess, opt, opt1, control,
+                          data_name if data_name is not None else "data", call,
+                          np.zeros(0), np.zeros(0), (np.asarray(st["u"]), None, None), fixed,
+                          extreme=st["extreme"])
+    fit.passes = prob.passes
+    return fit
+
+
+def _optimize(glmm, prob, fam, design, nagq, control, vcov_method, fixed):
+    """glmm._optimize on the Dask problem. It takes the rows' y and prior weights for the
+    family's starting eta, which the Dask problem forms on the partitions instead (any
+    non-None eta_start means "from the starting means"), and, after a failure, to look for
+    separated columns, which needs the rows: that failure is reported without the column."""
+    stand_in = np.full(1, 0.5 if fam.name == "binomial" else 1.0)
+    ghz, ghw = np.zeros(1), np.ones(1)
+    try:
+        with numerical_failures_explained(glmm._NUMERICAL_ADVICE):
+            opt, opt1, st, obj, hess, _ = glmm._optimize(
+                prob, fam, design, stand_in, np.ones(1), nagq, ghz, ghw, control,
+                vcov_method, fixed)
+    except NotImplementedError as exc:   # the separation check asked for the rows
+        raise ConvergenceError("PIRLS failed at every starting value; check the response "
+                               "for complete separation, or rescale the predictors") from exc
+    return opt, opt1, st, obj, hess
