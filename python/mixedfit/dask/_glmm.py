@@ -42,17 +42,19 @@ from ..optimize import lambda_blocks, report_convergence
 from ..options import Control, check_bool
 from ._crossprod import Layout, _r_factor, combine_scaling, cooccurrence, scaling_partition
 from ._lmm import _check_scales
-from ._passes import reduce_partitions
+from ._passes import persist_partitions, reduce_leaves, reduce_partitions
 from ._result import DaskDesign, DaskGlmerResult
 from ._spec import fit_spec, scan_spec
-from ._working import WorkingPoint, combine_glmm_scans, combine_working, glmm_scan_partition, \
-    working_partition
+from ._working import (WorkingPoint, combine_glmm_scans, combine_working, glmm_rows,
+                       glmm_scan_partition, working_partition, working_rows_partition)
 
 __all__ = ["glmer_dask", "DaskGlmmProblem"]
 
 # The core's PIRLS constants (cpp/include/mixedfit/glmm.hpp, PirlsControl).
 STEP_TOL = 1e-11
 MAX_HALVINGS = 20
+# Points whose state is kept (see DaskGlmmProblem._remembered).
+RECENT_POINTS = 8
 _CANONICAL = {("binomial", "logit"), ("poisson", "log")}
 
 
@@ -88,8 +90,14 @@ class DaskGlmmProblem:
         self.passes = 0
         self.cooc = None
         self._warm = {1: None, 2: None}   # the last mode per stage (u, beta_s)
-        self._stage1_modes = {}           # theta bytes -> state (stage 2 revisits theta1)
+        self._recent = {}                 # (stage, point) -> state, the last few points
         self._state = None
+        # the design rows stay on the workers between passes (None without a Client)
+        self.rows = persist_partitions(ddf, glmm_rows, spec, T)
+
+    def release_rows(self) -> None:
+        """Let the workers drop the kept rows (later passes read the partitions again)."""
+        self.rows = None
 
     def set_pirls_control(self, tol: float, maxit: int) -> None:
         self.tol, self.maxit = float(tol), int(maxit)
@@ -105,8 +113,12 @@ class DaskGlmmProblem:
     def _pass(self, theta, u, beta, with_beta: bool, glm_start: bool = False) -> dict:
         point = WorkingPoint(np.asarray(beta, float), self._b_terms(theta, u), with_beta,
                              glm_start, with_pairs=self.cooc is None)
-        work = reduce_partitions(self.ddf, working_partition, combine_working, self.spec,
-                                 self.T, self.layout, point, progress=False)
+        if self.rows is not None:
+            work = reduce_leaves(self.rows, working_rows_partition, combine_working, self.fam,
+                                 self.layout, point, progress=False)
+        else:
+            work = reduce_partitions(self.ddf, working_partition, combine_working, self.spec,
+                                     self.T, self.layout, point, progress=False)
         self.passes += 1
         if self.progress is not None:
             self.progress.update(1)
@@ -185,24 +197,39 @@ class DaskGlmmProblem:
         return aic + ussq + self._state["ldL2"]
 
     # ---- the core GlmmProblem's methods ----------------------------------------------
+    def _remembered(self, key) -> float | None:
+        """The objective of a point evaluated lately (its state restored), else None: the
+        optimizer revisits points (the optimum for the Hessian, stage 1's theta in stage 2)
+        and the mode does not depend on where PIRLS starts (to ~1e-12), so no pass is
+        repeated for them."""
+        if key not in self._recent:
+            return None
+        self._state = self._recent[key]
+        self._warm[self._state["stage"]] = (self._state["mode"].u, self._state["mode"].beta)
+        return self._state["objective"]
+
+    def _remember(self, key, obj: float) -> float:
+        self._state["objective"] = obj
+        self._recent[key] = self._state
+        while len(self._recent) > RECENT_POINTS:
+            self._recent.pop(next(iter(self._recent)))
+        return obj
+
     def stage1(self, theta, eta_start) -> float:
         """The nAGQ = 0 objective at theta; ``eta_start`` not None: PIRLS from the family's
         starting means (the partitions form them), else from the last stage-1 mode."""
         theta = np.asarray(theta, float)
-        key = theta.tobytes()
-        if key in self._stage1_modes:   # the mode does not depend on the start (~1e-12)
-            self._state = self._stage1_modes[key]
-            return self._state["objective"]
+        key = (1, theta.tobytes())
+        obj = self._remembered(key)
+        if obj is not None:
+            return obj
         warm = self._warm[1]
         if eta_start is not None or warm is None:
             found = self._pirls(theta, np.zeros(self.q), np.zeros(self.p), True,
                                 glm_start=True)
         else:
             found = self._pirls(theta, warm[0], warm[1], True)
-        obj = self._finish(1, theta, *found)
-        self._state["objective"] = obj
-        self._stage1_modes = {key: self._state}
-        return obj
+        return self._remember(key, self._finish(1, theta, *found))
 
     def stage2(self, theta, beta, u_start, nagq, ghz, ghw) -> float:
         """The Laplace objective at (theta, beta) (nagq <= 1 only); u_start None: PIRLS
@@ -213,6 +240,10 @@ class DaskGlmmProblem:
         theta, beta = np.asarray(theta, float), np.asarray(beta, float)
         if not (np.all(np.isfinite(theta)) and np.all(np.isfinite(beta))):
             raise NumericalError("non-finite theta or beta")
+        key = (2, theta.tobytes(), beta.tobytes())
+        obj = self._remembered(key)
+        if obj is not None:
+            return obj
         if u_start is not None:
             u = np.asarray(u_start, float)
         elif self._warm[2] is not None:
@@ -225,7 +256,7 @@ class DaskGlmmProblem:
             if not np.any(u):
                 raise
             found = self._pirls(theta, np.zeros(self.q), beta, False)  # as the core does
-        return self._finish(2, theta, *found)
+        return self._remember(key, self._finish(2, theta, *found))
 
     def state_at(self, theta) -> dict:
         """The core's state_at: the mode, its sums and the variances at the last factor's
@@ -331,6 +362,7 @@ def glmer_dask(formula: str, data, *, family="binomial", link=None, nagq: int = 
         opt, opt1, st, obj, hess = _optimize(glmm, prob, fam, design, nagq, control,
                                              vcov_method, fixed)
     finally:
+        prob.release_rows()
         if bar is not None:
             bar.close()
     nt = len(opt1.x)
@@ -341,7 +373,7 @@ def glmer_dask(formula: str, data, *, family="binomial", link=None, nagq: int = 
                           data_name if data_name is not None else "data", call,
                           np.zeros(0), np.zeros(0), (np.asarray(st["u"]), None, None), fixed,
                           extreme=st["extreme"])
-    fit.passes = prob.passes
+    fit.passes = prob.passes + 2   # with the scan and scaling passes
     return fit
 
 

@@ -24,7 +24,7 @@ from scipy.linalg import solve_triangular
 from ._crossprod import Layout, _level_pairs, _partial_crossprod
 from ._spec import _complete, family_response, partition_arrays, scan_partition, combine_scans
 
-__all__ = ["WorkingPoint", "working_partition", "combine_working", "glmm_scan_partition",
+__all__ = ["WorkingPoint", "glmm_rows", "working_rows_partition", "working_partition", "combine_working", "glmm_scan_partition",
            "combine_glmm_scans", "loglik_constant"]
 
 
@@ -117,15 +117,20 @@ def _scaled_columns(X: np.ndarray, T: np.ndarray) -> np.ndarray:
     return solve_triangular(T, X.T, trans="T", lower=False).T
 
 
-def working_partition(df, spec, T: np.ndarray, layout: Layout, point: WorkingPoint):
-    """A partition's part of one PIRLS step (None when it has no complete rows)."""
+def glmm_rows(df, spec, T: np.ndarray):
+    """A partition's design rows for the working passes (X already as Xs), or None."""
     a = partition_arrays(df, spec)
+    if a is not None:
+        a.X = _scaled_columns(a.X, T)
+    return a
+
+
+def working_rows_partition(a, fam, layout: Layout, point: WorkingPoint):
+    """A partition's part of one PIRLS step from its rows (glmm_rows; None: no rows)."""
     if a is None:
         return None
-    fam = spec.scan.family
-    Xs = _scaled_columns(a.X, T)
     offset = np.zeros(a.n) if a.offset is None else a.offset
-    fixed = Xs @ point.beta_s + offset
+    fixed = a.X @ point.beta_s + offset
     if point.glm_start:
         eta = fam.linkfun(fam.mustart(a.y, a.weights))
     else:
@@ -137,12 +142,18 @@ def working_partition(df, spec, T: np.ndarray, layout: Layout, point: WorkingPoi
     if rows is not None:
         mu, weights, z, dev, pearson = rows
         out.update(dev=dev, pearson=pearson,
-                   A=_partial_crossprod(a.codes, a.Z, np.column_stack([Xs, z]), weights, layout),
+                   A=_partial_crossprod(a.codes, a.Z, np.column_stack([a.X, z]), weights,
+                                        layout),
                    extreme=int(np.sum((mu < 1e-8) | (mu > 1 - 1e-8))) if fam.name == "binomial"
                    else 0)
     if point.with_pairs:
         out["pairs"] = _level_pairs(a.codes, layout)
     return out
+
+
+def working_partition(df, spec, T: np.ndarray, layout: Layout, point: WorkingPoint):
+    """working_rows_partition of a partition read afresh (no Client to keep the rows)."""
+    return working_rows_partition(glmm_rows(df, spec, T), spec.scan.family, layout, point)
 
 
 def combine_working(*parts):
