@@ -40,6 +40,7 @@ from .._standardize import FixedScaling
 from ..families import resolve_family
 from ..optimize import lambda_blocks, report_convergence
 from ..options import Control, check_bool
+from ._gradient import LevelBlocks, laplace_gradient, leverage_blocks
 from ._crossprod import Layout, _r_factor, combine_scaling, cooccurrence, scaling_partition
 from ._lmm import _check_scales
 from ._passes import persist_partitions, reduce_leaves, reduce_partitions
@@ -75,8 +76,6 @@ class DaskGlmmProblem:
     """The core GlmmProblem's interface (stage1, stage2, state_at) for rows on a cluster:
     PIRLS as the core runs it, one pass per step. ``passes`` counts the passes."""
 
-    has_gradient = False
-
     def __init__(self, ddf, spec, T: np.ndarray, layout: Layout, loglik_constant: float,
                  progress):
         self.ddf, self.spec, self.T, self.layout = ddf, spec, T, layout
@@ -94,6 +93,13 @@ class DaskGlmmProblem:
         self._state = None
         # the design rows stay on the workers between passes (None without a Client)
         self.rows = persist_partitions(ddf, glmm_rows, spec, T)
+        self._sens = None                 # (stage, phi, mode, d mode / d phi) at the last gradient
+
+    @property
+    def has_gradient(self) -> bool:
+        """The exact gradient (_gradient.py): one term, binomial-logit or Poisson-log (the
+        core's has_gradient; with several terms it needs selected inverses: not here)."""
+        return len(self.ps) == 1 and (self.fam.name, self.fam.link) in _CANONICAL
 
     def release_rows(self) -> None:
         """Let the workers drop the kept rows (later passes read the partitions again)."""
@@ -110,9 +116,10 @@ class DaskGlmmProblem:
             out.append(U @ lam.T)
         return tuple(out)
 
-    def _pass(self, theta, u, beta, with_beta: bool, glm_start: bool = False) -> dict:
+    def _pass(self, theta, u, beta, with_beta: bool, glm_start: bool = False,
+              leverage=None) -> dict:
         point = WorkingPoint(np.asarray(beta, float), self._b_terms(theta, u), with_beta,
-                             glm_start, with_pairs=self.cooc is None)
+                             glm_start, with_pairs=self.cooc is None, leverage=leverage)
         if self.rows is not None:
             work = reduce_leaves(self.rows, working_rows_partition, combine_working, self.fam,
                                  self.layout, point, progress=False)
@@ -149,6 +156,8 @@ class DaskGlmmProblem:
         alpha = 1.0
         for _ in range(self.maxit):
             sol = self._lmm(cur.work["A"], with_beta).solution(theta)
+            # a candidate may be the mode: it brings the gradient's row sums at this factor
+            lev = self._leverage(cur.work["A"], theta) if self.has_gradient else None
             unew = np.asarray(sol["u"])
             bnew = np.asarray(sol["beta"]) if with_beta else cur.beta
             step = np.max(np.abs(unew - cur.u), initial=0.0)
@@ -159,7 +168,7 @@ class DaskGlmmProblem:
             if alpha < 1.0:
                 unew = cur.u + alpha * (unew - cur.u)
                 bnew = cur.beta + alpha * (bnew - cur.beta) if with_beta else bnew
-            cand = _Iterate(unew, bnew, self._pass(theta, unew, bnew, with_beta))
+            cand = _Iterate(unew, bnew, self._pass(theta, unew, bnew, with_beta, leverage=lev))
             pdev = cand.pdev
             if not math.isfinite(pdev) and not math.isfinite(oldpdev):
                 raise NumericalError("PIRLS: the first step from the starting values gives "
@@ -174,7 +183,8 @@ class DaskGlmmProblem:
                         break
                     unew = 0.5 * (cur.u + cand.u)
                     bnew = 0.5 * (cur.beta + cand.beta) if with_beta else cand.beta
-                    cand = _Iterate(unew, bnew, self._pass(theta, unew, bnew, with_beta))
+                    cand = _Iterate(unew, bnew, self._pass(theta, unew, bnew, with_beta,
+                                                           leverage=lev))
                     pdev = cand.pdev
                 if not canonical:
                     alpha = max(0.5 * alpha, 1.0 / 64.0)
@@ -185,6 +195,51 @@ class DaskGlmmProblem:
                                          "every step length")
             cur, oldpdev = cand, pdev
         raise NumericalError(f"PIRLS did not converge in {self.maxit} steps")
+
+    def _leverage(self, A, theta) -> np.ndarray:
+        """Lambda S_c Lambda' per level of the factor at these cross products."""
+        blocks = LevelBlocks.from_crossprod(A, self.layout.nlevels[0], self.ps[0], self.p)
+        lam = lambda_blocks(np.asarray(theta, float), self.ps)[0]
+        return leverage_blocks(blocks, lam)[1]
+
+    def _gradient(self) -> np.ndarray:
+        """The exact gradient at the last evaluated point (its mode, the factor PIRLS
+        last used); keeps the mode's sensitivity for the next start (as the core does)."""
+        st = self._state
+        mode, theta = st["mode"], st["theta"]
+        if "grad" not in mode.work:   # the mode was an older iterate: its sums, one pass
+            lev = self._leverage(st["factor_A"], theta)
+            mode.work = self._pass(theta, mode.u, mode.beta, st["stage"] == 1, leverage=lev)
+        blocks = LevelBlocks.from_crossprod(st["factor_A"], self.layout.nlevels[0],
+                                            self.ps[0], self.p)
+        lam = lambda_blocks(theta, self.ps)[0]
+        S, _ = leverage_blocks(blocks, lam)
+        U = mode.u.reshape(self.layout.nlevels[0], self.ps[0])
+        grad, sens = laplace_gradient(theta, U, blocks, S, mode.work["grad"], st["stage"] == 1)
+        phi = theta if st["stage"] == 1 else np.r_[theta, mode.beta]
+        self._sens = (st["stage"], phi, mode.u.copy(), mode.beta.copy(), sens)
+        return grad
+
+    def _predicted_start(self, stage: int, phi: np.ndarray):
+        """The core's predict_start: the mode to first order from the last gradient point,
+        for moderate moves; else None."""
+        if self._sens is None or self._sens[0] != stage or self._sens[1].size != phi.size:
+            return None
+        _, phi0, u0, b0, sens = self._sens
+        d = phi - phi0
+        if not np.max(np.abs(d)) <= 0.1 * (1.0 + np.max(np.abs(phi0))):
+            return None
+        u = u0 + sens[:self.q] @ d
+        beta = b0 + sens[self.q:] @ d if stage == 1 else b0
+        return (u, beta) if np.all(np.isfinite(u)) and np.all(np.isfinite(beta)) else None
+
+    def stage1_grad(self, theta):
+        """(nAGQ = 0 objective, its gradient in theta), PIRLS from the last stage-1 mode."""
+        return self.stage1(theta, None), self._gradient()
+
+    def stage2_grad(self, theta, beta):
+        """(Laplace objective, its gradient in (theta, beta))."""
+        return self.stage2(theta, beta, None, 1, None, None), self._gradient()
 
     def _finish(self, stage: int, theta, mode: _Iterate, sol, factor_A) -> float:
         """Record the state at the mode; the Laplace objective aic + |u|^2 + log|L|^2."""
@@ -223,7 +278,7 @@ class DaskGlmmProblem:
         obj = self._remembered(key)
         if obj is not None:
             return obj
-        warm = self._warm[1]
+        warm = self._predicted_start(1, theta) or self._warm[1]
         if eta_start is not None or warm is None:
             found = self._pirls(theta, np.zeros(self.q), np.zeros(self.p), True,
                                 glm_start=True)
@@ -247,7 +302,8 @@ class DaskGlmmProblem:
         if u_start is not None:
             u = np.asarray(u_start, float)
         elif self._warm[2] is not None:
-            u = self._warm[2][0]
+            predicted = self._predicted_start(2, np.r_[theta, beta])
+            u = self._warm[2][0] if predicted is None else predicted[0]
         else:
             u = np.zeros(self.q)
         try:
@@ -356,8 +412,9 @@ def glmer_dask(formula: str, data, *, family="binomial", link=None, nagq: int = 
     bar = _passes_bar(progress)
     prob = DaskGlmmProblem(rows, spec, fixed.T, layout, loglik_constant, bar)
     prob.set_pirls_control(control.pirls_tol, control.pirls_maxiter)
-    # the exact gradient needs per-row leverages: the derivative-free path (module docstring)
-    control = dataclasses.replace(control, optimizer="bobyqa")
+    if not prob.has_gradient and control.optimizer == "gradient":
+        raise NotImplementedError("the exact-gradient optimizer of a Dask GLMM is for one "
+                                  "random-effects term (binomial-logit or Poisson-log)")
     try:
         opt, opt1, st, obj, hess = _optimize(glmm, prob, fam, design, nagq, control,
                                              vcov_method, fixed)

@@ -80,13 +80,15 @@ class WorkingPoint:
     """Where a pass evaluates: ``beta_s`` (coefficients of Xs), each term's random effects
     ``b_terms`` (levels x columns), whether beta is solved for (``with_beta``: base = offset)
     or held (base = Xs beta + offset); ``glm_start``: eta from the family's starting means
-    instead (PIRLS's first stage-1 step); ``with_pairs``: also return the level pairs."""
+    instead (PIRLS's first stage-1 step); ``with_pairs``: also return the level pairs;
+    ``leverage``: also return the row sums the exact gradient takes (gradient_sums)."""
 
     beta_s: np.ndarray
     b_terms: tuple
     with_beta: bool
     glm_start: bool = False
     with_pairs: bool = False
+    leverage: np.ndarray | None = None   # one term: Lambda S_c Lambda' per level (gradient)
 
 
 def working_rows(fam, eta, base, y, pw):
@@ -146,9 +148,31 @@ def working_rows_partition(a, fam, layout: Layout, point: WorkingPoint):
                                         layout),
                    extreme=int(np.sum((mu < 1e-8) | (mu > 1 - 1e-8))) if fam.name == "binomial"
                    else 0)
+        if point.leverage is not None:
+            out["grad"] = gradient_sums(a, fam, mu, weights, point.leverage, layout)
     if point.with_pairs:
         out["pairs"] = _level_pairs(a.codes, layout)
     return out
+
+
+def gradient_sums(a, fam, mu, weights, leverage: np.ndarray, layout: Layout) -> dict:
+    """The row sums of the Laplace objective's exact gradient for one random-effects term
+    (binomial-logit, Poisson-log), as the core's Glmm::gradient forms them: with the score
+    r = pw (y - mu), the weights' derivative Wd = dW/deta (W (1 - 2 mu), or W) and the
+    leverage h_i = Z_i Lambda S_c Lambda' Z_i' of row i in level c: per level Z'r and
+    sum Wd h Z, and X'r, sum Wd h X (everything else comes from the cross products)."""
+    Z, codes = a.Z[0], a.codes[0]
+    r = a.weights * (a.y - mu)
+    wd = weights * (1.0 - 2.0 * mu) if fam.name == "binomial" else weights
+    h = np.einsum("ij,ijk,ik->i", Z, leverage[codes], Z)
+    nlev = layout.nlevels[0]
+
+    def per_level(v):
+        return np.column_stack([np.bincount(codes, v * Z[:, j], minlength=nlev)
+                                for j in range(Z.shape[1])])
+
+    return {"Zr": per_level(r), "s": per_level(wd * h), "Xr": a.X.T @ r,
+            "xs": a.X.T @ (wd * h)}
 
 
 def working_partition(df, spec, T: np.ndarray, layout: Layout, point: WorkingPoint):
@@ -168,6 +192,8 @@ def combine_working(*parts):
         out.update(A=A, dev=sum(p["dev"] for p in parts),
                    pearson=sum(p["pearson"] for p in parts),
                    extreme=sum(p["extreme"] for p in parts))
+        if "grad" in parts[0]:
+            out["grad"] = {k: sum(p["grad"][k] for p in parts) for k in parts[0]["grad"]}
     if "pairs" in parts[0]:
         out["pairs"] = [np.unique(np.concatenate(keys))
                         for keys in zip(*[p["pairs"] for p in parts])]
