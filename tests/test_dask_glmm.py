@@ -262,6 +262,31 @@ def test_killed_worker_mid_pirls_gives_the_right_fit(data, fits, tmp_path):
     _same_fit(fd, fits("y01 ~ x + (1 | g)", family="binomial")[1])
 
 
+@pytest.mark.slow
+def test_default_scheduler_and_pickling(data):
+    """Without a distributed Client the passes read the partitions each time on Dask's local
+    scheduler (nothing kept in this process); a pickled fit keeps its tables."""
+    import pickle
+
+    import mixedfit.dask._passes as passes
+
+    df, _ = data
+    local = dd.from_pandas(df, npartitions=4)
+    real = passes._active_client
+    passes._active_client = lambda: None
+    try:
+        fd = _fit("y01 ~ x + (1 | g)", local, family="binomial", fast=True, progress=False)
+    finally:
+        passes._active_client = real
+    fp = _fit("y01 ~ x + (1 | g)", df, family="binomial", fast=True)
+    np.testing.assert_allclose(-2 * fd.loglik, -2 * fp.loglik, rtol=OBJ_RTOL)
+    np.testing.assert_allclose(fd.beta, fp.beta, rtol=EST_RTOL)
+    again = pickle.loads(pickle.dumps(fd))
+    pd.testing.assert_frame_equal(again.coef_table(), fd.coef_table())
+    with pytest.raises(NotImplementedError, match="without its Dask collection"):
+        again.objective(np.r_[fd.theta, fd.beta])
+
+
 def test_nagq0_with_progress_bar_equals_in_memory(data, capsys):
     """The default tier's fit: nagq = 0 (stage 1 only, a few seconds), with the bar over the
     passes; its numbers equal the in-memory nagq = 0 fits' as the Laplace fits' do."""

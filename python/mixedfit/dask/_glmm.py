@@ -109,6 +109,15 @@ class DaskGlmmProblem:
     def release_rows(self) -> None:
         """Let the workers drop the kept rows (later passes read the partitions again)."""
         self.rows = None
+        self.progress = None
+
+    def __getstate__(self) -> dict:
+        """Pickled without the collection and the kept states: a loaded fit's objective()
+        needs the data again (passes), everything else does not."""
+        state = self.__dict__.copy()
+        state.update(ddf=None, rows=None, progress=None, _recent={}, _state=None,
+                     _sens=None, _warm={1: None, 2: None})
+        return state
 
     def set_pirls_control(self, tol: float, maxit: int) -> None:
         self.tol, self.maxit = float(tol), int(maxit)
@@ -128,6 +137,9 @@ class DaskGlmmProblem:
         point = WorkingPoint(np.asarray(beta, float), self._b_terms(theta, u), with_beta,
                              glm_start, with_pairs=self.cooc is None, leverage=leverage)
         point = delayed(point, pure=True)   # one key: sent to each worker once, not per task
+        if self.ddf is None:
+            raise NotImplementedError("this fit was loaded without its Dask collection: "
+                                      "evaluating the objective needs passes over the rows")
         if self.rows is not None:
             work = reduce_leaves(self.rows, working_rows_partition, combine_working, self.fam,
                                  self.layout, point, progress=False)

@@ -21,6 +21,7 @@ import numpy as np
 from scipy import stats
 from scipy.linalg import solve_triangular
 
+from .._design import _parse_cached, _weights
 from ._crossprod import Layout, _level_pairs, _partial_crossprod
 from ._spec import _complete, family_response, partition_arrays, scan_partition, combine_scans
 
@@ -54,8 +55,6 @@ def glmm_scan_partition(df, scan) -> dict:
     frame = _complete(df, scan)
     out["loglik_constant"], out["yrange"] = 0.0, None
     if frame.shape[0]:
-        from .._design import _parse_cached, _weights
-
         parsed = _parse_cached(scan.formula)
         w = _weights(scan.weights, frame, np.arange(frame.shape[0]), frame.shape[0])
         y, pw = family_response(scan.family, parsed, frame, scan.formula, w)
