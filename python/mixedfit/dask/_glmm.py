@@ -168,7 +168,6 @@ class DaskGlmmProblem:
     def _pirls(self, theta, u, beta, with_beta: bool, glm_start: bool = False):
         """The core's Glmm::pirls: (the mode, the last factor's solution, the cross products
         that factor was formed from: those at the previous iterate's weights)."""
-        canonical = (self.fam.name, self.fam.link) in _CANONICAL
         cur = _Iterate(u, beta, self._pass(theta, u, beta, with_beta, glm_start))
         if not cur.work["valid"]:
             raise NumericalError("PIRLS: the starting linear predictor gives invalid means")
@@ -180,12 +179,8 @@ class DaskGlmmProblem:
             lev = self._leverage(cur.work["A"], theta) if self.has_gradient else None
             unew = np.asarray(sol["u"])
             bnew = np.asarray(sol["beta"]) if with_beta else cur.beta
-            step = np.max(np.abs(unew - cur.u), initial=0.0)
-            size = np.max(np.abs(cur.u), initial=0.0)
-            if with_beta and self.p:
-                step = max(step, np.max(np.abs(bnew - cur.beta)))
-                size = max(size, np.max(np.abs(cur.beta)))
-            if alpha < 1.0:
+            small_step = self._small_step(cur, unew, bnew, with_beta)
+            if alpha < 1.0:   # damped after a halving (non-canonical links)
                 unew = cur.u + alpha * (unew - cur.u)
                 bnew = cur.beta + alpha * (bnew - cur.beta) if with_beta else bnew
             cand = _Iterate(unew, bnew, self._pass(theta, unew, bnew, with_beta, leverage=lev))
@@ -194,27 +189,44 @@ class DaskGlmmProblem:
                 raise NumericalError("PIRLS: the first step from the starting values gives "
                                      "invalid means")
             if (math.isfinite(pdev) and abs(oldpdev - pdev) < self.tol * max(abs(pdev), 1.0)
-                    and step <= STEP_TOL * (1.0 + size)):
+                    and small_step):
                 return cand, sol, cur.work["A"]
-            slack = self.tol * max(abs(oldpdev), 1.0)
-            if not pdev <= oldpdev + slack:
-                for _ in range(MAX_HALVINGS):
-                    if pdev <= oldpdev:
-                        break
-                    unew = 0.5 * (cur.u + cand.u)
-                    bnew = 0.5 * (cur.beta + cand.beta) if with_beta else cand.beta
-                    cand = _Iterate(unew, bnew, self._pass(theta, unew, bnew, with_beta,
-                                                           leverage=lev))
-                    pdev = cand.pdev
-                if not canonical:
+            if not pdev <= oldpdev + self.tol * max(abs(oldpdev), 1.0):
+                cand = self._halve(theta, cur, cand, oldpdev, with_beta, lev)
+                if (self.fam.name, self.fam.link) not in _CANONICAL:
                     alpha = max(0.5 * alpha, 1.0 / 64.0)
-                if not pdev <= oldpdev:
-                    if math.isfinite(pdev) and abs(pdev - oldpdev) <= 1e-8 * abs(oldpdev):
-                        return cur, sol, cur.work["A"]  # converged to rounding
-                    raise NumericalError("PIRLS diverged: the penalized deviance rises at "
-                                         "every step length")
-            cur, oldpdev = cand, pdev
+                if cand is None:   # no descent left; the previous iterate is the mode
+                    return cur, sol, cur.work["A"]
+            cur, oldpdev = cand, cand.pdev
         raise NumericalError(f"PIRLS did not converge in {self.maxit} steps")
+
+    def _small_step(self, cur: _Iterate, unew, bnew, with_beta: bool) -> bool:
+        """The core's step test: max |change| <= STEP_TOL (1 + max |iterate|)."""
+        step = np.max(np.abs(unew - cur.u), initial=0.0)
+        size = np.max(np.abs(cur.u), initial=0.0)
+        if with_beta and self.p:
+            step = max(step, np.max(np.abs(bnew - cur.beta)))
+            size = max(size, np.max(np.abs(cur.beta)))
+        return step <= STEP_TOL * (1.0 + size)
+
+    def _halve(self, theta, cur: _Iterate, cand: _Iterate, oldpdev: float, with_beta: bool,
+               lev):
+        """Halve the step toward ``cur`` until the penalized deviance does not rise: the
+        candidate, None when ``cur`` is the mode to rounding, else NumericalError."""
+        pdev = cand.pdev
+        for _ in range(MAX_HALVINGS):
+            if pdev <= oldpdev:
+                return cand
+            unew = 0.5 * (cur.u + cand.u)
+            bnew = 0.5 * (cur.beta + cand.beta) if with_beta else cand.beta
+            cand = _Iterate(unew, bnew, self._pass(theta, unew, bnew, with_beta, leverage=lev))
+            pdev = cand.pdev
+        if pdev <= oldpdev:
+            return cand
+        if math.isfinite(pdev) and abs(pdev - oldpdev) <= 1e-8 * abs(oldpdev):
+            return None
+        raise NumericalError("PIRLS diverged: the penalized deviance rises at every step "
+                             "length")
 
     def _leverage(self, A, theta) -> np.ndarray:
         """Lambda S_c Lambda' per level of the factor at these cross products."""
