@@ -176,6 +176,15 @@ def test_several_terms_take_the_derivative_free_path(fits):
 
 
 @pytest.mark.slow
+def test_probit_link_scoring_steps(fits):
+    """A non-canonical link: PIRLS is Fisher scoring (damped after a halving, as in the
+    core) and both fits take the derivative-free path (measured: theta 8e-9, beta 2e-8)."""
+    fd, fp = fits("y01 ~ x + (1 | g)", family="binomial", link="probit")
+    assert fd.optinfo.method == fp.optinfo.method != "Newton"
+    _same_fit(fd, fp, BOBYQA_RTOL, BOBYQA_VCOV_RTOL)
+
+
+@pytest.mark.slow
 def test_empty_partitions_and_missing_values(data):
     df, ddf = data
     sub, dfs = ddf[ddf.part != 2], df[df.part != 2]  # a partition without rows
