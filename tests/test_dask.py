@@ -233,12 +233,6 @@ def test_bad_input_names_the_column(data):
         mixedfit.lmer("y ~ scale(x) + (1 | g)", ddf, progress=False)
 
 
-def test_glmer_on_dask_is_refused_clearly(data):
-    _, ddf = data
-    with pytest.raises(NotImplementedError, match="glmer on a Dask DataFrame"):
-        mixedfit.glmer("counts ~ x + (1 | g)", ddf, family="poisson")
-
-
 def test_client_receives_partials_only(data, monkeypatch):
     """Every value the client gathers from the cluster is a reduced partial: its size does not
     grow with the rows (a fit of 12x the rows gathers the same number of bytes)."""

@@ -86,7 +86,7 @@ def _separated_columns(design, y: np.ndarray, pw: np.ndarray) -> list[tuple[str,
 
 def glmer(formula: str, data, *, family="binomial", link=None, nagq: int = 1, weights=None,
           offset=None, control=None, fast: bool = False, vcov_method: str = "hessian",
-          data_name: str | None = None) -> "GlmerResult":
+          data_name: str | None = None, progress: bool = True) -> "GlmerResult":
     """Fit a generalized linear mixed model with lme4's formula syntax.
 
     family : "binomial" (links logit, probit, cloglog, cauchit, log), "poisson" (log, sqrt,
@@ -99,11 +99,15 @@ def glmer(formula: str, data, *, family="binomial", link=None, nagq: int = 1, we
         ``fast=True``.
     vcov_method : "hessian" (lme4's default: finite-difference Hessian of the stage-2
         objective) or "factor" (from the final weighted Cholesky factor, lme4's use.hessian=FALSE).
+    data : a pandas, polars or Dask DataFrame; a Dask frame is fitted where it lies
+        (:mod:`mixedfit.dask`; ``progress=False`` turns its progress bar off).
     """
     if is_dask_frame(data):
         from .dask import glmer_dask
 
-        return glmer_dask(formula, data)
+        return glmer_dask(formula, data, family=family, link=link, nagq=nagq, weights=weights,
+                          offset=offset, control=control, fast=fast, vcov_method=vcov_method,
+                          data_name=data_name, progress=progress)
     control = Control.coerce(control)
     fam = resolve_family(family, link)
     nagq = 0 if check_bool(fast, "fast") else _checked_nagq(nagq)

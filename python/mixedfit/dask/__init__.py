@@ -16,6 +16,11 @@ How (see :mod:`._lmm` for the recipe and why it reproduces the in-memory numbers
    level pairs that co-occur; partials are summed up a tree on the workers and only the sum
    (size O(A), never O(n)) reaches the client, where the core is built from it
    (``LmmProblem.from_crossproduct``). Every evaluation of the criterion then touches A alone.
+
+``mixedfit.glmer(formula, ddf)`` runs the same scan and scaling passes, then PIRLS with one
+pass per step: the partitions form the working weights' cross products at the broadcast
+(beta, b), the client solves the step from them with the same crossproduct core (see
+:mod:`._glmm`).
 """
 
 from __future__ import annotations
@@ -36,7 +41,6 @@ def lmer_dask(formula, data, **kwargs):
 
 
 def glmer_dask(formula, data, **kwargs):
-    raise NotImplementedError(
-        "glmer on a Dask DataFrame is not implemented yet (a GLMM needs one pass over the rows "
-        "per PIRLS step); collect the rows with ddf.compute() if they fit in memory, or fit "
-        "an lmer")
+    from ._glmm import glmer_dask as fit
+
+    return fit(formula, data, **kwargs)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 
-__all__ = ["reduce_partitions", "tree", "compute"]
+__all__ = ["reduce_partitions", "tree", "compute", "persist_partitions", "reduce_leaves"]
 
 # Partials combined per tree node: a few, so no node holds many partials at once.
 FAN_IN = 8
@@ -46,6 +46,28 @@ def reduce_partitions(ddf, per_partition, combine, *args, progress: bool = True)
     parts = ddf.to_delayed()
     leaves = [delayed(per_partition, pure=True)(p, *args) for p in parts]
     return compute(tree(leaves, combine), progress)
+
+
+def persist_partitions(ddf, per_partition, *args):
+    """``per_partition(part, *args)`` of every partition, kept in the workers' memory for
+    later passes (``reduce_leaves``), when a distributed Client is active: the client holds
+    futures only, and a value lost with a worker is recomputed from the partition. None
+    without a Client (the local scheduler would keep them in this process: O(rows))."""
+    client = _active_client()
+    if client is None:
+        return None
+    from dask import delayed
+
+    leaves = [delayed(per_partition, pure=True)(p, *args) for p in ddf.to_delayed()]
+    return client.persist(leaves)
+
+
+def reduce_leaves(leaves: list, per_leaf, combine, *args, progress: bool = True):
+    """``combine`` of ``per_leaf(leaf, *args)`` over persisted leaves (persist_partitions)."""
+    from dask import delayed
+
+    return compute(tree([delayed(per_leaf, pure=True)(x, *args) for x in leaves], combine),
+                   progress)
 
 
 def _active_client():

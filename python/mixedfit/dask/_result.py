@@ -4,14 +4,16 @@ the cluster (lazily, as Dask collections) and what would need them again refused
 from __future__ import annotations
 
 import copy
+import warnings
 
 import numpy as np
 import pandas as pd
 
+from ..glmm import GlmerResult
 from ..results import LmerResult
 from ._spec import FitSpec, _with_global_levels, partition_arrays
 
-__all__ = ["DaskDesign", "DaskLmerResult"]
+__all__ = ["DaskDesign", "DaskLmerResult", "DaskGlmerResult"]
 
 
 class DaskDesign:
@@ -59,17 +61,23 @@ class DaskDesign:
         return state
 
 
+def _eta(a, beta, b_terms) -> np.ndarray:
+    """X beta + Z b + offset of a partition's arrays."""
+    eta = a.X @ beta
+    if a.offset is not None:
+        eta = eta + a.offset
+    for codes, Z, B in zip(a.codes, a.Z, b_terms):
+        eta = eta + np.einsum("ij,ij->i", Z, B[codes])
+    return eta
+
+
 def _fitted_partition(df, spec: FitSpec, beta, b_terms, name: str, residual: bool,
                       sqrt_weights: bool, divisor: float) -> pd.Series:
     """X beta + Z b + offset (or y minus it) for a partition's complete rows."""
     a = partition_arrays(df, spec, with_response=residual)
     if a is None:
         return pd.Series(np.zeros(0), index=df.index[:0], name=name)
-    eta = a.X @ beta
-    if a.offset is not None:
-        eta = eta + a.offset
-    for codes, Z, B in zip(a.codes, a.Z, b_terms):
-        eta = eta + np.einsum("ij,ij->i", Z, B[codes])
+    eta = _eta(a, beta, b_terms)
     out = eta
     if residual:
         out = a.y - (eta - (0.0 if a.offset is None else a.offset))
@@ -88,12 +96,56 @@ def _predict_partition(df, fit, use, allow_new_levels) -> pd.Series:
 _REFUSED = ("simulate", "refit", "profile", "bootstrap", "refit with a new response")
 
 
-class DaskLmerResult(LmerResult):
-    """A linear mixed model fitted to a Dask DataFrame: the in-memory result, with
-    ``fitted()``, ``residuals()`` and ``predict(newdata=ddf)`` returned as lazy Dask Series."""
+class _OnCluster:
+    """What every Dask fit shares: the random effects per term for the passes, the
+    summary's exact residual quantiles, and the methods that would refit refused by name."""
 
     def _b_terms(self) -> list:
         return [B for _, _, B in self._term_blocks()]
+
+    def residual_quantiles(self, scaled: bool = True) -> np.ndarray:
+        """Min, quartiles and max of the Pearson residuals (for the summary), exact, computed
+        on the cluster (three small passes; kept for the next summary)."""
+        from ._quantiles import exact_quantiles
+
+        cache = self.__dict__.setdefault("_residual_quantiles", {})
+        if scaled not in cache:
+            r = self.residuals(type="pearson", scaled=scaled)
+            cache[scaled] = exact_quantiles(r, [0, 0.25, 0.5, 0.75, 1.0])
+        return cache[scaled]
+
+    @property
+    def groups(self):
+        raise NotImplementedError("the grouping factors of a Dask fit stay on the cluster")
+
+    def objective(self, theta) -> float:
+        return super().objective(theta)
+
+    def _refuse(name):  # noqa: N805 - a helper used while the class body runs
+        def method(self, *args, **kwargs):
+            raise NotImplementedError(
+                f"{name}() is not available for a fit to Dask data: it needs a fit per "
+                "replicate (or per profile point) over all the rows; compute the rows into "
+                "memory (ddf.compute()) and fit that")
+        method.__name__ = name
+        return method
+
+    simulate = _refuse("simulate")
+    refit = _refuse("refit")
+    profile = _refuse("profile")
+    bootstrap = _refuse("bootstrap")
+    del _refuse
+
+    def confint(self, parm=None, level: float = 0.95, method: str = "profile", **kwargs):
+        if method != "Wald":
+            raise NotImplementedError(f"confint(method={method!r}) is not available for a fit to "
+                                      "Dask data (it refits the model); use method='Wald'")
+        return super().confint(parm=parm, level=level, method=method, **kwargs)
+
+
+class DaskLmerResult(_OnCluster, LmerResult):
+    """A linear mixed model fitted to a Dask DataFrame: the in-memory result, with
+    ``fitted()``, ``residuals()`` and ``predict(newdata=ddf)`` returned as lazy Dask Series."""
 
     def _on_rows(self, name: str, residual: bool = False, sqrt_weights: bool = False,
                  divisor: float = 1.0):
@@ -114,17 +166,6 @@ class DaskLmerResult(LmerResult):
         return self._on_rows("residuals", residual=True,
                              sqrt_weights=type in ("pearson", "deviance"),
                              divisor=self.sigma if scaled else 1.0)
-
-    def residual_quantiles(self, scaled: bool = True) -> np.ndarray:
-        """Min, quartiles and max of the Pearson residuals (for the summary), exact, computed
-        on the cluster (three small passes; kept for the next summary)."""
-        from ._quantiles import exact_quantiles
-
-        cache = self.__dict__.setdefault("_residual_quantiles", {})
-        if scaled not in cache:
-            r = self.residuals(type="pearson", scaled=scaled)
-            cache[scaled] = exact_quantiles(r, [0, 0.25, 0.5, 0.75, 1.0])
-        return cache[scaled]
 
     def predict(self, newdata=None, re_form=None, allow_new_levels: bool = False,
                 type: str = "response"):
@@ -171,30 +212,104 @@ class DaskLmerResult(LmerResult):
         xyxy = Mx.T @ full[q:, q:].toarray() @ Mx
         return zz, zxy, xyxy
 
-    @property
-    def groups(self):
-        raise NotImplementedError("the grouping factors of a Dask fit stay on the cluster")
 
-    def objective(self, theta) -> float:
-        return super().objective(theta)
+# ---- GLMMs ---------------------------------------------------------------------------------
+def _glmm_rows_partition(df, fit, what: str, type: str, scaled: bool) -> pd.Series:
+    """The in-memory GlmerResult's fitted() or residuals() for a partition's complete rows:
+    the fit's own methods, run on a copy that holds these rows' eta, mean and response."""
+    a = partition_arrays(df, fit.design.spec)
+    if a is None:
+        return pd.Series(np.zeros(0), index=df.index[:0], name=what)
+    rows = copy.copy(fit)
+    rows._eta = _eta(a, fit.beta, fit._b_terms())
+    rows._mu = fit._fam.linkinv(rows._eta)
+    rows._y, rows._pw = a.y, a.weights
+    rows.design = _RowLabels(a.index)
+    if what == "fitted":
+        return GlmerResult.fitted(rows)
+    return GlmerResult.residuals(rows, type=type, scaled=scaled)
 
-    def _refuse(name):  # noqa: N805 - a helper used while the class body runs
-        def method(self, *args, **kwargs):
-            raise NotImplementedError(
-                f"{name}() is not available for a fit to Dask data: it needs a fit per "
-                "replicate (or per profile point) over all the rows; compute the rows into "
-                "memory (ddf.compute()) and fit that")
-        method.__name__ = name
-        return method
 
-    simulate = _refuse("simulate")
-    refit = _refuse("refit")
-    profile = _refuse("profile")
-    bootstrap = _refuse("bootstrap")
-    del _refuse
+class _RowLabels:
+    """The one attribute of a design that GlmerResult's fitted() and residuals() read."""
 
-    def confint(self, parm=None, level: float = 0.95, method: str = "profile", **kwargs):
-        if method != "Wald":
-            raise NotImplementedError(f"confint(method={method!r}) is not available for a fit to "
-                                      "Dask data (it refits the model); use method='Wald'")
-        return super().confint(parm=parm, level=level, method=method, **kwargs)
+    def __init__(self, index):
+        self.index = index
+
+
+class DaskGlmerResult(_OnCluster, GlmerResult):
+    """A generalized linear mixed model fitted to a Dask DataFrame: the in-memory result,
+    with ``fitted()``, ``residuals()`` and ``predict(newdata=ddf)`` returned as lazy Dask
+    Series. ``passes``: the passes over the rows the fit took (scan and scaling included)."""
+
+    passes = 0
+
+    def __init__(self, *args, extreme: int = 0, **kwargs):
+        GlmerResult.__init__(self, *args, **kwargs)
+        self._problem = None       # the LMM twin's name for the core problem: not used here
+        if extreme:
+            warnings.warn(
+                f"fitted probabilities numerically 0 or 1 occurred for {extreme} "
+                "observation(s): possible complete separation; estimates of the affected "
+                "fixed effects are unreliable", stacklevel=3)
+
+    def _slim(self):
+        """A copy to ship to the workers: no optimizer problem, no collection."""
+        slim = copy.copy(self)
+        slim._prob = None
+        slim._problem = None
+        slim._call = None
+        slim.design = copy.copy(self.design)
+        slim.design.source = None
+        return slim
+
+    def _on_glmm_rows(self, what: str, type: str = "deviance", scaled: bool = False):
+        return self.design.frame.map_partitions(
+            _glmm_rows_partition, self._slim(), what, type, scaled,
+            meta=pd.Series(np.zeros(0), name=what))
+
+    def fitted(self):
+        """Fitted means (response scale) per complete row, as a lazy Dask Series."""
+        return self._on_glmm_rows("fitted")
+
+    def residuals(self, type: str = "deviance", scaled: bool = False):
+        """As GlmerResult.residuals, as a lazy Dask Series."""
+        if type not in ("deviance", "pearson", "response", "working"):
+            raise ValueError(f"unknown residual type {type!r}; use deviance, pearson, "
+                             "response or working")
+        return self._on_glmm_rows("residuals", type, scaled)
+
+    def predict(self, newdata=None, re_form=None, allow_new_levels: bool = False,
+                type: str = "response"):
+        """Predictions (``type`` "response" or "link"): for the fitted rows
+        (``newdata=None``) or a Dask ``newdata``, a lazy Dask Series; a pandas or polars
+        ``newdata`` gives an array, as in memory."""
+        from . import is_dask_frame
+
+        if type not in ("response", "link"):
+            raise ValueError(f"type must be 'response' or 'link', got {type!r}")
+        if newdata is None:
+            if re_form is not None:
+                raise NotImplementedError("predict(re_form=...) of a Dask fit needs newdata: "
+                                          "pass newdata=the Dask frame")
+            eta = self.design.frame.map_partitions(
+                _fitted_partition, self.design.spec, self.beta, self._b_terms(), "predict",
+                False, False, 1.0, meta=pd.Series(np.zeros(0), name="predict"))
+            return eta.map_partitions(self._fam.linkinv) if type == "response" else eta
+        if not is_dask_frame(newdata):
+            return GlmerResult.predict(self, newdata, re_form, allow_new_levels, type)
+        use = self._re_columns_for(re_form)
+        eta = newdata.map_partitions(_predict_partition, self._slim(), use, allow_new_levels,
+                                     meta=pd.Series(np.zeros(0), name="predict"))
+        return eta.map_partitions(self._fam.linkinv) if type == "response" else eta
+
+    def objective(self, par) -> float:
+        """GlmerResult.objective: the Laplace objective at (theta, beta), by passes."""
+        return GlmerResult.objective(self, par)
+
+    def crossproducts(self):
+        raise NotImplementedError("the cross products of a GLMM change with its working "
+                                  "weights; Satterthwaite and Kenward-Roger are for LMMs")
+
+    def refit_ml(self):
+        return self

@@ -23,6 +23,7 @@ import pandas as pd
 from .._design import (GroupTerm, _check_sizes, _complete_rows, _offset, _ordered_factors,
                        _parse_cached, _response, _used_columns, _weights)
 from .._errors import DataError, FormulaError
+from ..families import binomial_response, check_response
 from .._terms import (_formula_piece, _stateful_columns, _STATEFUL, columns_in_calls,
                       model_matrices, newdata_matrix, rename)
 
@@ -57,6 +58,7 @@ class ScanSpec:
     group_sets: tuple[tuple[str, ...], ...]   # multi-column grouping factors (a:b)
     weights: str | None
     offset: str | None
+    family: object = None                     # a GLMM's Family (None: an LMM's numeric response)
 
 
 def _factor_columns(parsed, used) -> set:
@@ -73,7 +75,7 @@ def _is_level_dtype(dtype) -> bool:
     return getattr(dtype, "kind", "O") not in "iuf"
 
 
-def scan_spec(formula: str, meta: pd.DataFrame, weights, offset) -> tuple:
+def scan_spec(formula: str, meta: pd.DataFrame, weights, offset, family=None) -> tuple:
     """(parsed formula, ScanSpec) from the Dask frame's metadata (an empty pandas frame):
     unknown columns and refused transforms are reported before any pass runs."""
     parsed = _parse_cached(formula)
@@ -106,7 +108,7 @@ def scan_spec(formula: str, meta: pd.DataFrame, weights, offset) -> tuple:
     levels.discard(parsed.response.strip().strip("`"))  # checked as the response instead
     levels.difference_update(extra)
     spec = ScanSpec(formula, tuple(used), tuple(c for c in used if c in levels), tuple(groups),
-                    weights, offset)
+                    weights, offset, family)
     return parsed, spec
 
 
@@ -133,7 +135,7 @@ def scan_partition(df: pd.DataFrame, spec: ScanSpec) -> dict:
     for cols in spec.group_sets:
         out["combos"][cols] = set(map(tuple, frame[list(cols)].drop_duplicates().to_numpy()
                                       .tolist()))
-    if frame.shape[0]:
+    if frame.shape[0] and spec.family is None:  # a GLMM's response: see family_response
         parsed = _parse_cached(spec.formula)
         _response(parsed, frame, spec.formula, "numeric")
     return out
@@ -295,12 +297,38 @@ def fit_spec(formula: str, parsed, scan: ScanSpec, meta: pd.DataFrame, scanned: 
                    levels, combo_keys, n, int(scanned["rows"] - scanned["complete"]))
 
 
+# ---- a GLMM's response --------------------------------------------------------------------
+def family_response(fam, parsed, frame: pd.DataFrame, formula: str, weights):
+    """(y, prior weights) of a GLMM's rows, as the in-memory glmer forms them (binomial:
+    proportions and trials from 0/1, logical or cbind(successes, failures)). A text or
+    categorical binomial response is refused: its coding (first level = failure) would come
+    from each partition's own levels."""
+    _, response = _response(parsed, frame, formula, "raw")
+    name = parsed.response
+    if fam.name == "binomial":
+        if not isinstance(response, pd.DataFrame) and response.dtype.kind not in "biuf":
+            raise DataError(f"binomial response {name!r} of a Dask fit must be 0/1, logical or "
+                            f"cbind(successes, failures), got dtype {response.dtype} (code it "
+                            "as 0/1 first: a factor's levels would differ between partitions)")
+        y, pw = binomial_response(response, weights, name)
+    else:
+        if isinstance(response, pd.DataFrame):
+            raise DataError("cbind(...) responses are only for the binomial family")
+        if response.dtype.kind not in "biuf":
+            raise DataError(f"response {name!r} must be numeric for family {fam.name!r}, "
+                            f"got dtype {response.dtype}")
+        y = response.to_numpy(dtype=float)
+        check_response(fam, y, name)
+        pw = np.ones_like(y) if weights is None else weights
+    return np.ascontiguousarray(y, dtype=float), np.ascontiguousarray(pw, dtype=float)
+
+
 # ---- a partition's arrays ---------------------------------------------------------------
 @dataclass
 class PartitionArrays:
     X: np.ndarray                 # (n, p) all columns (before the aliased ones are dropped)
-    y: np.ndarray                 # response minus offset
-    weights: np.ndarray | None
+    y: np.ndarray                 # response minus offset (a GLMM's: y as its family takes it)
+    weights: np.ndarray | None    # prior weights (a GLMM's: always, binomial trials included)
     offset: np.ndarray | None
     codes: list                   # per term (lme4 order), int64
     Z: list                       # per term, (n, p_k)
@@ -338,11 +366,13 @@ def partition_arrays(df: pd.DataFrame, spec: FitSpec, with_response: bool = True
     index = np.arange(n_rows)
     off = _offset(scan.offset, spec.parsed, frame, index, n_rows, spec.formula)
     y = None
-    if with_response:
+    w = _weights(scan.weights, frame, index, n_rows)
+    if with_response and scan.family is not None:
+        y, w = family_response(scan.family, spec.parsed, frame, spec.formula, w)
+    elif with_response:
         y, _ = _response(spec.parsed, frame, spec.formula, "numeric")
         if off is not None:
             y = y - off
-    w = _weights(scan.weights, frame, index, n_rows)
     codes = [_term_codes(frame, t, spec) for t in spec.terms]
     Z = [newdata_matrix(s, frame, t.lhs) for s, t in zip(spec.term_specs, spec.terms)]
     for t, z in zip(spec.terms, Z):
