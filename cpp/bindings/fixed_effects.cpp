@@ -7,8 +7,6 @@ namespace mixedfit_py {
 
 namespace {
 
-using FArr = py::array_t<double, py::array::f_style>;
-
 py::array_t<double> fortran_copy(const mixedfit::FixedMatrix& M) {
   return py::array_t<double>({M.rows(), M.cols()}, {sizeof(double), sizeof(double) * M.rows()},
                              M.data());
@@ -22,6 +20,12 @@ const double* optional_weights(const py::object& w, py::ssize_t n) {
   return w.is_none() ? nullptr : f64_data(w.cast<py::array>(), "weights", n);
 }
 
+// A new column-major (rows x cols) array for the core to fill.
+py::array_t<double> fortran_array(py::ssize_t rows, py::ssize_t cols) {
+  return py::array_t<double>({rows, cols}, {static_cast<py::ssize_t>(sizeof(double)),
+                                            static_cast<py::ssize_t>(sizeof(double)) * rows});
+}
+
 // (kept: bool (p,), Xs: (n, p) column-major, T: (p, p)).
 py::tuple fixed_qr(const py::array& X, const py::object& w, double rel_tol) {
   if (X.ndim() != 2) throw py::value_error("X must be two-dimensional");
@@ -29,14 +33,16 @@ py::tuple fixed_qr(const py::array& X, const py::object& w, double rel_tol) {
   if (p > n) throw py::value_error("X must have no more columns than rows");
   const double* Xp = f64_data(X, "X", n, p);
   const double* wp = optional_weights(w, n);
+  py::array_t<double> Xs = fortran_array(n, p);
+  double* out = Xs.mutable_data();
   mixedfit::FixedScaling s;
   {
     py::gil_scoped_release release;
-    s = mixedfit::scale_fixed_effects(Xp, n, p, wp, rel_tol);
+    s = mixedfit::scale_fixed_effects(Xp, n, p, wp, rel_tol, out);
   }
   py::array_t<bool> kept(p);
   for (py::ssize_t j = 0; j < p; ++j) kept.mutable_at(j) = s.kept[j];
-  return py::make_tuple(kept, fortran_copy(s.Xs), fortran_copy(s.T));
+  return py::make_tuple(kept, Xs, fortran_copy(s.T));
 }
 
 // (b0: (p,), s, ys: (n,), max |y|).
@@ -44,16 +50,18 @@ py::tuple response_shift(const py::array& Xs, const py::array& T, const py::arra
                          const py::object& w) {
   if (Xs.ndim() != 2 || T.ndim() != 2) throw py::value_error("Xs and T must be matrices");
   const py::ssize_t n = Xs.shape(0), p = Xs.shape(1);
-  const mixedfit::FixedMatrix Xm = Eigen::Map<const mixedfit::FixedMatrix>(f64_data(Xs, "Xs", n, p), n, p);
-  const mixedfit::FixedMatrix Tm = Eigen::Map<const mixedfit::FixedMatrix>(f64_data(T, "T", p, p), p, p);
+  const double* Xp = f64_data(Xs, "Xs", n, p);
+  const double* Tp = f64_data(T, "T", p, p);
   const double* yp = f64_data(y, "y", n);
   const double* wp = optional_weights(w, n);
+  py::array_t<double> ys(n);
+  double* out = ys.mutable_data();
   mixedfit::ResponseShift r;
   {
     py::gil_scoped_release release;
-    r = mixedfit::shift_response(Xm, Tm, yp, wp);
+    r = mixedfit::shift_response(Xp, Tp, n, p, yp, wp, out);
   }
-  return py::make_tuple(vector_copy(r.b0), r.scale, vector_copy(r.ys), r.max_abs_y);
+  return py::make_tuple(vector_copy(r.b0), r.scale, ys, r.max_abs_y);
 }
 
 bool scales_differ(const py::array& X, double tol) {

@@ -10,7 +10,7 @@ using ConstMap = Eigen::Map<const FixedMatrix>;
 using ConstVecMap = Eigen::Map<const FixedVector>;
 
 FixedScaling scale_fixed_effects(const double* X, Eigen::Index n, Eigen::Index p,
-                                 const double* w, double rel_tol) {
+                                 const double* w, double rel_tol, double* Xs) {
   FixedScaling out;
   FixedMatrix WX = ConstMap(X, n, p);
   FixedVector sw;
@@ -19,7 +19,7 @@ FixedScaling scale_fixed_effects(const double* X, Eigen::Index n, Eigen::Index p
     WX.array().colwise() *= sw.array();
   }
   const FixedVector norms = WX.colwise().norm().transpose();
-  Eigen::HouseholderQR<FixedMatrix> qr(WX);
+  Eigen::HouseholderQR<Eigen::Ref<FixedMatrix>> qr(WX);  // in place: no second n x p copy
   const double root_n = std::sqrt(static_cast<double>(n));
   out.T = qr.matrixQR().topLeftCorner(p, p).triangularView<Eigen::Upper>();
   out.kept.resize(p);
@@ -28,30 +28,33 @@ FixedScaling scale_fixed_effects(const double* X, Eigen::Index n, Eigen::Index p
     out.kept[j] = std::abs(out.T(j, j)) > rel_tol * scale && norms(j) > 0;
   }
   out.T /= root_n;
-  out.Xs = qr.householderQ() * FixedMatrix::Identity(n, p);
-  out.Xs *= root_n;
-  if (w) out.Xs.array().colwise() /= sw.array();
+  Eigen::Map<FixedMatrix> Q(Xs, n, p);
+  Q.setIdentity();
+  Q.applyOnTheLeft(qr.householderQ());
+  Q *= root_n;
+  if (w) Q.array().colwise() /= sw.array();
   return out;
 }
 
-ResponseShift shift_response(const FixedMatrix& Xs, const FixedMatrix& T, const double* y,
-                             const double* w) {
-  const Eigen::Index n = Xs.rows();
+ResponseShift shift_response(const double* Xs, const double* T, Eigen::Index n, Eigen::Index p,
+                             const double* y, const double* w, double* ys) {
+  const ConstMap X(Xs, n, p);
   const ConstVecMap yv(y, n);
+  Eigen::Map<FixedVector> r(ys, n);
   ResponseShift out;
-  FixedVector r = yv;
-  if (Xs.cols() > 0) {
-    const FixedVector bs0 = w ? FixedVector(Xs.transpose() * ConstVecMap(w, n).cwiseProduct(yv))
-                              : FixedVector(Xs.transpose() * yv);
+  r = yv;
+  if (p > 0) {
+    const FixedVector bs0 = w ? FixedVector(X.transpose() * ConstVecMap(w, n).cwiseProduct(yv))
+                              : FixedVector(X.transpose() * yv);
     const FixedVector coef = bs0 / static_cast<double>(n);  // Xs' W Xs = n I
-    r.noalias() -= Xs * coef;
-    out.b0 = T.triangularView<Eigen::Upper>().solve(coef);
+    r.noalias() -= X * coef;
+    out.b0 = ConstMap(T, p, p).triangularView<Eigen::Upper>().solve(coef);
   } else {
     out.b0.resize(0);
   }
   const double wrss = w ? ConstVecMap(w, n).dot(r.cwiseAbs2()) : r.squaredNorm();
   out.scale = std::sqrt(wrss / static_cast<double>(n));
-  out.ys = r / out.scale;
+  r /= out.scale;
   out.max_abs_y = n ? yv.cwiseAbs().maxCoeff() : 0.0;
   return out;
 }

@@ -33,11 +33,13 @@ void scaling(bool weighted) {
   const int n = 40;
   const FixedMatrix X = design(n, false);
   const FixedVector w = weights(n);
-  const auto s = mixedfit::scale_fixed_effects(X.data(), n, 2, weighted ? w.data() : nullptr, 1e-7);
+  FixedMatrix Xs(n, 2);
+  const auto s =
+      mixedfit::scale_fixed_effects(X.data(), n, 2, weighted ? w.data() : nullptr, 1e-7, Xs.data());
   CHECK(s.kept[0] && s.kept[1]);
-  CHECK(((s.Xs * s.T) - X).cwiseAbs().maxCoeff() <= 1e-9 * X.cwiseAbs().maxCoeff());
+  CHECK(((Xs * s.T) - X).cwiseAbs().maxCoeff() <= 1e-9 * X.cwiseAbs().maxCoeff());
   const FixedMatrix W = weighted ? FixedMatrix(w.asDiagonal()) : FixedMatrix::Identity(n, n);
-  const FixedMatrix G = s.Xs.transpose() * W * s.Xs;
+  const FixedMatrix G = Xs.transpose() * W * Xs;
   CHECK((G - n * FixedMatrix::Identity(2, 2)).cwiseAbs().maxCoeff() <= 1e-10 * n);
   CHECK(s.T(1, 0) == 0.0);
 }
@@ -45,11 +47,12 @@ void scaling(bool weighted) {
 void aliasing() {
   const int n = 30;
   const FixedMatrix X = design(n, true);
-  const auto s = mixedfit::scale_fixed_effects(X.data(), n, 3, nullptr, 1e-7);
+  FixedMatrix Xs(n, 3);
+  const auto s = mixedfit::scale_fixed_effects(X.data(), n, 3, nullptr, 1e-7, Xs.data());
   CHECK(s.kept[0] && s.kept[1] && !s.kept[2]);
   FixedMatrix Z = FixedMatrix::Zero(n, 2);
   Z.col(0).setOnes();
-  const auto z = mixedfit::scale_fixed_effects(Z.data(), n, 2, nullptr, 1e-7);
+  const auto z = mixedfit::scale_fixed_effects(Z.data(), n, 2, nullptr, 1e-7, Xs.data());
   CHECK(z.kept[0] && !z.kept[1]);  // an all-zero column
 }
 
@@ -60,16 +63,18 @@ void response_shift(bool weighted) {
   const double* wp = weighted ? w.data() : nullptr;
   FixedVector y(n);
   for (int i = 0; i < n; ++i) y(i) = 1e6 + 3.0 * X(i, 1) + std::cos(2.0 * i);
-  const auto s = mixedfit::scale_fixed_effects(X.data(), n, 2, wp, 1e-7);
-  const auto r = mixedfit::shift_response(s.Xs, s.T, y.data(), wp);
+  FixedMatrix Xs(n, 2);
+  const auto s = mixedfit::scale_fixed_effects(X.data(), n, 2, wp, 1e-7, Xs.data());
+  FixedVector ys(n);
+  const auto r = mixedfit::shift_response(Xs.data(), s.T.data(), n, 2, y.data(), wp, ys.data());
   // y = X b0 + s ys; the weighted residuals are orthogonal to X (to the rounding of y's
   // size relative to s) and ys has weighted mean square 1
-  const FixedVector back = X * r.b0 + r.scale * r.ys;
+  const FixedVector back = X * r.b0 + r.scale * ys;
   CHECK((back - y).cwiseAbs().maxCoeff() <= 1e-12 * y.cwiseAbs().maxCoeff());
-  const FixedVector wr = weighted ? FixedVector(w.cwiseProduct(r.ys)) : r.ys;
+  const FixedVector wr = weighted ? FixedVector(w.cwiseProduct(ys)) : ys;
   const double rounding = 1e-14 * n * X.cwiseAbs().maxCoeff() * r.max_abs_y / r.scale;
   CHECK((X.transpose() * wr).cwiseAbs().maxCoeff() <= rounding);
-  CHECK_NEAR(wr.dot(r.ys) / n, 1.0, 1e-12);
+  CHECK_NEAR(wr.dot(ys) / n, 1.0, 1e-12);
   CHECK(r.max_abs_y == y.cwiseAbs().maxCoeff());
 }
 

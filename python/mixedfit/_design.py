@@ -186,13 +186,13 @@ def _codes(frame, cols: tuple[str, ...]) -> tuple[np.ndarray, pd.Index]:
                 raise DataError(f"grouping factor {c!r} has non-finite values")
             codes, labels = pd.factorize(s, sort=True)
             labels = pd.Index(labels)
-        parts.append((np.asarray(codes, dtype=np.int64), labels))
+        parts.append((codes, labels))
     if len(parts) == 1:
         codes, labels = parts[0]
-        return codes.astype(np.int32), labels
+        return np.asarray(codes, dtype=np.int32), labels  # no copy when int32 already
     key = np.zeros(len(parts[0][0]), dtype=np.int64)
     for codes, labels in parts:
-        key = key * len(labels) + codes
+        key = key * len(labels) + np.asarray(codes, dtype=np.int64)
     uniq, inv = np.unique(key, return_inverse=True)
     lab = []
     for u in uniq:

@@ -189,6 +189,10 @@ def _matrix(scoped_terms: tuple, factors: dict[str, _Factor], n: int):
                  order="F")
     names = []
     for st in scoped_terms:
+        if not st:  # the intercept: written in place (a column of ones would be one more
+            X[:, len(names)] = 1.0  # n-vector of fresh memory, whose pages cost to fault in)
+            names.append("Intercept")
+            continue
         for name, values in _term_columns(st, factors, n):
             X[:, len(names)] = values
             names.append(name)
