@@ -57,18 +57,6 @@ def _frame(seed=0, n=1200, ngroups=30, nh=8):
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        lc = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                      memory_limit="700MiB", dashboard_address=None)
-        client = distributed.Client(lc)
-    yield client
-    client.close()
-    lc.close()
-
-
-@pytest.fixture(scope="module")
 def data(tmp_path_factory, cluster):
     df = _frame()
     folder = tmp_path_factory.mktemp("parquet")

@@ -358,6 +358,13 @@ def _response(parsed: ParsedFormula, frame: pd.DataFrame, formula: str, response
     return y, response
 
 
+def warn_dropped_columns(dropped: list[str], stacklevel: int) -> None:
+    """lme4's warning for aliased fixed-effect columns that the fit drops."""
+    s = "s" if len(dropped) > 1 else ""
+    warnings.warn(f"fixed-effect model matrix is rank deficient so dropping {len(dropped)} "
+                  f"column{s} / coefficient{s}: {', '.join(dropped)}", stacklevel=stacklevel)
+
+
 def _fixed_effects(X: np.ndarray, column_names, r_names: dict, rhs: str):
     """X without aliased columns (with lme4's warning), its names, the dropped names, the
     keep-mask, and X's QR factors if the check computed them for the X returned (or None)."""
@@ -369,12 +376,7 @@ def _fixed_effects(X: np.ndarray, column_names, r_names: dict, rhs: str):
     dropped = [nm for nm, k in zip(names, keep) if not k]
     if dropped:
         qr = None
-        s = "s" if len(dropped) > 1 else ""
-        warnings.warn(
-            f"fixed-effect model matrix is rank deficient so dropping {len(dropped)} "
-            f"column{s} / coefficient{s}: {', '.join(dropped)}",
-            stacklevel=4,
-        )
+        warn_dropped_columns(dropped, stacklevel=5)
         X = np.asfortranarray(X[:, keep])
         names = [nm for nm, k in zip(names, keep) if k]
     return X, names, dropped, keep, qr

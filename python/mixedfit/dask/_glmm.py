@@ -39,7 +39,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .. import _core
-from .._design import _check_aliased
+from .._design import _check_aliased, warn_dropped_columns
 from .._errors import ConvergenceError, DataError, NumericalError, numerical_failures_explained
 from .._standardize import FixedScaling
 from ..families import resolve_family
@@ -400,9 +400,7 @@ def _fixed_scaling(data, spec, progress) -> FixedScaling:
     keep = _check_aliased(scaled["R"], spec.fixed_names_all)
     dropped = [nm for nm, k in zip(spec.fixed_names_all, keep) if not k]
     if dropped:
-        s = "s" if len(dropped) > 1 else ""
-        warnings.warn(f"fixed-effect model matrix is rank deficient so dropping {len(dropped)} "
-                      f"column{s} / coefficient{s}: {', '.join(dropped)}", stacklevel=4)
+        warn_dropped_columns(dropped, stacklevel=5)
     spec.keep_fixed = keep
     _check_scales(scaled["moments"], keep, stacklevel=4)
     R = _r_factor(scaled["R"][:, keep]) if keep.any() else np.zeros((0, 0))

@@ -31,7 +31,7 @@ import warnings
 import numpy as np
 
 from .. import _core
-from .._design import _check_aliased
+from .._design import _check_aliased, warn_dropped_columns
 from .._errors import DataError
 from .._standardize import SCALE_TOL, FixedScaling, ScaledLmmProblem
 from ..lmm import fit_problem
@@ -100,9 +100,7 @@ def _scaling(ddf, spec, progress: bool):
     keep = _check_aliased(scaled["R"], spec.fixed_names_all)
     dropped = [nm for nm, k in zip(spec.fixed_names_all, keep) if not k]
     if dropped:
-        s = "s" if len(dropped) > 1 else ""
-        warnings.warn(f"fixed-effect model matrix is rank deficient so dropping {len(dropped)} "
-                      f"column{s} / coefficient{s}: {', '.join(dropped)}", stacklevel=4)
+        warn_dropped_columns(dropped, stacklevel=5)
     std = Standardization.from_r(scaled["Rw"], keep, spec.n)
     rounding = _ROUNDING_ULPS * np.finfo(float).eps * scaled["ymax"]
     if not std.scale > rounding:
