@@ -17,6 +17,7 @@ is the same; theta does not change. The criteria differ by constants of the data
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 
@@ -53,6 +54,11 @@ class FixedScaling:
         p = T.shape[0]
         self.log_abs_det = float(np.sum(np.log(np.abs(np.diag(T))))) if p else 0.0
 
+    @functools.cached_property
+    def _T_inv(self) -> np.ndarray:
+        """T^{-1}, from one solve (a fit maps its coefficients and their covariance back)."""
+        return np.linalg.solve(self.T, np.eye(self.T.shape[0]))
+
     def to_scaled(self, beta: np.ndarray) -> np.ndarray:
         """Coefficients of Xs for coefficients ``beta`` of X."""
         return self.T @ np.asarray(beta, dtype=float)
@@ -61,14 +67,13 @@ class FixedScaling:
         """Coefficients of X for coefficients ``beta_s`` of Xs."""
         if self.T.size == 0:
             return np.zeros(0)
-        return np.linalg.solve(self.T, np.asarray(beta_s, dtype=float))
+        return self._T_inv @ np.asarray(beta_s, dtype=float)
 
     def cov_from_scaled(self, V_s: np.ndarray) -> np.ndarray:
         """Covariance of beta from that of beta_s: T^{-1} V_s T^{-T}."""
         if self.T.size == 0:
             return np.zeros((0, 0))
-        A = np.linalg.solve(self.T, np.asarray(V_s, dtype=float))
-        return np.linalg.solve(self.T, A.T).T
+        return self._T_inv @ np.asarray(V_s, dtype=float) @ self._T_inv.T
 
 
 def fixed_scaling(X: np.ndarray, weights: np.ndarray | None = None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -86,7 +87,7 @@ class Control:
     @classmethod
     def coerce(cls, control) -> "Control":
         if control is None:
-            return cls()
+            return _default_control(cls)
         if isinstance(control, cls):
             return control
         if isinstance(control, dict):
@@ -95,6 +96,13 @@ class Control:
             except TypeError as exc:
                 raise ValueError(f"bad control setting: {exc}") from None
         raise TypeError(f"control must be a mixedfit.Control or a dict, got {type(control).__name__}")
+
+
+@functools.lru_cache(maxsize=None)
+def _default_control(cls) -> "Control":
+    """The default settings, built (and validated) once: Control is frozen, so one instance
+    serves every fit."""
+    return cls()
 
 
 def _checked_start(start) -> tuple:
