@@ -186,6 +186,50 @@ struct PyGlmm {
     return py::make_tuple(obj, gradient_locked(false, theta, "gradient (Laplace stage)"));
   }
 
+  // Length of a stage's parameter vector: theta (stage 1) or (theta, beta) (stage 2).
+  py::ssize_t stage_size(int stage) const {
+    if (stage != 1 && stage != 2) throw py::value_error("stage must be 1 or 2");
+    return stage == 1 ? ntheta() : ntheta() + p;
+  }
+
+  // Modified Newton on a stage's Laplace objective, the whole loop in the core: (x, f, nevals,
+  // converged); when not converged, x and f are the last accepted point.
+  py::tuple newton(int stage, DArr x0) {
+    alive.check();
+    CoreLock lock(mu);
+    checked->check_unchanged(n);
+    require_length(x0, stage_size(stage), "x0");
+    if (!g->has_gradient()) raise_status(Status::BadDimension, "Newton (no exact gradient)");
+    const Vector start = Eigen::Map<const Vector>(x0.data(), x0.shape(0));
+    mixedfit::NewtonResult r;
+    {
+      py::gil_scoped_release release;
+      r = g->newton(stage, start);
+    }
+    return py::make_tuple(to_numpy(r.x), r.f, r.nevals, r.converged());
+  }
+
+  // (f, gradient, Hessian) of the stage-2 Laplace objective at x = (theta, beta), the Hessian
+  // from central differences (step delta) of the exact gradient.
+  py::tuple stage2_hessian(DArr x, double delta) {
+    alive.check();
+    CoreLock lock(mu);
+    checked->check_unchanged(n);
+    require_length(x, stage_size(2), "x");
+    if (!(delta > 0) || !std::isfinite(delta)) throw py::value_error("delta must be > 0");
+    const Vector at = Eigen::Map<const Vector>(x.data(), x.shape(0));
+    double f = 0.0;
+    Vector grad;
+    Matrix H;
+    Status s;
+    {
+      py::gil_scoped_release release;
+      s = g->stage2_hessian(at, delta, f, grad, H);
+    }
+    raise_status(s, "Hessian (Laplace stage)");
+    return py::make_tuple(f, to_numpy(grad), to_numpy(H));
+  }
+
   // Unscaled conditional variances from the u-only factor and the unscaled vcov of beta from
   // the (beta, u) factor, both at the mode's working weights and the last evaluated theta.
   void add_variances(py::dict& out) {
@@ -315,6 +359,12 @@ void bind_glmm(py::module_& m) {
       .def("stage2_grad", &PyGlmm::stage2_grad, py::arg("theta"), py::arg("beta"),
            "(Laplace objective, gradient in (theta, beta)), PIRLS warm-started from the last "
            "stage-2 mode (binomial-logit and Poisson-log only).")
+      .def("newton", &PyGlmm::newton, py::arg("stage"), py::arg("x0"),
+           "Modified Newton on stage 1 (x = theta) or stage 2 (x = (theta, beta)) with the "
+           "exact gradient, all in the core: (x, f, nevals, converged).")
+      .def("stage2_hessian", &PyGlmm::stage2_hessian, py::arg("x"), py::arg("delta") = 1e-4,
+           "(f, gradient, Hessian) of the Laplace objective at x = (theta, beta); the Hessian "
+           "from central differences of the exact gradient.")
       .def_property_readonly("has_gradient", [](PyGlmm& s) { s.alive.check(); return s.g->has_gradient(); })
       .def("set_pirls_control", &PyGlmm::set_pirls_control, py::arg("tol"), py::arg("maxit"))
       .def("state", &PyGlmm::state, py::arg("with_variances") = false,

@@ -791,4 +791,31 @@ Status Glmm::gradient(bool stage1, const double* theta, Vector& grad) {
   return Status::Ok;
 }
 
+Status Glmm::value_and_gradient(int stage, const Vector& x, double& f, Vector& g) {
+  const Index nt = pb_.ntheta();
+  if (x.size() != (stage == 1 ? nt : nt + p_)) return Status::BadDimension;
+  const Status s = stage == 1
+      ? eval_stage1(x.data(), nullptr, f)
+      : eval_stage2(x.data(), x.data() + nt, nullptr, 1, nullptr, nullptr, f);
+  if (s != Status::Ok) return s;
+  return gradient(stage == 1, x.data(), g);
+}
+
+NewtonResult Glmm::newton(int stage, const Vector& x0, const NewtonControl& ctl) {
+  const ValueAndGradient fg = [this, stage](const Vector& x, double& f, Vector& g) {
+    return value_and_gradient(stage, x, f, g);
+  };
+  const Vector unbounded = Vector::Constant(x0.size(), -std::numeric_limits<double>::infinity());
+  return newton_minimize(fg, x0, unbounded, ctl);
+}
+
+Status Glmm::stage2_hessian(const Vector& x, double delta, double& f, Vector& g, Matrix& H) {
+  const ValueAndGradient fg = [this](const Vector& xx, double& ff, Vector& gg) {
+    return value_and_gradient(2, xx, ff, gg);
+  };
+  const Status s = fg(x, f, g);
+  if (s != Status::Ok) return s;
+  return hessian_from_gradient(fg, x, delta, H);
+}
+
 }  // namespace mixedfit

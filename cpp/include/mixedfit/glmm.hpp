@@ -9,6 +9,7 @@
 
 #include <vector>
 
+#include "mixedfit/newton.hpp"
 #include "mixedfit/problem.hpp"
 
 namespace mixedfit {
@@ -89,6 +90,17 @@ class Glmm {
   // Poisson-log models; BadDimension for any other family or link.
   Status gradient(bool stage1, const double* theta, Vector& grad);
   bool has_gradient() const;
+
+  // A stage's Laplace objective and its exact gradient at x (stage 1: x = theta; stage 2:
+  // x = (theta, beta)), PIRLS warm-started from the stage's last mode (stage 1 needs one
+  // evaluation with a starting eta first).
+  Status value_and_gradient(int stage, const Vector& x, double& f, Vector& g);
+  // Modified Newton (newton_minimize, unbounded: the objective is even in each column of a
+  // term's template) on a stage's objective from x0, every evaluation inside the core.
+  NewtonResult newton(int stage, const Vector& x0, const NewtonControl& ctl = NewtonControl());
+  // The stage-2 objective f and gradient g at x = (theta, beta), then the Hessian there from
+  // central differences (step delta) of the exact gradient.
+  Status stage2_hessian(const Vector& x, double delta, double& f, Vector& g, Matrix& H);
 
   // The stage (1 or 2) of the last successful evaluation, 0 if none (or the last one failed:
   // the mode accessors below then hold no solution).

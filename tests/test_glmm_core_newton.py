@@ -1,0 +1,88 @@
+"""The GLMM's Newton loop and its Hessian run inside the core (GlmmProblem.newton,
+GlmmProblem.stage2_hessian) with the same rules as the Python reference implementation
+(optimize.newton, central differences of the exact gradient): same path, same point, same
+number of evaluations, to rounding."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import mixedfit
+from mixedfit.optimize import newton
+
+from test_gradient import simulate
+
+NONE = np.zeros(0)
+
+MODELS = [
+    ("binomial", "y ~ x + (1 | g)", 1),
+    ("binomial", "y ~ x + z + (1 | g) + (1 | h)", 2),
+    ("poisson", "y ~ x + (x | g) + (1 | h)", 3),
+]
+
+
+def _fit(family, formula, seed):
+    return mixedfit.glmer(formula, simulate(seed, family), family=family)
+
+
+@pytest.mark.parametrize("family,formula,seed", MODELS)
+def test_core_newton_follows_the_python_newton(family, formula, seed):
+    fit = _fit(family, formula, seed)
+    prob, nt = fit._prob, fit.theta.size
+    # From away from the optimum, so that the run takes several steps.
+    x0 = np.r_[fit.theta * 0.6 + 0.1, fit._beta_scaled - 0.2]
+    u0 = np.zeros_like(fit.u)
+
+    def seed_stage2():  # the same warm start for both runs
+        prob.stage2(x0[:nt], x0[nt:], u0, 1, NONE, NONE)
+
+    seed_stage2()
+    py = newton(lambda v: prob.stage2_grad(v[:nt], v[nt:]), x0, np.full(x0.size, -np.inf))
+    seed_stage2()
+    x, f, nevals, converged = prob.newton(2, x0)
+    assert py is not None and converged
+    np.testing.assert_allclose(x, py[0], rtol=1e-7, atol=1e-9)
+    assert f == pytest.approx(py[1], rel=1e-12)
+    assert nevals == py[2]
+
+    th0 = fit.theta * 1.5 + 0.2
+    prob.stage1(th0, np.zeros(fit.design.n))
+    py1 = newton(prob.stage1_grad, th0, np.full(nt, -np.inf))
+    prob.stage1(th0, np.zeros(fit.design.n))
+    x1, f1, nevals1, converged1 = prob.newton(1, th0)
+    assert py1 is not None and converged1
+    np.testing.assert_allclose(x1, py1[0], rtol=1e-7, atol=1e-9)
+    assert f1 == pytest.approx(py1[1], rel=1e-12)
+    assert nevals1 == py1[2]
+
+
+@pytest.mark.parametrize("family,formula,seed", MODELS)
+def test_core_hessian_is_central_differences_of_the_gradient(family, formula, seed):
+    fit = _fit(family, formula, seed)
+    prob, nt = fit._prob, fit.theta.size
+    x = np.r_[fit.theta, fit._beta_scaled]
+    f, g, H = prob.stage2_hessian(x)
+    delta = 1e-4
+    ref = np.empty((x.size, x.size))
+    for j in range(x.size):
+        e = np.zeros(x.size)
+        e[j] = delta
+        gp = prob.stage2_grad((x + e)[:nt], (x + e)[nt:])[1]
+        gm = prob.stage2_grad((x - e)[:nt], (x - e)[nt:])[1]
+        ref[:, j] = (gp - gm) / (2 * delta)
+    ref = 0.5 * (ref + ref.T)
+    np.testing.assert_allclose(H, ref, rtol=1e-7, atol=1e-7 * np.abs(ref).max())
+    f0, g0 = prob.stage2_grad(x[:nt], x[nt:])
+    assert f == pytest.approx(f0, rel=1e-12)
+    np.testing.assert_allclose(g, g0, atol=1e-7 * max(1.0, np.abs(g0).max()))
+
+
+def test_core_newton_gives_up_without_a_starting_mode():
+    """Stage 1 warm-starts from the last stage-1 mode: before any there is nothing to start
+    from, and the run reports that it did not converge (the caller then takes L-BFGS-B)."""
+    fit = _fit("binomial", "y ~ x + (1 | g)", 1)
+    fresh = mixedfit._core.GlmmProblem(*fit._prob.__getstate__()[0])
+    x, f, nevals, converged = fresh.newton(1, fit.theta)
+    assert not converged and nevals == 0 and np.isnan(f)
+    np.testing.assert_array_equal(x, fit.theta)
