@@ -91,7 +91,7 @@ struct PyGlmm {
     raise_build_status(g->problem_u());
   }
 
-  py::ssize_t ntheta() const { return g->problem_u().ntheta(); }
+  py::ssize_t ntheta() const { return g->ntheta(); }
 
   // The checks every evaluation starts with; the caller holds the lock.
   void check_call(const DArr& theta) {
@@ -126,7 +126,7 @@ struct PyGlmm {
     const double* up = nullptr;
     if (!u_start_obj.is_none()) {
       u_start = u_start_obj.cast<DArr>();
-      require_length(u_start, g->problem_u().q(), "u_start");
+      require_length(u_start, g->q(), "u_start");
       up = u_start.data();
     }
     if (nagq > kMaxNodes)
@@ -235,20 +235,29 @@ struct PyGlmm {
   void add_variances(py::dict& out) {
     std::vector<Matrix> cv;
     Matrix V;
-    Status s1, s2, s3 = Status::Ok;
+    Status s1 = Status::Ok, s2 = Status::Ok, s3 = Status::Ok;
     {
       py::gil_scoped_release release;
+      // The current evaluation's Problem holds this factor already (PIRLS's last one, at
+      // these weights and theta); the other one is refactored (any response: only L_ZZ,
+      // resp. L_XX, is needed), which ends the current evaluation.
       const double* theta = g->theta().data();
+      const int current = g->current_stage();
       auto& pu = g->problem_u();
-      Vector zu = g->eta();  // any response: only L_ZZ is needed
-      s1 = pu.set_response(zu.data(), g->working_weights().data(), false);
-      if (s1 == Status::Ok) s1 = pu.factor(theta, false);
+      if (current != 2) {
+        Vector zu = g->eta();
+        s1 = pu.set_response(zu.data(), g->working_weights().data(), false);
+        if (s1 == Status::Ok) s1 = pu.factor(theta, false);
+      }
       if (s1 == Status::Ok) s1 = pu.cond_var(cv);
       auto& pb = g->problem_bu();
-      Vector z = g->eta();  // any response: only L_XX is needed
-      s2 = pb.set_response(z.data(), g->working_weights().data(), false);
-      if (s2 == Status::Ok) s2 = pb.factor(theta, false);
+      if (current != 1) {
+        Vector z = g->eta();
+        s2 = pb.set_response(z.data(), g->working_weights().data(), false);
+        if (s2 == Status::Ok) s2 = pb.factor(theta, false);
+      }
       if (s2 == Status::Ok) s3 = pb.unscaled_vcov(V);
+      g->forget_current();
     }
     raise_status(s1, "condVar");
     raise_status(s2, "vcov factor");

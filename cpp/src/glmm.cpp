@@ -587,9 +587,31 @@ Status Glmm::stage1_from_glm_fit(const double* theta, Status failed) {
   return pirls(pb_, true, theta, true);
 }
 
+bool Glmm::is_current(int stage, const double* theta, const double* beta) const {
+  if (last_.stage != stage) return false;
+  const Index nt = pb_.ntheta();
+  for (Index j = 0; j < nt; ++j)
+    if (last_.x[j] != theta[j]) return false;
+  if (stage == 2)
+    for (Index j = 0; j < p_; ++j)
+      if (last_.x[nt + j] != beta[j]) return false;
+  return true;
+}
+
+void Glmm::set_current(int stage, const double* theta, const double* beta, double obj) {
+  const Index nt = pb_.ntheta();
+  last_.stage = stage;
+  last_.x.resize(stage == 2 ? nt + p_ : nt);
+  last_.x.head(nt) = Eigen::Map<const Vector>(theta, nt);
+  if (stage == 2) last_.x.tail(p_) = Eigen::Map<const Vector>(beta, p_);
+  last_.obj = obj;
+  last_.has_gradient = false;
+}
+
 Status Glmm::eval_stage1(const double* theta, const double* eta_start, double& obj) {
   obj = std::nan("");
   evaluated_stage_ = 0;
+  last_.stage = 0;
   for (Index j = 0; j < pb_.ntheta(); ++j)
     if (!std::isfinite(theta[j])) return Status::NonFiniteInput;
   Status s;
@@ -616,6 +638,7 @@ Status Glmm::eval_stage1(const double* theta, const double* eta_start, double& o
   b1_warm_ = beta_;
   obj = aic_ + u_.squaredNorm() + ldL2_;
   record_success(1, theta);
+  set_current(1, theta, nullptr, obj);
   return Status::Ok;
 }
 
@@ -631,6 +654,7 @@ Status Glmm::eval_stage2(const double* theta, const double* beta, const double* 
                          const double* ghz, const double* ghw, double& obj) {
   obj = std::nan("");
   evaluated_stage_ = 0;
+  last_.stage = 0;
   for (Index j = 0; j < p_; ++j)
     if (!std::isfinite(beta[j])) return Status::NonFiniteInput;
   for (Index j = 0; j < pu_.ntheta(); ++j)
@@ -670,6 +694,7 @@ Status Glmm::eval_stage2(const double* theta, const double* beta, const double* 
   if (nagq <= 1) {
     obj = aic_ + u_.squaredNorm() + ldL2_;
     record_success(2, theta);
+    set_current(2, theta, beta, obj);
     return Status::Ok;
   }
   // Adaptive Gauss-Hermite for one scalar term.
@@ -794,11 +819,25 @@ Status Glmm::gradient(bool stage1, const double* theta, Vector& grad) {
 Status Glmm::value_and_gradient(int stage, const Vector& x, double& f, Vector& g) {
   const Index nt = pb_.ntheta();
   if (x.size() != (stage == 1 ? nt : nt + p_)) return Status::BadDimension;
-  const Status s = stage == 1
-      ? eval_stage1(x.data(), nullptr, f)
-      : eval_stage2(x.data(), x.data() + nt, nullptr, 1, nullptr, nullptr, f);
-  if (s != Status::Ok) return s;
-  return gradient(stage == 1, x.data(), g);
+  Status s = Status::Ok;
+  if (is_current(stage, x.data(), x.data() + nt)) {
+    // The same point again (e.g. Newton's start after the caller's first evaluation, or the
+    // Hessian's centre after Newton's last step): the mode, and so the value, is the current
+    // one; PIRLS from it would only reproduce it to rounding.
+    f = last_.obj;
+  } else {
+    s = stage == 1 ? eval_stage1(x.data(), nullptr, f)
+                   : eval_stage2(x.data(), x.data() + nt, nullptr, 1, nullptr, nullptr, f);
+    if (s != Status::Ok) return s;
+  }
+  if (last_.has_gradient) {  // asked for at this point before
+    g = last_.gradient;
+    return Status::Ok;
+  }
+  if ((s = gradient(stage == 1, x.data(), g)) != Status::Ok) return s;
+  last_.has_gradient = true;
+  last_.gradient = g;
+  return Status::Ok;
 }
 
 NewtonResult Glmm::newton(int stage, const Vector& x0, const NewtonControl& ctl) {

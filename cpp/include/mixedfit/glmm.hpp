@@ -102,6 +102,14 @@ class Glmm {
   // central differences (step delta) of the exact gradient.
   Status stage2_hessian(const Vector& x, double delta, double& f, Vector& g, Matrix& H);
 
+  // The stage (1 or 2) whose Laplace evaluation is the core's current state: its mode, and
+  // its Problem's factor at that mode's working weights (0: none, e.g. after an AGQ
+  // evaluation or a failure). value_and_gradient() answers a repeated request at the same
+  // point from it.
+  int current_stage() const { return last_.stage; }
+  // Forget the current evaluation (call after refactoring a Problem for other purposes).
+  void forget_current() { last_.stage = 0; }
+
   // The stage (1 or 2) of the last successful evaluation, 0 if none (or the last one failed:
   // the mode accessors below then hold no solution).
   int evaluated_stage() const { return evaluated_stage_; }
@@ -121,8 +129,12 @@ class Glmm {
   double ldL2() const { return ldL2_; }
   double pearson() const;                      // sum pw (y - mu)^2 / V(mu)
   int iterations() const { return iters_; }
+  // The two Problems (the u-only one of stage 2, the (beta, u) one of stage 1). Refactoring
+  // one for another purpose must be followed by forget_current().
   Problem& problem_u() { return pu_; }
   Problem& problem_bu() { return pb_; }
+  Index ntheta() const { return pu_.ntheta(); }
+  Index q() const { return pu_.q(); }
   PirlsControl control;
 
  private:
@@ -149,6 +161,20 @@ class Glmm {
   // wts_ and zwork_ = eta - base + (y - mu)/mu_eta at eta_ (from the last update_mu).
   void working();
   double family_aic() const;
+
+  // The current Laplace evaluation (see current_stage()): its point (theta, and beta for
+  // stage 2), objective and, once computed, gradient.
+  struct CurrentEvaluation {
+    int stage = 0;
+    Vector x;
+    double obj = 0.0;
+    bool has_gradient = false;
+    Vector gradient;
+  };
+  CurrentEvaluation last_;
+  // Whether the current evaluation is of `stage` at (theta, beta) (beta: stage 2 only).
+  bool is_current(int stage, const double* theta, const double* beta) const;
+  void set_current(int stage, const double* theta, const double* beta, double obj);
 
   Index n_, p_;
   const double* X_;
