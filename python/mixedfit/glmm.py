@@ -187,7 +187,7 @@ def _check_not_constant(y: np.ndarray, pw: np.ndarray, name: str) -> None:
     """lme4's "Response is constant": an all-0 or all-1 binomial response or an all-0
     Poisson response has its fixed effects at infinity, no matter the model."""
     observed = y[np.asarray(pw) > 0]
-    if observed.size and np.all(observed == observed[0]):
+    if observed.size and observed.min() == observed.max():
         raise DataError(f"Response is constant: every value of {name!r} is {observed[0]:g}; "
                         "a GLMM needs variation in the response")
 
@@ -258,7 +258,7 @@ def _minimize_in_core(prob, stage, fun_grad, fun, start, ps, control, initial_st
     called only then)."""
     start = np.asarray(start, dtype=float)
     lower = theta_lower(ps)
-    lower = np.r_[lower, np.full(start.size - lower.size, -np.inf)]
+    lower = np.concatenate([lower, np.full(start.size - lower.size, -np.inf)])
     x, f, nevals, converged = _core_newton(prob, stage, start)
     if converged:
         opt = OptResult(x=x, fun=float(f), nevals=nevals, message="Newton converged",
@@ -305,11 +305,11 @@ def _stage2(prob, fam, ps, opt1, eta0, y, nagq, ghz, ghw, control, vcov_method, 
         se1 = np.sqrt(np.maximum(np.diag(np.asarray(st["unscaled_vcov"])) * scale1, 0.0))
         return np.r_[np.full(nt, 0.02), np.where(se1 > 0, 0.2 * se1, 0.02)]
 
-    x0 = np.r_[theta1, beta1]
+    x0 = np.concatenate([theta1, beta1])
     start = start_vector(control, x0.size, "theta, beta")
     if start is not None:  # given in the data's units
-        x0 = np.r_[start[:nt], fixed.to_scaled(start[nt:])]
-    lower = np.r_[theta_lower(ps), np.full(len(beta1), -np.inf)]
+        x0 = np.concatenate([start[:nt], fixed.to_scaled(start[nt:])])
+    lower = np.concatenate([theta_lower(ps), np.full(len(beta1), -np.inf)])
     try:
         prob.stage2(x0[:nt], x0[nt:], u0, k, ghz, ghw)
     except _EVALUATION_FAILURES:
