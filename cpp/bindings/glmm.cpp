@@ -194,17 +194,26 @@ struct PyGlmm {
 
   // Modified Newton on a stage's Laplace objective, the whole loop in the core: (x, f, nevals,
   // converged); when not converged, x and f are the last accepted point.
-  py::tuple newton(int stage, DArr x0) {
+  py::tuple newton(int stage, DArr x0, const py::object& u_start_obj) {
     alive.check();
     CoreLock lock(mu);
     checked->check_unchanged(n);
     require_length(x0, stage_size(stage), "x0");
     if (!g->has_gradient()) raise_status(Status::BadDimension, "Newton (no exact gradient)");
+    DArr u_start;
+    const double* up = nullptr;
+    if (!u_start_obj.is_none()) {
+      if (stage != 2) throw py::value_error("u_start is for stage 2 only");
+      u_start = u_start_obj.cast<DArr>();
+      require_length(u_start, g->q(), "u_start");
+      require_finite(u_start.data(), g->q(), "u_start");
+      up = u_start.data();
+    }
     const Vector start = Eigen::Map<const Vector>(x0.data(), x0.shape(0));
     mixedfit::NewtonResult r;
     {
       py::gil_scoped_release release;
-      r = g->newton(stage, start);
+      r = g->newton(stage, start, up);
     }
     return py::make_tuple(to_numpy(r.x), r.f, r.nevals, r.converged());
   }
@@ -369,8 +378,10 @@ void bind_glmm(py::module_& m) {
            "(Laplace objective, gradient in (theta, beta)), PIRLS warm-started from the last "
            "stage-2 mode (binomial-logit and Poisson-log only).")
       .def("newton", &PyGlmm::newton, py::arg("stage"), py::arg("x0"),
+           py::arg("u_start") = py::none(),
            "Modified Newton on stage 1 (x = theta) or stage 2 (x = (theta, beta)) with the "
-           "exact gradient, all in the core: (x, f, nevals, converged).")
+           "exact gradient, all in the core: (x, f, nevals, converged). Stage 2 starts PIRLS "
+           "from u_start if given, else from the last stage-2 mode.")
       .def("stage2_hessian", &PyGlmm::stage2_hessian, py::arg("x"), py::arg("delta") = 1e-4,
            "(f, gradient, Hessian) of the Laplace objective at x = (theta, beta); the Hessian "
            "from central differences of the exact gradient.")

@@ -464,7 +464,7 @@ Status Glmm::pirls(Problem& prob, bool with_beta, const double* theta, bool star
           prob.lambda_times(u_, bvec);
           prob.linear_predictor(with_beta ? beta_.data() : zero_beta.data(), bvec.data(), eta_.data());
           eta_ += base;
-          update_mu(eta_);
+          if (!update_mu(eta_)) return Status::InvalidMean;
           converged = true;
           refactor_at_mode = true;
           break;
@@ -477,7 +477,8 @@ Status Glmm::pirls(Problem& prob, bool with_beta, const double* theta, bool star
     oldpdev = pdev;
   }
   if (!converged) return Status::PirlsMaxIter;
-  if (!update_mu(eta_)) return Status::InvalidMean;
+  // mu_, devsum_ and the next working weights belong to eta_ already: the converged
+  // candidate's update_mu() computed them (the fallback above recomputed them for its iterate).
   // The last factor used the weights of the previous iterate, which the converged step
   // moved by at most step_tol (relative): its log-determinant is the mode's to that order.
   // Refactor only when the fallback above accepted an older iterate.
@@ -840,7 +841,12 @@ Status Glmm::value_and_gradient(int stage, const Vector& x, double& f, Vector& g
   return Status::Ok;
 }
 
-NewtonResult Glmm::newton(int stage, const Vector& x0, const NewtonControl& ctl) {
+NewtonResult Glmm::newton(int stage, const Vector& x0, const double* u_start,
+                          const NewtonControl& ctl) {
+  if (stage == 2 && u_start) {
+    u_warm_ = Eigen::Map<const Vector>(u_start, pu_.q());
+    sens_stage_ = 0;  // no prediction from an older gradient point
+  }
   const ValueAndGradient fg = [this, stage](const Vector& x, double& f, Vector& g) {
     return value_and_gradient(stage, x, f, g);
   };

@@ -245,21 +245,22 @@ def _stage1(prob, fam, design, y, pw, nagq, control, failures):
     return opt1, eta0
 
 
-def _core_newton(prob, stage, start):
+def _core_newton(prob, stage, start, u_start=None):
     """The core's Newton run on a stage: (x, f, nevals, converged)."""
-    return prob.newton(stage, start)
+    return prob.newton(stage, start, u_start)
 
 
-def _minimize_in_core(prob, stage, fun_grad, fun, start, ps, control, initial_step=None):
+def _minimize_in_core(prob, stage, fun_grad, fun, start, ps, control, initial_step=None,
+                      u_start=None):
     """optimize.minimize_theta's recipe with its Newton loop run by the core (one call, the
     same rules and so the same numbers): Newton unbounded, then L-BFGS-B if Newton cannot go
     on; diagonal entries mapped back to >= 0; a run that fails or ends exactly on 0 is
     replaced by lme4's BOBYQA path (``initial_step``: a function giving its initial steps,
-    called only then)."""
+    called only then). ``u_start``: stage 2's first PIRLS start."""
     start = np.asarray(start, dtype=float)
     lower = theta_lower(ps)
     lower = np.concatenate([lower, np.full(start.size - lower.size, -np.inf)])
-    x, f, nevals, converged = _core_newton(prob, stage, start)
+    x, f, nevals, converged = _core_newton(prob, stage, start, u_start)
     if converged:
         opt = OptResult(x=x, fun=float(f), nevals=nevals, message="Newton converged",
                         converged=True, method="Newton")
@@ -292,10 +293,16 @@ def _stage2(prob, fam, ps, opt1, eta0, y, nagq, ghz, ghw, control, vcov_method, 
         # PIRLS starts from the previous evaluation's mode (converged to ~1e-12, so the value
         # does not depend on the start); the first call below seeds it from stage 1.
         try:
-            return prob.stage2(par[:nt], par[nt:], None, k, ghz, ghw)
+            val = prob.stage2(par[:nt], par[nt:], None, k, ghz, ghw)
         except _EVALUATION_FAILURES as exc:
             failures.append(str(exc))
             return np.inf
+        f2.last = (par.copy(), val)
+        return val
+
+    # (point, value) of f2's last successful call while it is the core's last evaluation
+    # (reset where the core evaluates elsewhere after f2 calls)
+    f2.last = None
 
     def step2():
         # Initial steps as lme4 scales its second stage: 0.02 for theta, 0.2 standard errors
@@ -310,17 +317,20 @@ def _stage2(prob, fam, ps, opt1, eta0, y, nagq, ghz, ghw, control, vcov_method, 
     if start is not None:  # given in the data's units
         x0 = np.concatenate([start[:nt], fixed.to_scaled(start[nt:])])
     lower = np.concatenate([theta_lower(ps), np.full(len(beta1), -np.inf)])
-    try:
-        prob.stage2(x0[:nt], x0[nt:], u0, k, ghz, ghw)
-    except _EVALUATION_FAILURES:
-        pass
-    if gradient:
+    if gradient:  # Newton's first evaluation starts PIRLS from u0
         opt, hess = _stage2_gradient(prob, x0, nt, ps, lower, step2, f2, control, vcov_method,
-                                     failures)
+                                     failures, u0)
     else:
+        try:
+            prob.stage2(x0[:nt], x0[nt:], u0, k, ghz, ghw)
+        except _EVALUATION_FAILURES:
+            pass
         opt, hess = _stage2_bobyqa(x0, ps, lower, step2(), f2, control, vcov_method, failures)
     snap_to_boundary(f2, opt, ps)  # after the polishing step, which can leave 0 by a hair
-    obj = prob.stage2(opt.x[:nt], opt.x[nt:], None, k, ghz, ghw)
+    if f2.last is not None and np.array_equal(f2.last[0], opt.x):
+        obj = f2.last[1]  # the core's last evaluation is at the optimum (an accepted step)
+    else:
+        obj = prob.stage2(opt.x[:nt], opt.x[nt:], None, k, ghz, ghw)
     st = prob.state_at(opt.x[:nt])
     return opt, st, obj, hess, u0
 
@@ -372,7 +382,7 @@ def _stage2_bobyqa(x0, ps, lower, step2, f2, control, vcov_method, failures):
     return opt, hess
 
 
-def _stage2_gradient(prob, x0, nt, ps, lower, step2, f2, control, vcov_method, failures):
+def _stage2_gradient(prob, x0, nt, ps, lower, step2, f2, control, vcov_method, failures, u0):
     """Stage 2 with the exact gradient (as stage 1: Newton in the core, L-BFGS-B, then lme4's
     BOBYQA path), then for the standard errors the Hessian from central differences of
     gradients (in the core) and one Newton step on the smooth objective: (opt, Hessian or
@@ -380,7 +390,7 @@ def _stage2_gradient(prob, x0, nt, ps, lower, step2, f2, control, vcov_method, f
     def fg(par):
         return prob.stage2_grad(par[:nt], par[nt:])
 
-    opt = _minimize_in_core(prob, 2, fg, f2, x0, ps, control, initial_step=step2)
+    opt = _minimize_in_core(prob, 2, fg, f2, x0, ps, control, initial_step=step2, u_start=u0)
     if not np.isfinite(opt.fun):
         raise ConvergenceError("PIRLS failed in the Laplace stage"
                                + (f" ({failures[-1]})" if failures else "")
@@ -389,6 +399,7 @@ def _stage2_gradient(prob, x0, nt, ps, lower, step2, f2, control, vcov_method, f
     if vcov_method != "hessian":
         return opt, hess
     try:
+        f2.last = None  # the Hessian's evaluations come after f2's
         fx, g, hess = prob.stage2_hessian(opt.x)
         opt.nevals += 1 + 2 * opt.x.size
         xn = opt.x - np.linalg.solve(hess, g)

@@ -96,8 +96,10 @@ class Glmm {
   // evaluation with a starting eta first).
   Status value_and_gradient(int stage, const Vector& x, double& f, Vector& g);
   // Modified Newton (newton_minimize, unbounded: the objective is even in each column of a
-  // term's template) on a stage's objective from x0, every evaluation inside the core.
-  NewtonResult newton(int stage, const Vector& x0, const NewtonControl& ctl = NewtonControl());
+  // term's template) on a stage's objective from x0, every evaluation inside the core. Stage 2
+  // starts PIRLS from u_start (q,) if given, else from the last stage-2 mode.
+  NewtonResult newton(int stage, const Vector& x0, const double* u_start = nullptr,
+                      const NewtonControl& ctl = NewtonControl());
   // The stage-2 objective f and gradient g at x = (theta, beta), then the Hessian there from
   // central differences (step delta) of the exact gradient.
   Status stage2_hessian(const Vector& x, double delta, double& f, Vector& g, Matrix& H);
