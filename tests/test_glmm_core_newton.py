@@ -5,6 +5,13 @@ number of evaluations, to rounding."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -86,3 +93,46 @@ def test_core_newton_gives_up_without_a_starting_mode():
     x, f, nevals, converged = fresh.newton(1, fit.theta)
     assert not converged and nevals == 0 and np.isnan(f)
     np.testing.assert_array_equal(x, fit.theta)
+
+
+GLMM_CHILD = """
+import numpy as np, pandas as pd
+import mixedfit as mf
+
+rng = np.random.default_rng(1)
+n, S, I = 400000, 4000, 1500
+s, i = rng.integers(0, S, n), rng.integers(0, I, n)
+x = rng.normal(size=n)
+eta = 0.2 + x + rng.normal(0, 1, S)[s] + rng.normal(0, 0.5, S)[s] * x + rng.normal(0, 1, I)[i]
+y = (rng.random(n) < 1 / (1 + np.exp(-eta))).astype(float)
+df = pd.DataFrame({"y": y, "x": x, "s": pd.Categorical(s), "i": pd.Categorical(i)})
+print("start", flush=True)
+try:
+    mf.glmer("y ~ x + (x | s) + (1 | i)", df, family="binomial")
+    print("finished", flush=True)
+except KeyboardInterrupt:
+    print("interrupted", flush=True)
+"""
+
+
+@pytest.mark.slow  # a child process that fits a GLMM for many seconds
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGINT to a child process is POSIX")
+def test_sigint_stops_the_core_newton_loop():
+    """Ctrl-C while the core runs a whole Newton stage ends the fit with KeyboardInterrupt
+    (the loop stops at the next evaluation and the binding raises the pending interrupt)."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(Path(mixedfit.__file__).resolve().parent.parent), env.get("PYTHONPATH", "")])
+    proc = subprocess.Popen([sys.executable, "-c", GLMM_CHILD], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert proc.stdout.readline().strip() == "start"
+        time.sleep(3.0)  # inside the fit's first stage (it takes tens of seconds)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert out.split() == ["interrupted"], (out, err[-2000:])
+    assert proc.returncode == 0

@@ -215,6 +215,8 @@ struct PyGlmm {
       py::gil_scoped_release release;
       r = g->newton(stage, start, up);
     }
+    // An interrupt (Ctrl-C) stops the evaluations, and so the run: raise it here.
+    raise_status(Status::Ok, "Newton");
     return py::make_tuple(to_numpy(r.x), r.f, r.nevals, r.converged());
   }
 

@@ -758,46 +758,43 @@ Status Glmm::gradient(bool stage1, const double* theta, Vector& grad) {
   const Index P = nt + np;
   const Index q = prob.q();
   const Index px = stage1 ? p_ : 0;
+  GradientWork& ws = grad_work_;  // sized on first use, reused by every call
   Status s;
-  Vector h;
-  Matrix T;
-  if ((s = prob.leverages(h, T)) != Status::Ok) return s;
+  if ((s = prob.leverages(ws.h, ws.T)) != Status::Ok) return s;
   const auto y = Eigen::Map<const Eigen::ArrayXd>(y_, n_);
   const auto pw = Eigen::Map<const Eigen::ArrayXd>(pw_, n_);
-  const Eigen::ArrayXd r = pw * (y - mu_.array());
-  const Eigen::ArrayXd W = wts_.array();
+  ws.r = pw * (y - mu_.array());
+  const auto W = wts_.array();
   // dW/deta: binomial-logit W = pw mu (1 - mu) -> W (1 - 2 mu); Poisson-log W = pw mu -> W.
-  const Eigen::ArrayXd Wd =
-      fam_.fam == FamilyKind::Binomial ? (W * (1.0 - 2.0 * mu_.array())).eval() : W;
+  if (fam_.fam == FamilyKind::Binomial)
+    ws.Wd = W * (1.0 - 2.0 * mu_.array());
+  else
+    ws.Wd = W;
   const Eigen::Map<const Matrix> X(X_, n_, p_);
   // g for every parameter (rows = observations, row-major for the Z products below).
-  RowMatrix G(n_, P);
-  {
-    Vector col(n_);
-    for (Index k = 0; k < nt; ++k) {
-      prob.dlambda_z(k, u_, col.data());
-      G.col(k) = col;
-    }
-    if (np) G.rightCols(np) = X;
+  RowMatrix& G = ws.G;
+  G.resize(n_, P);
+  ws.col.resize(n_);
+  for (Index k = 0; k < nt; ++k) {
+    prob.dlambda_z(k, u_, ws.col.data());
+    G.col(k) = ws.col;
   }
-  grad.noalias() = -2.0 * (G.transpose() * r.matrix());
-  grad.head(nt).noalias() += 2.0 * (T.transpose() * W.matrix());
+  if (np) G.rightCols(np) = X;
+  grad.noalias() = -2.0 * (G.transpose() * ws.r.matrix());
+  grad.head(nt).noalias() += 2.0 * (ws.T.transpose() * W.matrix());
   // Right-hand sides: dLambda_k' Z'r - Lambda' Z'(W g), and -X'(W g) for stage 1.
-  const RowMatrix WG = W.matrix().asDiagonal() * G;
-  RowMatrix ZtWG;
-  prob.zt_times_rows(WG, ZtWG);
-  prob.lambda_rows(ZtWG, true);
-  Matrix Rhs(q + px, P);
-  Rhs.topRows(q) = -ZtWG;
-  {
-    Vector Ztr, tmp;
-    prob.zt_times(r.data(), Ztr);
-    for (Index k = 0; k < nt; ++k) {
-      prob.dlambda_times(k, Ztr, tmp, true);
-      Rhs.col(k).head(q) += tmp;
-    }
+  ws.WG = W.matrix().asDiagonal() * G;
+  prob.zt_times_rows(ws.WG, ws.ZtWG);
+  prob.lambda_rows(ws.ZtWG, true);
+  Matrix& Rhs = ws.Rhs;
+  Rhs.resize(q + px, P);
+  Rhs.topRows(q) = -ws.ZtWG;
+  prob.zt_times(ws.r.data(), ws.Ztr);
+  for (Index k = 0; k < nt; ++k) {
+    prob.dlambda_times(k, ws.Ztr, ws.tmp, true);
+    Rhs.col(k).head(q) += ws.tmp;
   }
-  if (px) Rhs.bottomRows(px).noalias() = -(X.transpose() * WG);
+  if (px) Rhs.bottomRows(px).noalias() = -(X.transpose() * ws.WG);
   if ((s = prob.solve_system(Rhs, stage1)) != Status::Ok) return s;
   sens_ = Rhs;
   sens_phi_.resize(P);
@@ -807,13 +804,13 @@ Status Glmm::gradient(bool stage1, const double* theta, Vector& grad) {
   sens_b_ = beta_;
   sens_stage_ = stage1 ? 1 : 2;
   // deta = g + Z Lambda du (+ X dbeta); the weight-derivative term sums W'_i h_i deta_i.
-  RowMatrix B = Rhs.topRows(q);
-  prob.lambda_rows(B, false);
-  RowMatrix D;
-  prob.z_times_rows(B, D);
-  D += G;
-  if (px) D.noalias() += X * Rhs.bottomRows(px);
-  grad.noalias() += D.transpose() * (Wd * h.array()).matrix();
+  ws.B = Rhs.topRows(q);
+  prob.lambda_rows(ws.B, false);
+  prob.z_times_rows(ws.B, ws.D);
+  ws.D += G;
+  if (px) ws.D.noalias() += X * Rhs.bottomRows(px);
+  ws.Wd *= ws.h.array();
+  grad.noalias() += ws.D.transpose() * ws.Wd.matrix();
   return Status::Ok;
 }
 

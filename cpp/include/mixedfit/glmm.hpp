@@ -192,6 +192,14 @@ class Glmm {
   Vector sens_phi_, sens_u_, sens_b_;
   int sens_stage_ = 0;
   bool predict_start(int stage, const Vector& phi);
+  // gradient()'s work arrays, kept between calls so that an evaluation allocates nothing.
+  struct GradientWork {
+    Vector h, col, Ztr, tmp;
+    Matrix T, Rhs;
+    Eigen::ArrayXd r, Wd;
+    RowMatrix G, WG, ZtWG, B, D;
+  };
+  GradientWork grad_work_;
   Vector u_warm_;  // mode of the last successful stage-2 evaluation
   Vector u1_warm_, b1_warm_;  // mode of the last successful stage-1 evaluation
   Vector eta1_start_;         // the last starting eta given to stage 1
