@@ -194,7 +194,7 @@ struct PyGlmm {
 
   // Modified Newton on a stage's Laplace objective, the whole loop in the core: (x, f, nevals,
   // converged); when not converged, x and f are the last accepted point.
-  py::tuple newton(int stage, DArr x0, const py::object& u_start_obj) {
+  py::tuple newton(int stage, DArr x0, const py::object& u_start_obj, bool curvature_from_stage1) {
     alive.check();
     CoreLock lock(mu);
     checked->check_unchanged(n);
@@ -213,7 +213,7 @@ struct PyGlmm {
     mixedfit::NewtonResult r;
     {
       py::gil_scoped_release release;
-      r = g->newton(stage, start, up);
+      r = g->newton(stage, start, up, curvature_from_stage1);
     }
     // An interrupt (Ctrl-C) stops the evaluations, and so the run: raise it here.
     raise_status(Status::Ok, "Newton");
@@ -380,10 +380,12 @@ void bind_glmm(py::module_& m) {
            "(Laplace objective, gradient in (theta, beta)), PIRLS warm-started from the last "
            "stage-2 mode (binomial-logit and Poisson-log only).")
       .def("newton", &PyGlmm::newton, py::arg("stage"), py::arg("x0"),
-           py::arg("u_start") = py::none(),
+           py::arg("u_start") = py::none(), py::arg("curvature_from_stage1") = false,
            "Modified Newton on stage 1 (x = theta) or stage 2 (x = (theta, beta)) with the "
            "exact gradient, all in the core: (x, f, nevals, converged). Stage 2 starts PIRLS "
-           "from u_start if given, else from the last stage-2 mode.")
+           "from u_start if given, else from the last stage-2 mode; curvature_from_stage1: "
+           "its curvature model from stage 1's at the same theta (fewer evaluations; finish "
+           "with an exact-Hessian Newton step).")
       .def("stage2_hessian", &PyGlmm::stage2_hessian, py::arg("x"), py::arg("delta") = 1e-4,
            "(f, gradient, Hessian) of the Laplace objective at x = (theta, beta); the Hessian "
            "from central differences of the exact gradient.")

@@ -839,7 +839,7 @@ Status Glmm::value_and_gradient(int stage, const Vector& x, double& f, Vector& g
 }
 
 NewtonResult Glmm::newton(int stage, const Vector& x0, const double* u_start,
-                          const NewtonControl& ctl) {
+                          bool curvature_from_stage1, const NewtonControl& ctl) {
   if (stage == 2 && u_start) {
     u_warm_ = Eigen::Map<const Vector>(u_start, pu_.q());
     sens_stage_ = 0;  // no prediction from an older gradient point
@@ -848,7 +848,30 @@ NewtonResult Glmm::newton(int stage, const Vector& x0, const double* u_start,
     return value_and_gradient(stage, x, f, g);
   };
   const Vector unbounded = Vector::Constant(x0.size(), -std::numeric_limits<double>::infinity());
-  return newton_minimize(fg, x0, unbounded, ctl);
+  Matrix H0;
+  const bool seeded = stage == 2 && curvature_from_stage1 && stage2_start_hessian(x0, H0);
+  NewtonResult r = newton_minimize(fg, x0, unbounded, ctl, seeded ? &H0 : nullptr);
+  if (stage == 1 && r.converged()) {
+    stage1_newton_x_ = r.x;
+    stage1_newton_hessian_ = r.hessian;
+  }
+  return r;
+}
+
+bool Glmm::stage2_start_hessian(const Vector& x0, Matrix& H) {
+  const Index nt = pb_.ntheta();
+  if (last_.stage != 1 || stage1_newton_x_.size() != nt || stage1_newton_hessian_.rows() != nt ||
+      x0.size() != nt + p_ || x0.head(nt) != stage1_newton_x_ || last_.x != stage1_newton_x_ ||
+      x0.tail(p_) != beta_)
+    return false;
+  Matrix V;
+  if (pb_.unscaled_vcov(V) != Status::Ok) return false;
+  const Eigen::LLT<Matrix> llt(V);
+  if (llt.info() != Eigen::Success) return false;
+  H.setZero(nt + p_, nt + p_);
+  H.topLeftCorner(nt, nt) = stage1_newton_hessian_;
+  H.bottomRightCorner(p_, p_) = 2.0 * llt.solve(Matrix::Identity(p_, p_));
+  return H.allFinite();
 }
 
 Status Glmm::stage2_hessian(const Vector& x, double delta, double& f, Vector& g, Matrix& H) {

@@ -54,7 +54,7 @@ void bfgs_update(Matrix& H, const Vector& s, const Vector& y) {
 }  // namespace
 
 NewtonResult newton_minimize(const ValueAndGradient& fg, const Vector& x0, const Vector& lower,
-                             const NewtonControl& control) {
+                             const NewtonControl& control, const Matrix* start_hessian) {
   NewtonResult out;
   out.x = x0;
   out.f = std::nan("");
@@ -68,9 +68,13 @@ NewtonResult newton_minimize(const ValueAndGradient& fg, const Vector& x0, const
   out.nevals = 1;
   out.f = f;
   Matrix H;
-  if (forward_difference_hessian(fg, x0, g, control.fd_delta, H) != Status::Ok)
-    return failed(NewtonStop::EvaluationFailed);
-  out.nevals += static_cast<int>(x0.size());
+  if (start_hessian && start_hessian->rows() == x0.size() && start_hessian->cols() == x0.size()) {
+    H = *start_hessian;
+  } else {
+    if (forward_difference_hessian(fg, x0, g, control.fd_delta, H) != Status::Ok)
+      return failed(NewtonStop::EvaluationFailed);
+    out.nevals += static_cast<int>(x0.size());
+  }
   Vector& x = out.x;
   for (int it = 0; it < control.maxit; ++it) {
     if (!modified_newton_direction(H, g, p)) return failed(NewtonStop::NoCurvature);
@@ -84,6 +88,7 @@ NewtonResult newton_minimize(const ValueAndGradient& fg, const Vector& x0, const
     if (dec < std::max(1e-9, 1e-13 * std::abs(f))) {
       out.f = f;
       out.stop = NewtonStop::Converged;
+      out.hessian = H;
       return out;
     }
     double t = 1.0;

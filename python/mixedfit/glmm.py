@@ -245,22 +245,24 @@ def _stage1(prob, fam, design, y, pw, nagq, control, failures):
     return opt1, eta0
 
 
-def _core_newton(prob, stage, start, u_start=None):
+def _core_newton(prob, stage, start, u_start=None, curvature_from_stage1=False):
     """The core's Newton run on a stage: (x, f, nevals, converged)."""
-    return prob.newton(stage, start, u_start)
+    return prob.newton(stage, start, u_start, curvature_from_stage1)
 
 
 def _minimize_in_core(prob, stage, fun_grad, fun, start, ps, control, initial_step=None,
-                      u_start=None):
+                      u_start=None, curvature_from_stage1=False):
     """optimize.minimize_theta's recipe with its Newton loop run by the core (one call, the
     same rules and so the same numbers): Newton unbounded, then L-BFGS-B if Newton cannot go
     on; diagonal entries mapped back to >= 0; a run that fails or ends exactly on 0 is
     replaced by lme4's BOBYQA path (``initial_step``: a function giving its initial steps,
-    called only then). ``u_start``: stage 2's first PIRLS start."""
+    called only then). ``u_start``: stage 2's first PIRLS start; ``curvature_from_stage1``:
+    stage 2's curvature model starts from stage 1's (the caller polishes with an exact
+    Hessian)."""
     start = np.asarray(start, dtype=float)
     lower = theta_lower(ps)
     lower = np.concatenate([lower, np.full(start.size - lower.size, -np.inf)])
-    x, f, nevals, converged = _core_newton(prob, stage, start, u_start)
+    x, f, nevals, converged = _core_newton(prob, stage, start, u_start, curvature_from_stage1)
     if converged:
         opt = OptResult(x=x, fun=float(f), nevals=nevals, message="Newton converged",
                         converged=True, method="Newton")
@@ -390,7 +392,10 @@ def _stage2_gradient(prob, x0, nt, ps, lower, step2, f2, control, vcov_method, f
     def fg(par):
         return prob.stage2_grad(par[:nt], par[nt:])
 
-    opt = _minimize_in_core(prob, 2, fg, f2, x0, ps, control, initial_step=step2, u_start=u0)
+    # With the Hessian and its polishing Newton step to follow, Newton may start from stage
+    # 1's curvature instead of spending an evaluation per parameter on differences.
+    opt = _minimize_in_core(prob, 2, fg, f2, x0, ps, control, initial_step=step2, u_start=u0,
+                            curvature_from_stage1=vcov_method == "hessian")
     if not np.isfinite(opt.fun):
         raise ConvergenceError("PIRLS failed in the Laplace stage"
                                + (f" ({failures[-1]})" if failures else "")

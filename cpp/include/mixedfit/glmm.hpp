@@ -97,8 +97,13 @@ class Glmm {
   Status value_and_gradient(int stage, const Vector& x, double& f, Vector& g);
   // Modified Newton (newton_minimize, unbounded: the objective is even in each column of a
   // term's template) on a stage's objective from x0, every evaluation inside the core. Stage 2
-  // starts PIRLS from u_start (q,) if given, else from the last stage-2 mode.
+  // starts PIRLS from u_start (q,) if given, else from the last stage-2 mode; with
+  // curvature_from_stage1 its curvature model starts from stage 1's (stage2_start_hessian(),
+  // when available) instead of forward differences: fewer evaluations, but its stopping test
+  // is then only as good as that model, so the caller should finish with an exact-Hessian
+  // Newton step (as glmer's polishing step does).
   NewtonResult newton(int stage, const Vector& x0, const double* u_start = nullptr,
+                      bool curvature_from_stage1 = false,
                       const NewtonControl& ctl = NewtonControl());
   // The stage-2 objective f and gradient g at x = (theta, beta), then the Hessian there from
   // central differences (step delta) of the exact gradient.
@@ -200,6 +205,15 @@ class Glmm {
     RowMatrix G, WG, ZtWG, B, D;
   };
   GradientWork grad_work_;
+  // Stage 1's converged Newton run: its point (theta) and curvature model, from which stage 2
+  // at that theta starts its own (see stage2_start_hessian()).
+  Vector stage1_newton_x_;
+  Matrix stage1_newton_hessian_;
+  // Stage 2's starting curvature at x0 = (theta1, beta1), the stage-1 optimum, when the
+  // current evaluation is stage 1's there: stage 1's curvature in theta (profiled over beta),
+  // 2 (RX'RX) in beta (the fixed-effects block of the Laplace Hessian at fixed theta), none
+  // between them; false otherwise (stage 2 then takes forward differences).
+  bool stage2_start_hessian(const Vector& x0, Matrix& H);
   Vector u_warm_;  // mode of the last successful stage-2 evaluation
   Vector u1_warm_, b1_warm_;  // mode of the last successful stage-1 evaluation
   Vector eta1_start_;         // the last starting eta given to stage 1

@@ -32,6 +32,7 @@ struct NewtonResult {
   Vector x;         // the last accepted point
   double f = 0.0;   // the objective there
   int nevals = 0;   // calls of the objective
+  Matrix hessian;   // the curvature model there (BFGS-updated), when converged
   bool converged() const { return stop == NewtonStop::Converged; }
 };
 
@@ -40,8 +41,11 @@ struct NewtonResult {
 // with |eigenvalues| (floored at 1e-8 of the largest), capped in length, with a backtracking
 // line search (Armijo, or near the optimum a full step that does not raise f beyond rounding).
 // Converged when the Newton decrement g'H^{-1}g falls below max(1e-9, 1e-13 |f|).
+// start_hessian: the curvature model to start from instead of the forward differences
+// (saves dim(x) evaluations when a good approximation is known).
 NewtonResult newton_minimize(const ValueAndGradient& fg, const Vector& x0, const Vector& lower,
-                             const NewtonControl& control = NewtonControl());
+                             const NewtonControl& control = NewtonControl(),
+                             const Matrix* start_hessian = nullptr);
 
 // One step of the search direction: -(H^+ g) with H's eigenvalues made positive as above
 // (|lambda| floored at 1e-8 max |lambda|); false when H has no finite positive scale.
