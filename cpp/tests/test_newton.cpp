@@ -56,6 +56,37 @@ void converges_on_a_convex_bowl() {
   CHECK(r.nevals > 4 && r.nevals < 40);
 }
 
+void starts_from_a_given_curvature_model() {
+  // A start Hessian replaces the forward differences: dim(x) evaluations fewer, and a model
+  // that is only roughly right (here the diagonal of the true one, scaled) still converges.
+  const Vector c = vec({0.3, -1.2, 2.0});
+  const Vector x0 = c + vec({0.2, -0.3, 0.1});
+  const auto differenced = mixedfit::newton_minimize(cosh_bowl(c), x0, unbounded(3));
+  const Matrix rough = 1.3 * Matrix::Identity(3, 3);
+  const auto seeded =
+      mixedfit::newton_minimize(cosh_bowl(c), x0, unbounded(3), mixedfit::NewtonControl(), &rough);
+  CHECK(differenced.converged() && seeded.converged());
+  CHECK((seeded.x - c).lpNorm<Eigen::Infinity>() < 1e-4);
+  CHECK_NEAR(seeded.f, 3.0, 1e-9);
+  // the converged run hands back its curvature model (3 x 3)
+  CHECK(seeded.hessian.rows() == 3 && seeded.hessian.cols() == 3);
+  // The exact Hessian at x0 (diag cosh(x0 - c) + J/2) as the start: the same steps as from
+  // differences, without the 3 evaluations they take.
+  Matrix exact = Matrix::Constant(3, 3, 0.5);
+  exact.diagonal() += (x0 - c).array().cosh().matrix();
+  const auto exact_start =
+      mixedfit::newton_minimize(cosh_bowl(c), x0, unbounded(3), mixedfit::NewtonControl(), &exact);
+  CHECK(exact_start.converged());
+  CHECK(exact_start.nevals == differenced.nevals - 3);
+  CHECK((exact_start.x - differenced.x).lpNorm<Eigen::Infinity>() < 1e-6);
+  // a start Hessian of the wrong size is ignored (differences are taken)
+  const Matrix wrong = Matrix::Identity(2, 2);
+  const auto ignored =
+      mixedfit::newton_minimize(cosh_bowl(c), x0, unbounded(3), mixedfit::NewtonControl(), &wrong);
+  CHECK(ignored.nevals == differenced.nevals);
+  CHECK((ignored.x - differenced.x).lpNorm<Eigen::Infinity>() == 0.0);
+}
+
 void descends_through_negative_curvature() {
   // From x = 0.1 the Hessian is indefinite; the modified step still goes downhill, to x = 1.
   const auto r = mixedfit::newton_minimize(double_well, vec({0.1, 0.5}), unbounded(2));
@@ -128,6 +159,7 @@ void hessian_from_gradient_of_a_cubic() {
 
 int main() {
   converges_on_a_convex_bowl();
+  starts_from_a_given_curvature_model();
   descends_through_negative_curvature();
   direction_is_descent_for_an_indefinite_hessian();
   stops_when_an_evaluation_fails();
