@@ -293,7 +293,7 @@ def _stage2(prob, fam, ps, opt1, eta0, y, nagq, ghz, ghw, control, vcov_method, 
 
     def f2(par):
         # PIRLS starts from the previous evaluation's mode (converged to ~1e-12, so the value
-        # does not depend on the start); the first call below seeds it from stage 1.
+        # does not depend on the start); the first evaluation starts from stage 1's (u0).
         try:
             val = prob.stage2(par[:nt], par[nt:], None, k, ghz, ghw)
         except _EVALUATION_FAILURES as exc:
@@ -329,12 +329,18 @@ def _stage2(prob, fam, ps, opt1, eta0, y, nagq, ghz, ghw, control, vcov_method, 
             pass
         opt, hess = _stage2_bobyqa(x0, ps, lower, step2(), f2, control, vcov_method, failures)
     snap_to_boundary(f2, opt, ps)  # after the polishing step, which can leave 0 by a hair
-    if f2.last is not None and np.array_equal(f2.last[0], opt.x):
-        obj = f2.last[1]  # the core's last evaluation is at the optimum (an accepted step)
-    else:
-        obj = prob.stage2(opt.x[:nt], opt.x[nt:], None, k, ghz, ghw)
+    obj = _objective_at(prob, opt.x, f2, nt, k, ghz, ghw)
     st = prob.state_at(opt.x[:nt])
     return opt, st, obj, hess, u0
+
+
+def _objective_at(prob, x, f2, nt, k, ghz, ghw):
+    """The stage-2 objective at x, leaving the core's state there: f2's last value when the
+    core's last evaluation was that call at x (e.g. an accepted polishing step), else a new
+    evaluation."""
+    if f2.last is not None and np.array_equal(f2.last[0], x):
+        return f2.last[1]
+    return prob.stage2(x[:nt], x[nt:], None, k, ghz, ghw)
 
 
 def _stage1_mode(prob, theta1, eta0, with_variances):
