@@ -91,7 +91,7 @@ struct PyGlmm {
     raise_build_status(g->problem_u());
   }
 
-  py::ssize_t ntheta() const { return g->problem_u().ntheta(); }
+  py::ssize_t ntheta() const { return g->ntheta(); }
 
   // The checks every evaluation starts with; the caller holds the lock.
   void check_call(const DArr& theta) {
@@ -126,7 +126,7 @@ struct PyGlmm {
     const double* up = nullptr;
     if (!u_start_obj.is_none()) {
       u_start = u_start_obj.cast<DArr>();
-      require_length(u_start, g->problem_u().q(), "u_start");
+      require_length(u_start, g->q(), "u_start");
       up = u_start.data();
     }
     if (nagq > kMaxNodes)
@@ -186,25 +186,89 @@ struct PyGlmm {
     return py::make_tuple(obj, gradient_locked(false, theta, "gradient (Laplace stage)"));
   }
 
+  // Length of a stage's parameter vector: theta (stage 1) or (theta, beta) (stage 2).
+  py::ssize_t stage_size(int stage) const {
+    if (stage != 1 && stage != 2) throw py::value_error("stage must be 1 or 2");
+    return stage == 1 ? ntheta() : ntheta() + p;
+  }
+
+  // Modified Newton on a stage's Laplace objective, the whole loop in the core: (x, f, nevals,
+  // converged); when not converged, x and f are the last accepted point.
+  py::tuple newton(int stage, DArr x0, const py::object& u_start_obj, bool curvature_from_stage1) {
+    alive.check();
+    CoreLock lock(mu);
+    checked->check_unchanged(n);
+    require_length(x0, stage_size(stage), "x0");
+    if (!g->has_gradient()) raise_status(Status::BadDimension, "Newton (no exact gradient)");
+    DArr u_start;
+    const double* up = nullptr;
+    if (!u_start_obj.is_none()) {
+      if (stage != 2) throw py::value_error("u_start is for stage 2 only");
+      u_start = u_start_obj.cast<DArr>();
+      require_length(u_start, g->q(), "u_start");
+      require_finite(u_start.data(), g->q(), "u_start");
+      up = u_start.data();
+    }
+    const Vector start = Eigen::Map<const Vector>(x0.data(), x0.shape(0));
+    mixedfit::NewtonResult r;
+    {
+      py::gil_scoped_release release;
+      r = g->newton(stage, start, up, curvature_from_stage1);
+    }
+    // An interrupt (Ctrl-C) stops the evaluations, and so the run: raise it here.
+    raise_status(Status::Ok, "Newton");
+    return py::make_tuple(to_numpy(r.x), r.f, r.nevals, r.converged());
+  }
+
+  // (f, gradient, Hessian) of the stage-2 Laplace objective at x = (theta, beta), the Hessian
+  // from central differences (step delta) of the exact gradient.
+  py::tuple stage2_hessian(DArr x, double delta) {
+    alive.check();
+    CoreLock lock(mu);
+    checked->check_unchanged(n);
+    require_length(x, stage_size(2), "x");
+    if (!(delta > 0) || !std::isfinite(delta)) throw py::value_error("delta must be > 0");
+    const Vector at = Eigen::Map<const Vector>(x.data(), x.shape(0));
+    double f = 0.0;
+    Vector grad;
+    Matrix H;
+    Status s;
+    {
+      py::gil_scoped_release release;
+      s = g->stage2_hessian(at, delta, f, grad, H);
+    }
+    raise_status(s, "Hessian (Laplace stage)");
+    return py::make_tuple(f, to_numpy(grad), to_numpy(H));
+  }
+
   // Unscaled conditional variances from the u-only factor and the unscaled vcov of beta from
   // the (beta, u) factor, both at the mode's working weights and the last evaluated theta.
   void add_variances(py::dict& out) {
     std::vector<Matrix> cv;
     Matrix V;
-    Status s1, s2, s3 = Status::Ok;
+    Status s1 = Status::Ok, s2 = Status::Ok, s3 = Status::Ok;
     {
       py::gil_scoped_release release;
+      // The current evaluation's Problem holds this factor already (PIRLS's last one, at
+      // these weights and theta); the other one is refactored (any response: only L_ZZ,
+      // resp. L_XX, is needed), which ends the current evaluation.
       const double* theta = g->theta().data();
+      const int current = g->current_stage();
       auto& pu = g->problem_u();
-      Vector zu = g->eta();  // any response: only L_ZZ is needed
-      s1 = pu.set_response(zu.data(), g->working_weights().data(), false);
-      if (s1 == Status::Ok) s1 = pu.factor(theta, false);
+      if (current != 2) {
+        Vector zu = g->eta();
+        s1 = pu.set_response(zu.data(), g->working_weights().data(), false);
+        if (s1 == Status::Ok) s1 = pu.factor(theta, false);
+      }
       if (s1 == Status::Ok) s1 = pu.cond_var(cv);
       auto& pb = g->problem_bu();
-      Vector z = g->eta();  // any response: only L_XX is needed
-      s2 = pb.set_response(z.data(), g->working_weights().data(), false);
-      if (s2 == Status::Ok) s2 = pb.factor(theta, false);
+      if (current != 1) {
+        Vector z = g->eta();
+        s2 = pb.set_response(z.data(), g->working_weights().data(), false);
+        if (s2 == Status::Ok) s2 = pb.factor(theta, false);
+      }
       if (s2 == Status::Ok) s3 = pb.unscaled_vcov(V);
+      g->forget_current();
     }
     raise_status(s1, "condVar");
     raise_status(s2, "vcov factor");
@@ -315,6 +379,16 @@ void bind_glmm(py::module_& m) {
       .def("stage2_grad", &PyGlmm::stage2_grad, py::arg("theta"), py::arg("beta"),
            "(Laplace objective, gradient in (theta, beta)), PIRLS warm-started from the last "
            "stage-2 mode (binomial-logit and Poisson-log only).")
+      .def("newton", &PyGlmm::newton, py::arg("stage"), py::arg("x0"),
+           py::arg("u_start") = py::none(), py::arg("curvature_from_stage1") = false,
+           "Modified Newton on stage 1 (x = theta) or stage 2 (x = (theta, beta)) with the "
+           "exact gradient, all in the core: (x, f, nevals, converged). Stage 2 starts PIRLS "
+           "from u_start if given, else from the last stage-2 mode; curvature_from_stage1: "
+           "its curvature model from stage 1's at the same theta (fewer evaluations; finish "
+           "with an exact-Hessian Newton step).")
+      .def("stage2_hessian", &PyGlmm::stage2_hessian, py::arg("x"), py::arg("delta") = 1e-4,
+           "(f, gradient, Hessian) of the Laplace objective at x = (theta, beta); the Hessian "
+           "from central differences of the exact gradient.")
       .def_property_readonly("has_gradient", [](PyGlmm& s) { s.alive.check(); return s.g->has_gradient(); })
       .def("set_pirls_control", &PyGlmm::set_pirls_control, py::arg("tol"), py::arg("maxit"))
       .def("state", &PyGlmm::state, py::arg("with_variances") = false,

@@ -464,7 +464,7 @@ Status Glmm::pirls(Problem& prob, bool with_beta, const double* theta, bool star
           prob.lambda_times(u_, bvec);
           prob.linear_predictor(with_beta ? beta_.data() : zero_beta.data(), bvec.data(), eta_.data());
           eta_ += base;
-          update_mu(eta_);
+          if (!update_mu(eta_)) return Status::InvalidMean;
           converged = true;
           refactor_at_mode = true;
           break;
@@ -477,7 +477,8 @@ Status Glmm::pirls(Problem& prob, bool with_beta, const double* theta, bool star
     oldpdev = pdev;
   }
   if (!converged) return Status::PirlsMaxIter;
-  if (!update_mu(eta_)) return Status::InvalidMean;
+  // mu_, devsum_ and the next working weights belong to eta_ already: the converged
+  // candidate's update_mu() computed them (the fallback above recomputed them for its iterate).
   // The last factor used the weights of the previous iterate, which the converged step
   // moved by at most step_tol (relative): its log-determinant is the mode's to that order.
   // Refactor only when the fallback above accepted an older iterate.
@@ -587,9 +588,31 @@ Status Glmm::stage1_from_glm_fit(const double* theta, Status failed) {
   return pirls(pb_, true, theta, true);
 }
 
+bool Glmm::is_current(int stage, const double* theta, const double* beta) const {
+  if (last_.stage != stage) return false;
+  const Index nt = pb_.ntheta();
+  for (Index j = 0; j < nt; ++j)
+    if (last_.x[j] != theta[j]) return false;
+  if (stage == 2)
+    for (Index j = 0; j < p_; ++j)
+      if (last_.x[nt + j] != beta[j]) return false;
+  return true;
+}
+
+void Glmm::set_current(int stage, const double* theta, const double* beta, double obj) {
+  const Index nt = pb_.ntheta();
+  last_.stage = stage;
+  last_.x.resize(stage == 2 ? nt + p_ : nt);
+  last_.x.head(nt) = Eigen::Map<const Vector>(theta, nt);
+  if (stage == 2) last_.x.tail(p_) = Eigen::Map<const Vector>(beta, p_);
+  last_.obj = obj;
+  last_.has_gradient = false;
+}
+
 Status Glmm::eval_stage1(const double* theta, const double* eta_start, double& obj) {
   obj = std::nan("");
   evaluated_stage_ = 0;
+  last_.stage = 0;
   for (Index j = 0; j < pb_.ntheta(); ++j)
     if (!std::isfinite(theta[j])) return Status::NonFiniteInput;
   Status s;
@@ -616,6 +639,7 @@ Status Glmm::eval_stage1(const double* theta, const double* eta_start, double& o
   b1_warm_ = beta_;
   obj = aic_ + u_.squaredNorm() + ldL2_;
   record_success(1, theta);
+  set_current(1, theta, nullptr, obj);
   return Status::Ok;
 }
 
@@ -631,6 +655,7 @@ Status Glmm::eval_stage2(const double* theta, const double* beta, const double* 
                          const double* ghz, const double* ghw, double& obj) {
   obj = std::nan("");
   evaluated_stage_ = 0;
+  last_.stage = 0;
   for (Index j = 0; j < p_; ++j)
     if (!std::isfinite(beta[j])) return Status::NonFiniteInput;
   for (Index j = 0; j < pu_.ntheta(); ++j)
@@ -670,6 +695,7 @@ Status Glmm::eval_stage2(const double* theta, const double* beta, const double* 
   if (nagq <= 1) {
     obj = aic_ + u_.squaredNorm() + ldL2_;
     record_success(2, theta);
+    set_current(2, theta, beta, obj);
     return Status::Ok;
   }
   // Adaptive Gauss-Hermite for one scalar term.
@@ -732,46 +758,43 @@ Status Glmm::gradient(bool stage1, const double* theta, Vector& grad) {
   const Index P = nt + np;
   const Index q = prob.q();
   const Index px = stage1 ? p_ : 0;
+  GradientWork& ws = grad_work_;  // sized on first use, reused by every call
   Status s;
-  Vector h;
-  Matrix T;
-  if ((s = prob.leverages(h, T)) != Status::Ok) return s;
+  if ((s = prob.leverages(ws.h, ws.T)) != Status::Ok) return s;
   const auto y = Eigen::Map<const Eigen::ArrayXd>(y_, n_);
   const auto pw = Eigen::Map<const Eigen::ArrayXd>(pw_, n_);
-  const Eigen::ArrayXd r = pw * (y - mu_.array());
-  const Eigen::ArrayXd W = wts_.array();
+  ws.r = pw * (y - mu_.array());
+  const auto W = wts_.array();
   // dW/deta: binomial-logit W = pw mu (1 - mu) -> W (1 - 2 mu); Poisson-log W = pw mu -> W.
-  const Eigen::ArrayXd Wd =
-      fam_.fam == FamilyKind::Binomial ? (W * (1.0 - 2.0 * mu_.array())).eval() : W;
+  if (fam_.fam == FamilyKind::Binomial)
+    ws.Wd = W * (1.0 - 2.0 * mu_.array());
+  else
+    ws.Wd = W;
   const Eigen::Map<const Matrix> X(X_, n_, p_);
   // g for every parameter (rows = observations, row-major for the Z products below).
-  RowMatrix G(n_, P);
-  {
-    Vector col(n_);
-    for (Index k = 0; k < nt; ++k) {
-      prob.dlambda_z(k, u_, col.data());
-      G.col(k) = col;
-    }
-    if (np) G.rightCols(np) = X;
+  RowMatrix& G = ws.G;
+  G.resize(n_, P);
+  ws.col.resize(n_);
+  for (Index k = 0; k < nt; ++k) {
+    prob.dlambda_z(k, u_, ws.col.data());
+    G.col(k) = ws.col;
   }
-  grad.noalias() = -2.0 * (G.transpose() * r.matrix());
-  grad.head(nt).noalias() += 2.0 * (T.transpose() * W.matrix());
+  if (np) G.rightCols(np) = X;
+  grad.noalias() = -2.0 * (G.transpose() * ws.r.matrix());
+  grad.head(nt).noalias() += 2.0 * (ws.T.transpose() * W.matrix());
   // Right-hand sides: dLambda_k' Z'r - Lambda' Z'(W g), and -X'(W g) for stage 1.
-  const RowMatrix WG = W.matrix().asDiagonal() * G;
-  RowMatrix ZtWG;
-  prob.zt_times_rows(WG, ZtWG);
-  prob.lambda_rows(ZtWG, true);
-  Matrix Rhs(q + px, P);
-  Rhs.topRows(q) = -ZtWG;
-  {
-    Vector Ztr, tmp;
-    prob.zt_times(r.data(), Ztr);
-    for (Index k = 0; k < nt; ++k) {
-      prob.dlambda_times(k, Ztr, tmp, true);
-      Rhs.col(k).head(q) += tmp;
-    }
+  ws.WG = W.matrix().asDiagonal() * G;
+  prob.zt_times_rows(ws.WG, ws.ZtWG);
+  prob.lambda_rows(ws.ZtWG, true);
+  Matrix& Rhs = ws.Rhs;
+  Rhs.resize(q + px, P);
+  Rhs.topRows(q) = -ws.ZtWG;
+  prob.zt_times(ws.r.data(), ws.Ztr);
+  for (Index k = 0; k < nt; ++k) {
+    prob.dlambda_times(k, ws.Ztr, ws.tmp, true);
+    Rhs.col(k).head(q) += ws.tmp;
   }
-  if (px) Rhs.bottomRows(px).noalias() = -(X.transpose() * WG);
+  if (px) Rhs.bottomRows(px).noalias() = -(X.transpose() * ws.WG);
   if ((s = prob.solve_system(Rhs, stage1)) != Status::Ok) return s;
   sens_ = Rhs;
   sens_phi_.resize(P);
@@ -781,14 +804,83 @@ Status Glmm::gradient(bool stage1, const double* theta, Vector& grad) {
   sens_b_ = beta_;
   sens_stage_ = stage1 ? 1 : 2;
   // deta = g + Z Lambda du (+ X dbeta); the weight-derivative term sums W'_i h_i deta_i.
-  RowMatrix B = Rhs.topRows(q);
-  prob.lambda_rows(B, false);
-  RowMatrix D;
-  prob.z_times_rows(B, D);
-  D += G;
-  if (px) D.noalias() += X * Rhs.bottomRows(px);
-  grad.noalias() += D.transpose() * (Wd * h.array()).matrix();
+  ws.B = Rhs.topRows(q);
+  prob.lambda_rows(ws.B, false);
+  prob.z_times_rows(ws.B, ws.D);
+  ws.D += G;
+  if (px) ws.D.noalias() += X * Rhs.bottomRows(px);
+  ws.Wd *= ws.h.array();
+  grad.noalias() += ws.D.transpose() * ws.Wd.matrix();
   return Status::Ok;
+}
+
+Status Glmm::value_and_gradient(int stage, const Vector& x, double& f, Vector& g) {
+  const Index nt = pb_.ntheta();
+  if (x.size() != (stage == 1 ? nt : nt + p_)) return Status::BadDimension;
+  Status s = Status::Ok;
+  if (is_current(stage, x.data(), x.data() + nt)) {
+    // The same point again (e.g. Newton's start after the caller's first evaluation, or the
+    // Hessian's centre after Newton's last step): the mode, and so the value, is the current
+    // one; PIRLS from it would only reproduce it to rounding.
+    f = last_.obj;
+  } else {
+    s = stage == 1 ? eval_stage1(x.data(), nullptr, f)
+                   : eval_stage2(x.data(), x.data() + nt, nullptr, 1, nullptr, nullptr, f);
+    if (s != Status::Ok) return s;
+  }
+  if (last_.has_gradient) {  // asked for at this point before
+    g = last_.gradient;
+    return Status::Ok;
+  }
+  if ((s = gradient(stage == 1, x.data(), g)) != Status::Ok) return s;
+  last_.has_gradient = true;
+  last_.gradient = g;
+  return Status::Ok;
+}
+
+NewtonResult Glmm::newton(int stage, const Vector& x0, const double* u_start,
+                          bool curvature_from_stage1, const NewtonControl& ctl) {
+  if (stage == 2 && u_start) {
+    u_warm_ = Eigen::Map<const Vector>(u_start, pu_.q());
+    sens_stage_ = 0;  // no prediction from an older gradient point
+  }
+  const ValueAndGradient fg = [this, stage](const Vector& x, double& f, Vector& g) {
+    return value_and_gradient(stage, x, f, g);
+  };
+  const Vector unbounded = Vector::Constant(x0.size(), -std::numeric_limits<double>::infinity());
+  Matrix H0;
+  const bool seeded = stage == 2 && curvature_from_stage1 && stage2_start_hessian(x0, H0);
+  NewtonResult r = newton_minimize(fg, x0, unbounded, ctl, seeded ? &H0 : nullptr);
+  if (stage == 1 && r.converged()) {
+    stage1_newton_x_ = r.x;
+    stage1_newton_hessian_ = r.hessian;
+  }
+  return r;
+}
+
+bool Glmm::stage2_start_hessian(const Vector& x0, Matrix& H) {
+  const Index nt = pb_.ntheta();
+  if (last_.stage != 1 || stage1_newton_x_.size() != nt || stage1_newton_hessian_.rows() != nt ||
+      x0.size() != nt + p_ || x0.head(nt) != stage1_newton_x_ || last_.x != stage1_newton_x_ ||
+      x0.tail(p_) != beta_)
+    return false;
+  Matrix V;
+  if (pb_.unscaled_vcov(V) != Status::Ok) return false;
+  const Eigen::LLT<Matrix> llt(V);
+  if (llt.info() != Eigen::Success) return false;
+  H.setZero(nt + p_, nt + p_);
+  H.topLeftCorner(nt, nt) = stage1_newton_hessian_;
+  H.bottomRightCorner(p_, p_) = 2.0 * llt.solve(Matrix::Identity(p_, p_));
+  return H.allFinite();
+}
+
+Status Glmm::stage2_hessian(const Vector& x, double delta, double& f, Vector& g, Matrix& H) {
+  const ValueAndGradient fg = [this](const Vector& xx, double& ff, Vector& gg) {
+    return value_and_gradient(2, xx, ff, gg);
+  };
+  const Status s = fg(x, f, g);
+  if (s != Status::Ok) return s;
+  return hessian_from_gradient(fg, x, delta, H);
 }
 
 }  // namespace mixedfit

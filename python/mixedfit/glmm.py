@@ -17,8 +17,8 @@ from ._errors import (ConvergenceError, ConvergenceWarning, DataError, Numerical
 from ._standardize import check_predictor_scales, fixed_scaling
 from .dask import is_dask_frame
 from .families import binomial_response, check_response, resolve_family
-from .optimize import (bobyqa, minimize_theta, report_convergence, snap_to_boundary,
-                       theta_lower, theta_start)
+from .optimize import (OptResult, bobyqa, lbfgsb, on_bound, positive_diagonal,
+                       report_convergence, snap_to_boundary, theta_lower, theta_start)
 from .options import Control, check_bool, start_vector
 from .results import MixedResult, VarCorr, _varcorr_terms
 
@@ -46,17 +46,6 @@ def _derivs(f, x: np.ndarray, delta: float = 1e-4) -> tuple[np.ndarray, np.ndarr
             v = (f(x + E[i] + E[j]) - f(x + E[i] - E[j]) - f(x - E[i] + E[j]) + f(x - E[i] - E[j]))
             H[i, j] = H[j, i] = v / (4 * delta**2)
     return g, H
-
-
-def _hessian_from_gradient(fg, x: np.ndarray, delta: float = 1e-4) -> np.ndarray:
-    """Central differences of an exact gradient (lme4's step; error O(delta^2))."""
-    k = x.size
-    H = np.empty((k, k))
-    for j in range(k):
-        e = np.zeros(k)
-        e[j] = delta
-        H[:, j] = (fg(x + e)[1] - fg(x - e)[1]) / (2 * delta)
-    return 0.5 * (H + H.T)
 
 
 # What one evaluation of the objective can raise far from the optimum: the core's
@@ -202,7 +191,7 @@ def _check_not_constant(y: np.ndarray, pw: np.ndarray, name: str) -> None:
     """lme4's "Response is constant": an all-0 or all-1 binomial response or an all-0
     Poisson response has its fixed effects at infinity, no matter the model."""
     observed = y[np.asarray(pw) > 0]
-    if observed.size and np.all(observed == observed[0]):
+    if observed.size and observed.min() == observed.max():
         raise DataError(f"Response is constant: every value of {name!r} is {observed[0]:g}; "
                         "a GLMM needs variation in the response")
 
@@ -236,7 +225,7 @@ def _stage1(prob, fam, design, y, pw, nagq, control, failures):
         try:
             prob.stage1(start, eta0)
             seeded[0] = True
-            opt1 = minimize_theta(prob.stage1_grad, f1, start, ps, control)
+            opt1 = _minimize_in_core(prob, 1, prob.stage1_grad, f1, start, ps, control)
         except _EVALUATION_FAILURES as exc:
             failures.append(str(exc))
     if opt1 is None:
@@ -260,44 +249,121 @@ def _stage1(prob, fam, design, y, pw, nagq, control, failures):
     return opt1, eta0
 
 
+def _core_newton(prob, stage, start, u_start=None, curvature_from_stage1=False):
+    """The core's Newton run on a stage: (x, f, nevals, converged)."""
+    return prob.newton(stage, start, u_start, curvature_from_stage1)
+
+
+def _minimize_in_core(prob, stage, fun_grad, fun, start, ps, control, initial_step=None,
+                      u_start=None, curvature_from_stage1=False):
+    """optimize.minimize_theta's recipe with its Newton loop run by the core (one call, the
+    same rules and so the same numbers): Newton unbounded, then L-BFGS-B if Newton cannot go
+    on; diagonal entries mapped back to >= 0; a run that fails or ends exactly on 0 is
+    replaced by lme4's BOBYQA path (``initial_step``: a function giving its initial steps,
+    called only then). ``u_start``: stage 2's first PIRLS start; ``curvature_from_stage1``:
+    stage 2's curvature model starts from stage 1's (the caller polishes with an exact
+    Hessian)."""
+    start = np.asarray(start, dtype=float)
+    lower = theta_lower(ps)
+    lower = np.concatenate([lower, np.full(start.size - lower.size, -np.inf)])
+    x, f, nevals, converged = _core_newton(prob, stage, start, u_start, curvature_from_stage1)
+    if converged:
+        opt = OptResult(x=x, fun=float(f), nevals=nevals, message="Newton converged",
+                        converged=True, method="Newton")
+    else:
+        opt = lbfgsb(fun_grad, start, np.full(start.size, -np.inf), control)
+    opt.x = positive_diagonal(opt.x, ps)
+    if not opt.converged or on_bound(opt.x, lower):
+        again = bobyqa(fun, start, lower, control,
+                       initial_step=None if initial_step is None else initial_step())
+        again.nevals += opt.nevals
+        if again.fun <= opt.fun or not opt.converged:
+            opt = again
+    snap_to_boundary(fun, opt, ps)
+    return opt
+
+
 def _stage2(prob, fam, ps, opt1, eta0, y, nagq, ghz, ghw, control, vcov_method, failures,
             fixed):
     """lme4's second stage: (theta, beta) jointly on the Laplace / AGQ objective, then the
     Hessian for the standard errors and one Newton step to polish the optimum."""
     theta1 = opt1.x
     nt = len(theta1)
-    prob.stage1(theta1, eta0)
-    st1 = prob.state_at(theta1)
+    gradient = _use_gradient(prob, nagq, control)
+    st1 = _stage1_mode(prob, theta1, eta0, with_variances=not gradient)
     beta1 = np.asarray(st1["beta"])
     u0 = np.ascontiguousarray(st1["u"])
-    # Initial steps as lme4 scales its second stage: 0.02 for theta, 0.2 standard errors
-    # (from the stage-1 factor) for beta. Fewer evaluations, same or better optimum.
-    scale1 = (st1["pearson"] + st1["ussq"]) / len(y) if fam.has_scale else 1.0
-    se1 = np.sqrt(np.maximum(np.diag(np.asarray(st1["unscaled_vcov"])) * scale1, 0.0))
-    step2 = np.r_[np.full(nt, 0.02), np.where(se1 > 0, 0.2 * se1, 0.02)]
     k = max(nagq, 1)
 
     def f2(par):
         # PIRLS starts from the previous evaluation's mode (converged to ~1e-12, so the value
-        # does not depend on the start); the first call below seeds it from stage 1.
+        # does not depend on the start); the first evaluation starts from stage 1's (u0).
         try:
-            return prob.stage2(par[:nt], par[nt:], None, k, ghz, ghw)
+            val = prob.stage2(par[:nt], par[nt:], None, k, ghz, ghw)
         except _EVALUATION_FAILURES as exc:
             failures.append(str(exc))
             return np.inf
+        f2.last = (par.copy(), val)
+        return val
 
-    x0 = np.r_[theta1, beta1]
+    # (point, value) of f2's last successful call while it is the core's last evaluation
+    # (reset where the core evaluates elsewhere after f2 calls)
+    f2.last = None
+
+    def step2():
+        # Initial steps as lme4 scales its second stage: 0.02 for theta, 0.2 standard errors
+        # (from the stage-1 factor) for beta. Fewer evaluations, same or better optimum.
+        st = st1 if "unscaled_vcov" in st1 else _stage1_mode(prob, theta1, eta0, True)
+        scale1 = (st["pearson"] + st["ussq"]) / len(y) if fam.has_scale else 1.0
+        se1 = np.sqrt(np.maximum(np.diag(np.asarray(st["unscaled_vcov"])) * scale1, 0.0))
+        return np.r_[np.full(nt, 0.02), np.where(se1 > 0, 0.2 * se1, 0.02)]
+
+    x0 = np.concatenate([theta1, beta1])
     start = start_vector(control, x0.size, "theta, beta")
     if start is not None:  # given in the data's units
-        x0 = np.r_[start[:nt], fixed.to_scaled(start[nt:])]
-    lower = np.r_[theta_lower(ps), np.full(len(beta1), -np.inf)]
-    try:
-        prob.stage2(x0[:nt], x0[nt:], u0, k, ghz, ghw)
-    except _EVALUATION_FAILURES:
-        pass
-    if _use_gradient(prob, nagq, control):
-        return _stage2_gradient(prob, x0, nt, ps, lower, step2, u0, ghz, ghw, f2, control,
-                                vcov_method, failures)
+        x0 = np.concatenate([start[:nt], fixed.to_scaled(start[nt:])])
+    lower = np.concatenate([theta_lower(ps), np.full(len(beta1), -np.inf)])
+    if gradient:  # Newton's first evaluation starts PIRLS from u0
+        opt, hess = _stage2_gradient(prob, x0, nt, ps, lower, step2, f2, control, vcov_method,
+                                     failures, u0)
+    else:
+        try:
+            prob.stage2(x0[:nt], x0[nt:], u0, k, ghz, ghw)
+        except _EVALUATION_FAILURES:
+            pass
+        opt, hess = _stage2_bobyqa(x0, ps, lower, step2(), f2, control, vcov_method, failures)
+    snap_to_boundary(f2, opt, ps)  # after the polishing step, which can leave 0 by a hair
+    obj = _objective_at(prob, opt.x, f2, nt, k, ghz, ghw)
+    st = prob.state_at(opt.x[:nt])
+    return opt, st, obj, hess, u0
+
+
+def _objective_at(prob, x, f2, nt, k, ghz, ghw):
+    """The stage-2 objective at x, leaving the core's state there: f2's last value when the
+    core's last evaluation was that call at x (e.g. an accepted polishing step), else a new
+    evaluation."""
+    if f2.last is not None and np.array_equal(f2.last[0], x):
+        return f2.last[1]
+    return prob.stage2(x[:nt], x[nt:], None, k, ghz, ghw)
+
+
+def _stage1_mode(prob, theta1, eta0, with_variances):
+    """The core's state at the stage-1 mode at theta1: PIRLS from the GLM starting values,
+    unless (without the variances) the last evaluation was there already."""
+    if not with_variances:
+        try:
+            st = prob.state(False)
+            if st["stage"] == 1 and np.array_equal(st["theta"], theta1):
+                return st
+        except _EVALUATION_FAILURES:  # no successful evaluation yet
+            pass
+    prob.stage1(theta1, eta0)
+    return prob.state_at(theta1) if with_variances else prob.state(False)
+
+
+def _stage2_bobyqa(x0, ps, lower, step2, f2, control, vcov_method, failures):
+    """Stage 2 derivative-free (lme4's BOBYQA), then the Hessian from finite differences of
+    the objective: (opt, Hessian or None)."""
     opt = bobyqa(f2, x0, lower, control, initial_step=step2)
     if not np.isfinite(opt.fun):
         raise ConvergenceError("PIRLS failed in the Laplace/AGQ stage"
@@ -325,46 +391,43 @@ def _stage2(prob, fam, ps, opt1, eta0, y, nagq, ghz, ghw, control, vcov_method, 
             opt = again
         else:
             opt.nevals += again.nevals
-    snap_to_boundary(f2, opt, ps)  # after the polishing step, which can leave 0 by a hair
-    obj = prob.stage2(opt.x[:nt], opt.x[nt:], None, k, ghz, ghw)
-    st = prob.state_at(opt.x[:nt])
-    return opt, st, obj, hess, u0
+    return opt, hess
 
 
-def _stage2_gradient(prob, x0, nt, ps, lower, step2, u0, ghz, ghw, f2, control, vcov_method,
-                     failures):
-    """Stage 2 with the exact gradient (as stage 1: Newton, L-BFGS-B, then lme4's BOBYQA
-    path), then for the standard errors the Hessian from central differences of gradients
-    and one Newton step on the smooth objective."""
+def _stage2_gradient(prob, x0, nt, ps, lower, step2, f2, control, vcov_method, failures, u0):
+    """Stage 2 with the exact gradient (as stage 1: Newton in the core, L-BFGS-B, then lme4's
+    BOBYQA path), then for the standard errors the Hessian from central differences of
+    gradients (in the core) and one Newton step on the smooth objective: (opt, Hessian or
+    None)."""
     def fg(par):
         return prob.stage2_grad(par[:nt], par[nt:])
 
-    opt = minimize_theta(fg, f2, x0, ps, control, initial_step=step2)
+    # With the Hessian and its polishing Newton step to follow, Newton may start from stage
+    # 1's curvature instead of spending an evaluation per parameter on differences.
+    opt = _minimize_in_core(prob, 2, fg, f2, x0, ps, control, initial_step=step2, u_start=u0,
+                            curvature_from_stage1=vcov_method == "hessian")
     if not np.isfinite(opt.fun):
         raise ConvergenceError("PIRLS failed in the Laplace stage"
                                + (f" ({failures[-1]})" if failures else "")
                                + "; " + _NUMERICAL_ADVICE)
     hess = None
+    if vcov_method != "hessian":
+        return opt, hess
     try:
-        fx, g = fg(opt.x)
-        opt.nevals += 1
-        if vcov_method == "hessian":
-            hess = _hessian_from_gradient(fg, opt.x)
-            opt.nevals += 2 * opt.x.size
-            xn = opt.x - np.linalg.solve(hess, g)
-            if np.all(xn >= lower) and np.all(np.isfinite(xn)):
-                fn = f2(xn)
-                opt.nevals += 1
-                if fn < fx:
-                    opt.x, opt.fun = xn, fn
+        f2.last = None  # the Hessian's evaluations come after f2's
+        fx, g, hess = prob.stage2_hessian(opt.x)
+        opt.nevals += 1 + 2 * opt.x.size
+        xn = opt.x - np.linalg.solve(hess, g)
+        if np.all(xn >= lower) and np.all(np.isfinite(xn)):
+            fn = f2(xn)
+            opt.nevals += 1
+            if fn < fx:
+                opt.x, opt.fun = xn, fn
     except (*_EVALUATION_FAILURES, np.linalg.LinAlgError) as exc:
         failures.append(str(exc))
-        if vcov_method == "hessian" and hess is None:
+        if hess is None:
             _, hess = _derivs(f2, opt.x)
-    snap_to_boundary(f2, opt, ps)  # after the polishing step, which can leave 0 by a hair
-    obj = prob.stage2(opt.x[:nt], opt.x[nt:], None, 1, ghz, ghw)
-    st = prob.state_at(opt.x[:nt])
-    return opt, st, obj, hess, u0
+    return opt, hess
 
 
 def _hessian_in_data_units(hess: np.ndarray, nt: int, fixed) -> np.ndarray:

@@ -9,6 +9,7 @@
 
 #include <vector>
 
+#include "mixedfit/newton.hpp"
 #include "mixedfit/problem.hpp"
 
 namespace mixedfit {
@@ -90,6 +91,32 @@ class Glmm {
   Status gradient(bool stage1, const double* theta, Vector& grad);
   bool has_gradient() const;
 
+  // A stage's Laplace objective and its exact gradient at x (stage 1: x = theta; stage 2:
+  // x = (theta, beta)), PIRLS warm-started from the stage's last mode (stage 1 needs one
+  // evaluation with a starting eta first).
+  Status value_and_gradient(int stage, const Vector& x, double& f, Vector& g);
+  // Modified Newton (newton_minimize, unbounded: the objective is even in each column of a
+  // term's template) on a stage's objective from x0, every evaluation inside the core. Stage 2
+  // starts PIRLS from u_start (q,) if given, else from the last stage-2 mode; with
+  // curvature_from_stage1 its curvature model starts from stage 1's (stage2_start_hessian(),
+  // when available) instead of forward differences: fewer evaluations, but its stopping test
+  // is then only as good as that model, so the caller should finish with an exact-Hessian
+  // Newton step (as glmer's polishing step does).
+  NewtonResult newton(int stage, const Vector& x0, const double* u_start = nullptr,
+                      bool curvature_from_stage1 = false,
+                      const NewtonControl& ctl = NewtonControl());
+  // The stage-2 objective f and gradient g at x = (theta, beta), then the Hessian there from
+  // central differences (step delta) of the exact gradient.
+  Status stage2_hessian(const Vector& x, double delta, double& f, Vector& g, Matrix& H);
+
+  // The stage (1 or 2) whose Laplace evaluation is the core's current state: its mode, and
+  // its Problem's factor at that mode's working weights (0: none, e.g. after an AGQ
+  // evaluation or a failure). value_and_gradient() answers a repeated request at the same
+  // point from it.
+  int current_stage() const { return last_.stage; }
+  // Forget the current evaluation (call after refactoring a Problem for other purposes).
+  void forget_current() { last_.stage = 0; }
+
   // The stage (1 or 2) of the last successful evaluation, 0 if none (or the last one failed:
   // the mode accessors below then hold no solution).
   int evaluated_stage() const { return evaluated_stage_; }
@@ -109,8 +136,12 @@ class Glmm {
   double ldL2() const { return ldL2_; }
   double pearson() const;                      // sum pw (y - mu)^2 / V(mu)
   int iterations() const { return iters_; }
+  // The two Problems (the u-only one of stage 2, the (beta, u) one of stage 1). Refactoring
+  // one for another purpose must be followed by forget_current().
   Problem& problem_u() { return pu_; }
   Problem& problem_bu() { return pb_; }
+  Index ntheta() const { return pu_.ntheta(); }
+  Index q() const { return pu_.q(); }
   PirlsControl control;
 
  private:
@@ -138,6 +169,20 @@ class Glmm {
   void working();
   double family_aic() const;
 
+  // The current Laplace evaluation (see current_stage()): its point (theta, and beta for
+  // stage 2), objective and, once computed, gradient.
+  struct CurrentEvaluation {
+    int stage = 0;
+    Vector x;
+    double obj = 0.0;
+    bool has_gradient = false;
+    Vector gradient;
+  };
+  CurrentEvaluation last_;
+  // Whether the current evaluation is of `stage` at (theta, beta) (beta: stage 2 only).
+  bool is_current(int stage, const double* theta, const double* beta) const;
+  void set_current(int stage, const double* theta, const double* beta, double obj);
+
   Index n_, p_;
   const double* X_;
   const double* y_;
@@ -152,6 +197,23 @@ class Glmm {
   Vector sens_phi_, sens_u_, sens_b_;
   int sens_stage_ = 0;
   bool predict_start(int stage, const Vector& phi);
+  // gradient()'s work arrays, kept between calls so that an evaluation allocates nothing.
+  struct GradientWork {
+    Vector h, col, Ztr, tmp;
+    Matrix T, Rhs;
+    Eigen::ArrayXd r, Wd;
+    RowMatrix G, WG, ZtWG, B, D;
+  };
+  GradientWork grad_work_;
+  // Stage 1's converged Newton run: its point (theta) and curvature model, from which stage 2
+  // at that theta starts its own (see stage2_start_hessian()).
+  Vector stage1_newton_x_;
+  Matrix stage1_newton_hessian_;
+  // Stage 2's starting curvature at x0 = (theta1, beta1), the stage-1 optimum, when the
+  // current evaluation is stage 1's there: stage 1's curvature in theta (profiled over beta),
+  // 2 (RX'RX) in beta (the fixed-effects block of the Laplace Hessian at fixed theta), none
+  // between them; false otherwise (stage 2 then takes forward differences).
+  bool stage2_start_hessian(const Vector& x0, Matrix& H);
   Vector u_warm_;  // mode of the last successful stage-2 evaluation
   Vector u1_warm_, b1_warm_;  // mode of the last successful stage-1 evaluation
   Vector eta1_start_;         // the last starting eta given to stage 1
