@@ -17,8 +17,8 @@ from ._errors import (ConvergenceError, ConvergenceWarning, DataError, Numerical
 from ._standardize import check_predictor_scales, fixed_scaling
 from .dask import is_dask_frame
 from .families import binomial_response, check_response, resolve_family
-from .optimize import (OptResult, bobyqa, lbfgsb, on_bound, positive_diagonal,
-                       report_convergence, snap_to_boundary, theta_lower, theta_start)
+from .optimize import (bobyqa, minimize_theta, report_convergence, snap_to_boundary,
+                       theta_lower, theta_start)
 from .options import Control, check_bool, start_vector
 from .results import MixedResult, VarCorr, _varcorr_terms
 
@@ -256,31 +256,14 @@ def _core_newton(prob, stage, start, u_start=None, curvature_from_stage1=False):
 
 def _minimize_in_core(prob, stage, fun_grad, fun, start, ps, control, initial_step=None,
                       u_start=None, curvature_from_stage1=False):
-    """optimize.minimize_theta's recipe with its Newton loop run by the core (one call, the
-    same rules and so the same numbers): Newton unbounded, then L-BFGS-B if Newton cannot go
-    on; diagonal entries mapped back to >= 0; a run that fails or ends exactly on 0 is
-    replaced by lme4's BOBYQA path (``initial_step``: a function giving its initial steps,
-    called only then). ``u_start``: stage 2's first PIRLS start; ``curvature_from_stage1``:
-    stage 2's curvature model starts from stage 1's (the caller polishes with an exact
-    Hessian)."""
-    start = np.asarray(start, dtype=float)
-    lower = theta_lower(ps)
-    lower = np.concatenate([lower, np.full(start.size - lower.size, -np.inf)])
-    x, f, nevals, converged = _core_newton(prob, stage, start, u_start, curvature_from_stage1)
-    if converged:
-        opt = OptResult(x=x, fun=float(f), nevals=nevals, message="Newton converged",
-                        converged=True, method="Newton")
-    else:
-        opt = lbfgsb(fun_grad, start, np.full(start.size, -np.inf), control)
-    opt.x = positive_diagonal(opt.x, ps)
-    if not opt.converged or on_bound(opt.x, lower):
-        again = bobyqa(fun, start, lower, control,
-                       initial_step=None if initial_step is None else initial_step())
-        again.nevals += opt.nevals
-        if again.fun <= opt.fun or not opt.converged:
-            opt = again
-    snap_to_boundary(fun, opt, ps)
-    return opt
+    """optimize.minimize_theta with its Newton loop run by the core (one call, the same rules
+    and so the same numbers). ``initial_step``: a function giving BOBYQA's initial steps,
+    called only if BOBYQA runs; ``u_start``: stage 2's first PIRLS start;
+    ``curvature_from_stage1``: stage 2's curvature model starts from stage 1's (the caller
+    polishes with an exact Hessian)."""
+    return minimize_theta(
+        fun_grad, fun, start, ps, control, initial_step=initial_step,
+        newton_run=lambda x0: _core_newton(prob, stage, x0, u_start, curvature_from_stage1))
 
 
 def _stage2(prob, fam, ps, opt1, eta0, y, nagq, ghz, ghw, control, vcov_method, failures,

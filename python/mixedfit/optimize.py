@@ -314,7 +314,7 @@ def snap_to_boundary(fun, opt: OptResult, ps: list[int], tiny: float = 1e-4) -> 
 
 
 def minimize_theta(fun_grad, fun, start: np.ndarray, ps: list[int], control: Control,
-                   initial_step: np.ndarray | None = None) -> OptResult:
+                   initial_step=None, newton_run=None) -> OptResult:
     """Minimize a profiled objective over theta -- or (theta, beta), theta first, beta
     unbounded -- with its exact gradient.
 
@@ -324,16 +324,22 @@ def minimize_theta(fun_grad, fun, start: np.ndarray, ps: list[int], control: Con
     entry vanishes by the same symmetry whether or not 0 is the minimum.) Modified Newton
     first, L-BFGS-B if Newton cannot go on; a run that fails, or ends exactly on 0, is
     replaced by lme4's derivative-free path (BOBYQA on ``fun`` from ``start``, with
-    ``initial_step`` if given).
+    ``initial_step`` if given: the steps, or a function giving them, called only then).
+    ``newton_run(start) -> (x, f, nevals, converged)`` runs the Newton stage instead of
+    :func:`newton` on ``fun_grad`` (the core's own loop, with the same rules).
     """
     start = np.asarray(start, dtype=float)
     free = np.full(start.size, -np.inf)
     lower = theta_lower(ps)
     lower = np.r_[lower, np.full(start.size - lower.size, -np.inf)]
-    try:
-        res = newton(fun_grad, start, free)
-    except Exception:  # a failed evaluation far from the optimum: try the other methods
-        res = None
+    if newton_run is not None:
+        x, f, nevals, converged = newton_run(start)
+        res = (x, f, nevals) if converged else None
+    else:
+        try:
+            res = newton(fun_grad, start, free)
+        except Exception:  # a failed evaluation far from the optimum: try the other methods
+            res = None
     if res is not None:
         opt = OptResult(x=res[0], fun=float(res[1]), nevals=res[2], message="Newton converged",
                         converged=True, method="Newton")
@@ -343,7 +349,8 @@ def minimize_theta(fun_grad, fun, start: np.ndarray, ps: list[int], control: Con
     if not opt.converged or on_bound(opt.x, lower):
         # Failed, or stopped exactly on 0 (where that entry's gradient vanishes whatever
         # the curvature): lme4's path decides.
-        again = bobyqa(fun, start, lower, control, initial_step=initial_step)
+        steps = initial_step() if callable(initial_step) else initial_step
+        again = bobyqa(fun, start, lower, control, initial_step=steps)
         again.nevals += opt.nevals
         if again.fun <= opt.fun or not opt.converged:
             opt = again
