@@ -162,3 +162,26 @@ def test_stage2_from_stage1_curvature_reaches_the_same_fit(family, formula, seed
     # point: the covariances agree to ~1e-5 of their scale, far below the printed digits.
     V1, V2 = seeded.vcov.to_numpy(), differenced.vcov.to_numpy()
     np.testing.assert_allclose(V1, V2, rtol=0, atol=1e-4 * np.abs(np.diag(V2)).max())
+
+
+def test_python_newton_takes_a_starting_curvature_and_hands_back_its_last():
+    """optimize.newton (the Dask GLMM's loop) with ``start_hessian`` skips the forward
+    differences, as the core's newton_minimize does, and returns its final curvature model:
+    on a quadratic the exact Hessian, kept by the BFGS updates."""
+    from mixedfit.optimize import newton
+
+    A = np.array([[3.0, 0.5, 0.0], [0.5, 2.0, 0.3], [0.0, 0.3, 1.0]])
+    b = np.array([1.0, -2.0, 0.5])
+
+    def fg(x):
+        return 0.5 * x @ A @ x - b @ x, A @ x - b
+
+    x0 = np.zeros(3)
+    free = np.full(3, -np.inf)
+    differenced = newton(fg, x0, free)
+    curvature: list = []
+    seeded = newton(fg, x0, free, start_hessian=A, curvature=curvature)
+    np.testing.assert_allclose(seeded[0], np.linalg.solve(A, b), rtol=1e-10)
+    np.testing.assert_allclose(differenced[0], seeded[0], rtol=1e-8)
+    assert seeded[2] == differenced[2] - 3  # no forward differences
+    np.testing.assert_allclose(curvature[0], A, rtol=0, atol=1e-12)

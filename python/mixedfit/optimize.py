@@ -228,24 +228,29 @@ def positive_diagonal(par: np.ndarray, ps: list[int]) -> np.ndarray:
     return out
 
 
-def newton(fg, x0: np.ndarray, lower: np.ndarray, maxit: int = 100, max_step: float = 0.25):
+def newton(fg, x0: np.ndarray, lower: np.ndarray, maxit: int = 100, max_step: float = 0.25,
+           start_hessian: np.ndarray | None = None, curvature: list | None = None):
     """Minimize a smooth objective with an exact gradient from a reasonable start: Newton
-    steps on a Hessian from forward differences of the exact gradient, kept current by BFGS
-    updates, with a backtracking line search. Returns (x, f, nevals) or None when it cannot
-    go on (no positive curvature, a step into a bound, a failed search); the caller then
-    takes the general path."""
+    steps on a Hessian from forward differences of the exact gradient (or ``start_hessian``),
+    kept current by BFGS updates, with a backtracking line search. Returns (x, f, nevals) or
+    None when it cannot go on (no positive curvature, a step into a bound, a failed search);
+    the caller then takes the general path. On convergence the final curvature model is
+    appended to ``curvature`` if given. (The core's newton_minimize follows the same rules.)"""
     k = x0.size
     f, g = fg(x0)
     nev = 1
     x = x0.copy()
-    H = np.empty((k, k))
-    delta = 1e-4
-    for j in range(k):
-        e = np.zeros(k)
-        e[j] = delta
-        H[:, j] = (fg(x + e)[1] - g) / delta
-    nev += k
-    H = 0.5 * (H + H.T)
+    if start_hessian is not None:
+        H = np.array(start_hessian, dtype=float)
+    else:
+        H = np.empty((k, k))
+        delta = 1e-4
+        for j in range(k):
+            e = np.zeros(k)
+            e[j] = delta
+            H[:, j] = (fg(x + e)[1] - g) / delta
+        nev += k
+        H = 0.5 * (H + H.T)
     for _ in range(maxit):
         # Modified Newton: negative curvature (far from the optimum, e.g. at the start of
         # stage 1) is turned positive, so the step is always a descent direction.
@@ -264,6 +269,8 @@ def newton(fg, x0: np.ndarray, lower: np.ndarray, maxit: int = 100, max_step: fl
             p = p * (cap / pmax)
         dec = -float(g @ p)  # Newton decrement squared: ~2 (f - min f)
         if dec < max(1e-9, 1e-13 * abs(f)):
+            if curvature is not None:
+                curvature.append(H)
             return x, f, nev
         t = 1.0
         while True:

@@ -43,7 +43,7 @@ from .._design import _check_aliased, warn_dropped_columns
 from .._errors import ConvergenceError, DataError, NumericalError, numerical_failures_explained
 from .._standardize import FixedScaling
 from ..families import resolve_family
-from ..optimize import lambda_blocks, report_convergence
+from ..optimize import lambda_blocks, newton, report_convergence
 from ..options import Control, check_bool
 from ._gradient import LevelBlocks, laplace_gradient, leverage_blocks
 from ._crossprod import Layout, _r_factor, combine_scaling, cooccurrence, scaling_partition
@@ -99,6 +99,11 @@ class DaskGlmmProblem:
         # the design rows stay on the workers between passes (None without a Client)
         self.rows = persist_partitions(ddf, glmm_rows, spec, T)
         self._sens = None                 # (stage, phi, mode, d mode / d phi) at the last gradient
+        self._stage1_newton = None        # (theta, curvature model) of stage 1's converged Newton
+
+    @property
+    def ntheta(self) -> int:
+        return sum(p * (p + 1) // 2 for p in self.ps)
 
     @property
     def has_gradient(self) -> bool:
@@ -116,7 +121,7 @@ class DaskGlmmProblem:
         needs the data again (passes), everything else does not."""
         state = self.__dict__.copy()
         state.update(ddf=None, rows=None, progress=None, _recent={}, _state=None,
-                     _sens=None, _warm={1: None, 2: None})
+                     _sens=None, _warm={1: None, 2: None}, _stage1_newton=None)
         return state
 
     def set_pirls_control(self, tol: float, maxit: int) -> None:
@@ -345,6 +350,74 @@ class DaskGlmmProblem:
                 raise
             found = self._pirls(theta, np.zeros(self.q), beta, False)  # as the core does
         return self._remember(key, self._finish(2, theta, *found))
+
+    def newton(self, stage: int, x0, u_start=None, curvature_from_stage1: bool = False):
+        """The core GlmmProblem's newton: modified Newton on stage 1 (x = theta) or stage 2
+        (x = (theta, beta)) with the exact gradient, by optimize.newton (the core's rules):
+        (x, f, nevals, converged). Stage 2 starts PIRLS from ``u_start`` if given; with
+        ``curvature_from_stage1`` its curvature model starts from stage 1's, as the core's."""
+        x0 = np.asarray(x0, dtype=float)
+        nt = self.ntheta
+        if stage == 1:
+            fg = self.stage1_grad
+        else:
+            fg = lambda x: self.stage2_grad(x[:nt], x[nt:])  # noqa: E731
+            if u_start is not None:
+                self._warm[2] = (np.asarray(u_start, dtype=float), x0[nt:])
+                self._sens = None  # no prediction from an older gradient point
+        H0 = self._stage2_start_hessian(x0, nt) if stage == 2 and curvature_from_stage1 else None
+        curvature: list = []
+        try:
+            res = newton(fg, x0, np.full(x0.size, -np.inf), start_hessian=H0,
+                         curvature=curvature)
+        except (NumericalError, ValueError):
+            res = None
+        if res is None:
+            return x0, math.nan, 0, False
+        if stage == 1:
+            self._stage1_newton = (res[0].copy(), curvature[0])
+        return res[0], res[1], res[2], True
+
+    def _stage2_start_hessian(self, x0: np.ndarray, nt: int):
+        """Stage 2's starting curvature at (theta1, beta1), as the core's: stage 1's model for
+        theta, twice the inverse unscaled vcov of beta at stage 1's mode; None unless the last
+        evaluation is that mode."""
+        st = self._state
+        if (self._stage1_newton is None or st is None or st["stage"] != 1
+                or not np.array_equal(x0[:nt], self._stage1_newton[0])
+                or not np.array_equal(st["theta"], self._stage1_newton[0])
+                or not np.array_equal(x0[nt:], st["mode"].beta)):
+            return None
+        V = self.state_at(st["theta"])["unscaled_vcov"]
+        try:
+            H_beta = 2.0 * np.linalg.inv(V)
+        except np.linalg.LinAlgError:
+            return None
+        H = np.zeros((x0.size, x0.size))
+        H[:nt, :nt] = self._stage1_newton[1]
+        H[nt:, nt:] = H_beta
+        return H if np.all(np.isfinite(H)) else None
+
+    def stage2_hessian(self, x, delta: float = 1e-4):
+        """(f, gradient, Hessian) of the Laplace objective at x = (theta, beta), the Hessian
+        from central differences of the exact gradient (the core's stage2_hessian)."""
+        x = np.asarray(x, dtype=float)
+        nt = self.ntheta
+        f, g = self.stage2_grad(x[:nt], x[nt:])
+        H = np.empty((x.size, x.size))
+        for j in range(x.size):
+            e = np.zeros(x.size)
+            e[j] = delta
+            gp = self.stage2_grad((x + e)[:nt], (x + e)[nt:])[1]
+            gm = self.stage2_grad((x - e)[:nt], (x - e)[nt:])[1]
+            H[:, j] = (gp - gm) / (2.0 * delta)
+        return f, g, 0.5 * (H + H.T)
+
+    def state(self, with_variances: bool = False) -> dict:
+        """The core GlmmProblem's state: the mode at the last successful evaluation."""
+        if self._state is None:
+            raise NumericalError("no successful evaluation yet")
+        return self.state_at(self._state["theta"])
 
     def state_at(self, theta) -> dict:
         """The core's state_at: the mode, its sums and the variances at the last factor's
