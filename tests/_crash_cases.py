@@ -59,6 +59,15 @@ def lmm(with_response=True):
     return p
 
 
+def lmm_with_nlopt(with_response=True):
+    """lmm(), with NLopt's C API loaded into the core (what optimize.nlopt_in_core does), so
+    that the in-core BOBYQA's own argument checks are reached."""
+    import nlopt
+
+    _core.load_nlopt(nlopt._nlopt.__file__, int(nlopt.LN_BOBYQA))
+    return lmm(with_response)
+
+
 def glmm_inputs(family=0, link=2):
     rng = np.random.default_rng(4)
     X, g, Z, _ = lmm_inputs()
@@ -141,6 +150,19 @@ CASES = {
     "lmm theta inf in solution": lambda: lmm().solution(np.array([np.inf])),
     "lmm theta text": lambda: lmm().objective(np.array(["a"]), True),
     "lmm theta None": lambda: lmm().objective(None, True),
+    # --- LmmProblem: the in-core optimizers ---
+    "lmm newton before set_response": lambda: lmm(False).newton(TH, True),
+    "lmm newton x0 NaN": lambda: lmm().newton(np.array([np.nan]), True),
+    "lmm newton x0 too long": lambda: lmm().newton(np.ones(2), True),
+    "lmm bobyqa before set_response": lambda: lmm_with_nlopt(False).bobyqa(TH, np.zeros(1), True, 1e-8, 1e-8, 50),
+    "lmm bobyqa lower too short": lambda: lmm_with_nlopt().bobyqa(TH, np.zeros(0), True, 1e-8, 1e-8, 50),
+    "lmm bobyqa x0 2-D": lambda: lmm_with_nlopt().bobyqa(np.ones((1, 1)), np.zeros(1), True, 1e-8, 1e-8, 50),
+    "lmm bobyqa maxeval 0": lambda: lmm_with_nlopt().bobyqa(TH, np.zeros(1), True, 1e-8, 1e-8, 0),
+    "lmm bobyqa negative tolerance": lambda: lmm_with_nlopt().bobyqa(TH, np.zeros(1), True, -1.0, -1.0, 50),
+    "fixed_qr more columns than rows": lambda: _core.fixed_qr(np.ones((2, 3), order="F"), None, 1e-7),
+    "fixed_qr C-ordered": lambda: _core.fixed_qr(np.ones((5, 2)), None, 1e-7),
+    "response_shift wrong y length": lambda: _core.response_shift(
+        np.ones((4, 1), order="F"), np.ones((1, 1)), np.ones(3), None),
     # --- LmmProblem: construction ---
     "lmm X 1-D": lambda: _core.LmmProblem(np.ones(N), term_with()[1]),
     "lmm X int": lambda: _core.LmmProblem(np.ones((N, 2), dtype=int, order="F"), term_with()[1]),

@@ -172,6 +172,25 @@ def test_lmm_gradient_matches_differences(formula, weights, reml):
 
 
 @pytest.mark.parametrize("formula,weights", LMM_CASES)
+@pytest.mark.parametrize("reml", [True, False])
+def test_lmm_core_newton_follows_the_python_newton(formula, weights, reml):
+    """LmmProblem.newton runs optimize.newton's rules in the core: the same steps, so the same
+    point (to the rounding of the two eigensolvers), value and evaluation count."""
+    from mixedfit.optimize import newton, theta_start
+
+    df = lmm_frame(2)
+    d = build_design(formula, df, weights=weights, offset=None, lmm=True)
+    prob = make_problem(d, d.y, d.weights)
+    x0 = theta_start([t.p for t in d.terms])
+    py = newton(lambda th: prob.objective_grad(th, reml), x0, np.full(x0.size, -np.inf))
+    x, f, nevals, converged = prob.newton(x0, reml)
+    assert converged and py is not None
+    np.testing.assert_allclose(x, py[0], rtol=1e-8, atol=1e-10)
+    assert f == pytest.approx(py[1], rel=1e-13)
+    assert nevals == py[2]
+
+
+@pytest.mark.parametrize("formula,weights", LMM_CASES)
 def test_lmm_auto_matches_bobyqa(formula, weights):
     df = lmm_frame(1)
     w = None if weights is None else df[weights].to_numpy()

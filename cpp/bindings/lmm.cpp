@@ -8,6 +8,8 @@
 
 #include "common.hpp"
 #include "optimize.hpp"
+#include "mixedfit/interrupt.hpp"
+#include "mixedfit/newton.hpp"
 #include "mixedfit/one_term_gradient.hpp"
 #include "mixedfit/problem.hpp"
 
@@ -140,6 +142,49 @@ struct PyProblem {
       return Status::Ok;
     };
     return run_bobyqa(objective, x0, lower, ftol_abs, xtol_abs, maxeval, initial_step);
+  }
+
+  // Modified Newton over theta with the exact gradient, the whole loop in the core
+  // (newton.hpp: optimize.newton's rules): (theta, value, evaluations, converged); when not
+  // converged, theta and value are the last accepted point. Unbounded, as minimize_theta.
+  py::tuple newton(DArr x0, bool reml) {
+    alive.check();
+    CoreLock lock(mu);
+    if (!has_response)
+      throw py::value_error("set_response() must be called before the objective is evaluated");
+    if (x0.ndim() != 1 || x0.shape(0) != prob->ntheta())
+      throw py::value_error("theta must be a vector of length " + std::to_string(prob->ntheta()));
+    require_finite(x0.data(), x0.shape(0), "x0");
+    const bool one_term = prob->nterms() == 1;
+    if (!one_term) {
+      require_rows("newton");
+      checked->check_unchanged(n);
+    }
+    if (prob->rest_sparse()) raise_status(Status::SparseRestUnsupported, "newton");
+    Problem& problem = *prob;
+    const mixedfit::ValueAndGradient fg = [&problem, reml, one_term](const Vector& x, double& f,
+                                                                     Vector& g) {
+      if (mixedfit::interrupt_requested()) return Status::Interrupted;
+      if (one_term)
+        return mixedfit::one_term_objective_gradient(problem.one_term_blocks(), x.data(), reml,
+                                                     f, &g);
+      Status s = problem.factor(x.data());
+      if (s != Status::Ok) return s;
+      f = problem.profiled_objective(reml);
+      Vector beta, u;
+      if ((s = problem.solve(beta, u)) != Status::Ok) return s;
+      return problem.objective_gradient(reml, beta, u, g);
+    };
+    const Vector start = Eigen::Map<const Vector>(x0.data(), x0.shape(0));
+    const Vector free = Vector::Constant(start.size(), -std::numeric_limits<double>::infinity());
+    mixedfit::NewtonResult r;
+    {
+      py::gil_scoped_release release;
+      r = mixedfit::newton_minimize(fg, start, free);
+    }
+    raise_status(Status::Ok, "newton");  // an interrupt (Ctrl-C) stopped the run: raise it
+    return py::make_tuple(py::array_t<double>(r.x.size(), r.x.data()), r.f, r.nevals,
+                          r.converged());
   }
 
   // Objective and its gradient in theta.
@@ -358,6 +403,9 @@ void bind_lmm(py::module_& m) {
            "Minimize the criterion over theta from x0 (theta >= lower) by NLopt's BOBYQA inside "
            "the core (after mixedfit._core.load_nlopt): (theta, value, evaluations, NLopt's "
            "result code). A theta the factorization cannot take counts as +inf.")
+      .def("newton", &PyProblem::newton, py::arg("x0"), py::arg("reml"),
+           "Modified Newton over theta from x0 with the exact gradient, the loop in the core "
+           "(optimize.newton's rules): (theta, value, evaluations, converged).")
       .def("objective_grad", &PyProblem::objective_grad, py::arg("theta"), py::arg("reml"),
            "(objective, gradient in theta) at theta.")
       .def("solution", &PyProblem::solution, py::arg("theta"),

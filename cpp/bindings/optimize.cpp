@@ -18,6 +18,9 @@ py::tuple run_bobyqa(const mixedfit::BoxObjective& f, const DArr& x0, const DArr
                      double ftol_abs, double xtol_abs, int maxeval, const py::object& initial_step) {
   if (!mixedfit::nlopt_loaded())
     throw py::value_error("NLopt's C API is not loaded: call load_nlopt() first");
+  if (!(ftol_abs >= 0) || !(xtol_abs >= 0) || !std::isfinite(ftol_abs) || !std::isfinite(xtol_abs))
+    throw py::value_error("ftol_abs and xtol_abs must be finite and >= 0");
+  if (maxeval < 1) throw py::value_error("maxeval must be at least 1");
   const std::vector<double> start = to_vector(x0, "x0", -1);
   const auto n = static_cast<py::ssize_t>(start.size());
   mixedfit::BobyqaSettings settings{ftol_abs, xtol_abs, maxeval, {}};

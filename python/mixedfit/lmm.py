@@ -112,7 +112,8 @@ def _optimize(prob, design, ps, x0, reml, control):
 
     # A sparse rest block (several large grouping factors) has no gradient: lme4's BOBYQA path.
     if _use_gradient(design, control) and not core.rest_sparse:
-        opt = minimize_theta(lambda th: core.objective_grad(th, reml), f, x0, ps, control)
+        opt = minimize_theta(lambda th: core.objective_grad(th, reml), f, x0, ps, control,
+                             newton_run=lambda start: core.newton(start, reml))
     else:  # the core runs BOBYQA itself (or NLopt calls the core's method through one closure)
         opt = bobyqa(core.objective, x0, theta_lower(ps), control, args=(reml,),
                      failures=(NumericalError,), in_core=core.bobyqa)
