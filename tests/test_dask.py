@@ -196,6 +196,18 @@ def test_satterthwaite_and_kenward_roger_from_cross_products(fits, formula):
         pd.testing.assert_frame_equal(fd.coef_table(ddf), fp.coef_table(ddf), rtol=1e-7)
 
 
+@pytest.mark.parametrize("formula", ["y ~ x * f + (1 | g)", "y ~ f + xm + (1 | g) + (1 | h)"])
+@pytest.mark.parametrize("type", [1, 2, 3])
+def test_single_fit_anova_equals_in_memory(fits, formula, type):
+    """lmerTest's anova(fit) of a Dask fit: types I and II from X'X (the scaling pass's R
+    factor), type III from a synthetic design over the factors' levels (its contrasts depend
+    on the design's structure alone). Tolerance: that of the estimates (see the module)."""
+    fd, fp = fits(formula)
+    ad, ap = mixedfit.anova(fd, type=type), mixedfit.anova(fp, type=type)
+    assert list(ad.index) == list(ap.index) and ad.attrs["heading"] == ap.attrs["heading"]
+    np.testing.assert_allclose(ad.to_numpy(), ap.to_numpy(), rtol=1e-6)
+
+
 @pytest.mark.parametrize("method", ["simulate", "refit", "profile"])
 def test_methods_needing_refits_are_refused(fits, method):
     fd, _ = fits("y ~ x + (1 | g)")

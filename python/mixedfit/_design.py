@@ -123,6 +123,15 @@ class Design:
             self.specs = {key: mms[key].model_spec for key in _pieces(self.parsed)}
         return self.specs
 
+    def x_gram(self) -> np.ndarray:
+        """X'X of the fixed effects (unweighted, as lmerTest's anova forms it)."""
+        return self.X.T @ self.X
+
+    def contrast_design(self) -> tuple[np.ndarray, pd.DataFrame]:
+        """(X, its rows' model frame): rows that span the fixed effects' design, for
+        contrasts that depend on its structure alone (the type III anova)."""
+        return self.X, self.frame
+
     @property
     def index(self) -> pd.Index:
         """Row labels of the observations used."""

@@ -101,6 +101,8 @@ def _scaling(ddf, spec, progress: bool):
     dropped = [nm for nm, k in zip(spec.fixed_names_all, keep) if not k]
     if dropped:
         warn_dropped_columns(dropped, stacklevel=5)
+    R_kept = scaled["R"][:, keep]
+    spec.x_gram = R_kept.T @ R_kept  # X'X = R'R (the anova's type I and II hypotheses)
     std = Standardization.from_r(scaled["Rw"], keep, spec.n)
     rounding = _ROUNDING_ULPS * np.finfo(float).eps * scaled["ymax"]
     if not std.scale > rounding:

@@ -4,6 +4,7 @@ the cluster (lazily, as Dask collections) and what would need them again refused
 from __future__ import annotations
 
 import copy
+import math
 import warnings
 
 import numpy as np
@@ -11,9 +12,14 @@ import pandas as pd
 
 from ..glmm import GlmerResult
 from ..results import LmerResult
-from ._spec import FitSpec, _with_global_levels, partition_arrays
+from ._spec import FitSpec, _is_text, _with_global_levels, partition_arrays
 
 __all__ = ["DaskDesign", "DaskLmerResult", "DaskGlmerResult"]
+
+
+# The synthetic design of contrast_design: rows per combination of levels, and at most.
+_CONTRAST_ROWS_PER_CELL = 3
+_CONTRAST_MAX_ROWS = 300_000
 
 
 class DaskDesign:
@@ -46,6 +52,48 @@ class DaskDesign:
         """The model frame: the used columns, lazily (rows with missing values included;
         the fit drops them)."""
         return self.source[self.used]
+
+    def x_gram(self) -> np.ndarray:
+        """X'X of the fixed effects over all rows, from the scaling pass's R factor."""
+        if self.spec.x_gram is None:
+            raise NotImplementedError("X'X of this Dask fit was not kept")
+        return self.spec.x_gram
+
+    def contrast_design(self) -> tuple[np.ndarray, pd.DataFrame]:
+        """(X, frame) of a small synthetic design with the fit's coding: every combination of
+        the fixed-effect factors' global levels, three rows each with distinct values of the
+        numeric variables. It spans the same column space as the rows on the cluster, which is
+        all that structural contrasts (the type III anova) depend on."""
+        variables = sorted(self.fixed_spec.required_variables)
+        levels = {v: self.spec.component_levels[v] for v in variables
+                  if v in self.spec.component_levels}
+        cells = math.prod(len(lev) for lev in levels.values())
+        if cells * _CONTRAST_ROWS_PER_CELL > _CONTRAST_MAX_ROWS:
+            raise NotImplementedError(
+                f"the type III anova of a Dask fit builds a design over all {cells:,} "
+                "combinations of the fixed-effect factors' levels, too many here; use "
+                "anova(fit, type=1) or type=2")
+        grid = pd.MultiIndex.from_product([list(lev) for lev in levels.values()],
+                                          names=list(levels)).to_frame(index=False)
+        grid = grid.loc[grid.index.repeat(_CONTRAST_ROWS_PER_CELL)].reset_index(drop=True)
+        rng = np.random.default_rng(20261202)
+        meta = self.source._meta if self.source is not None else None
+        cols = {}
+        for v in variables:
+            if v in levels:
+                dtype = None if meta is None else meta[v].dtype
+                if dtype is not None and not _is_text(dtype):
+                    cols[v] = grid[v].astype(dtype)
+                else:
+                    cols[v] = pd.Categorical(grid[v], categories=levels[v],
+                                             ordered=bool(getattr(dtype, "ordered", False)))
+            else:
+                cols[v] = rng.normal(size=len(grid))
+        frame = pd.DataFrame(cols)
+        X = np.asarray(self.fixed_spec.get_model_matrix(frame), dtype=np.float64)
+        if self.keep_fixed is not None:
+            X = X[:, np.asarray(self.keep_fixed, dtype=bool)]
+        return X, frame
 
     def _rows(self, what: str):
         raise NotImplementedError(f"{what} of a Dask fit stays on the cluster; use fitted(), "

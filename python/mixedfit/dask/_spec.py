@@ -230,6 +230,7 @@ class FitSpec:
     combo_keys: dict                     # group columns -> sorted int64 keys of the levels
     n: int
     n_dropped_na: int
+    x_gram: np.ndarray | None = None    # X'X of the kept columns (set after the scaling pass)
 
     @property
     def fixed_names(self) -> list[str]:

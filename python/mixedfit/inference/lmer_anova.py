@@ -120,23 +120,23 @@ def _zapsmall(x: np.ndarray, digits: int = 7) -> np.ndarray:
     return np.round(x, max(0, digits - int(np.ceil(np.log10(mx)))))
 
 
-def _type1(X, terms):
-    p = X.shape[1]
-    L = np.ones((1, 1)) if p == 1 else doolittle_lower(X.T @ X).T
+def _type1(gram, terms):
+    p = gram.shape[0]
+    L = np.ones((1, 1)) if p == 1 else doolittle_lower(gram).T
     return {t.label: L[t.columns] for t in terms}
 
 
-def _type2(X, terms):
+def _type2(gram, terms):
     inside = containment(terms)
     by_label = {t.label: t for t in terms}
     out = {}
     for t in terms:
         if not inside[t.label]:
-            out[t.label] = np.eye(X.shape[1])[t.columns]
+            out[t.label] = np.eye(gram.shape[0])[t.columns]
             continue
         moved = list(t.columns) + [c for o in inside[t.label] for c in by_label[o].columns]
-        order = [c for c in range(X.shape[1]) if c not in moved] + moved
-        Lc = doolittle_lower(X[:, order].T @ X[:, order]).T
+        order = [c for c in range(gram.shape[0]) if c not in moved] + moved
+        Lc = doolittle_lower(gram[np.ix_(order, order)]).T
         rows = [order.index(c) for c in t.columns]
         back = np.argsort(order)
         out[t.label] = Lc[rows][:, back]
@@ -166,14 +166,14 @@ def _is_treatment(state) -> bool:
     return isinstance(getattr(state, "contrasts", None), TreatmentContrasts)
 
 
-def _treatment_coded(fit, terms, intercept):
-    """The design with every factor treatment-coded (lmerTest's remake with
-    contr.treatment): (X, lme4 column names, terms). The fit's own when it already is."""
+def _treatment_coded(fit, X, frame, terms, intercept):
+    """The design X (of rows ``frame``) with every factor treatment-coded (lmerTest's remake
+    with contr.treatment): (X, lme4 column names, terms). X itself when it already is."""
     spec = fit.design.fixed_spec
     recoded = {str(f): re.match(r"^C\(\s*([^,]+?)\s*,.*\)$", str(f))
                for f, state in spec.factor_contrasts.items() if not _is_treatment(state)}
     if not recoded:
-        return fit.design.X, list(fit.design.fixed_names), terms
+        return X, list(fit.design.fixed_names), terms
     import formulaic
 
     from .._design import lme4_column_name
@@ -182,7 +182,7 @@ def _treatment_coded(fit, terms, intercept):
     labels = [":".join(plain.get(str(f.expr), str(f.expr)) for f in term.factors)
               for term in spec.term_indices if str(term) != "1"]
     mm = formulaic.model_matrix(("1 + " if intercept else "0 + ") + " + ".join(labels),
-                                fit.design.frame, na_action="ignore")
+                                frame, na_action="ignore")
     new_terms, _ = _terms_of_spec(mm.model_spec, np.arange(mm.shape[1]))
     return (np.asarray(mm, dtype=float), [lme4_column_name(str(c)) for c in mm.columns],
             new_terms)
@@ -212,10 +212,14 @@ def _type3_treatment(frame, X, names, terms, intercept):
     return out
 
 
-def _type3(fit, X, terms, intercept):
-    """Type 3 contrasts on the treatment-coded design, mapped to the fit's coding."""
-    X_treat, names, treat_terms = _treatment_coded(fit, terms, intercept)
-    Ls = _type3_treatment(fit.design.frame, X_treat, names, treat_terms, intercept)
+def _type3(fit, terms, intercept):
+    """Type 3 contrasts on the treatment-coded design, mapped to the fit's coding. They
+    depend on the design's structure alone (pinv(X) times the dummy-coded design, whose
+    columns lie in X's span), so any rows spanning it give them: the fit's own, or for data
+    that stay on a cluster a small synthetic design (``Design.contrast_design``)."""
+    X, frame = fit.design.contrast_design()
+    X_treat, names, treat_terms = _treatment_coded(fit, X, frame, terms, intercept)
+    Ls = _type3_treatment(frame, X_treat, names, treat_terms, intercept)
     if X_treat is not X:
         mapping = _zapsmall(np.linalg.pinv(X_treat) @ X)
         Ls = [L @ mapping for L in Ls]
@@ -225,14 +229,14 @@ def _type3(fit, X, terms, intercept):
 def hypothesis_matrices(fit, type: int) -> dict[str, np.ndarray]:
     """lmerTest's contrast matrices (rows over the fixed effects) for each term."""
     terms, intercept = fixed_terms(fit.design)
-    X = fit.design.X
-    if X.shape[1] == 0 or (X.shape[1] == 1 and intercept):
-        return {t.label: np.zeros((0, X.shape[1])) for t in terms}
-    if type == 1 or X.shape[1] <= 1 or len(terms) <= 1:
-        return _type1(X, terms)
+    p = fit.design.p
+    if p == 0 or (p == 1 and intercept):
+        return {t.label: np.zeros((0, p)) for t in terms}
+    if type == 1 or p <= 1 or len(terms) <= 1:
+        return _type1(fit.design.x_gram(), terms)
     if type == 2:
-        return _type2(X, terms)
-    return _type3(fit, X, terms, intercept)
+        return _type2(fit.design.x_gram(), terms)
+    return _type3(fit, terms, intercept)
 
 
 def _f_row(engine, L, sigma, method):
