@@ -73,6 +73,14 @@ struct PyProblem {
                            "from cross products alone");
   }
 
+  // A response is set and theta (or a start) has ntheta entries.
+  void require_theta(const DArr& theta) const {
+    if (!has_response)
+      throw py::value_error("set_response() must be called before the objective is evaluated");
+    if (theta.ndim() != 1 || theta.shape(0) != prob->ntheta())
+      throw py::value_error("theta must be a vector of length " + std::to_string(prob->ntheta()));
+  }
+
   void set_response(py::array y_, py::object w_) {
     alive.check();
     CoreLock lock(mu);
@@ -102,10 +110,7 @@ struct PyProblem {
 
   // Factors at theta; the caller holds the lock.
   void factor_checked(const DArr& theta) {
-    if (!has_response)
-      throw py::value_error("set_response() must be called before the objective is evaluated");
-    if (theta.ndim() != 1 || theta.shape(0) != prob->ntheta())
-      throw py::value_error("theta must be a vector of length " + std::to_string(prob->ntheta()));
+    require_theta(theta);
     const double* t = theta.data();
     Status s;
     {
@@ -128,10 +133,7 @@ struct PyProblem {
                    int maxeval, py::object initial_step) {
     alive.check();
     CoreLock lock(mu);
-    if (!has_response)
-      throw py::value_error("set_response() must be called before the objective is evaluated");
-    if (x0.ndim() != 1 || x0.shape(0) != prob->ntheta())
-      throw py::value_error("theta must be a vector of length " + std::to_string(prob->ntheta()));
+    require_theta(x0);
     Problem& problem = *prob;
     auto objective = [&problem, reml](const double* theta, double& value) {
       const Status s = problem.factor(theta);
@@ -150,10 +152,7 @@ struct PyProblem {
   py::tuple newton(DArr x0, bool reml) {
     alive.check();
     CoreLock lock(mu);
-    if (!has_response)
-      throw py::value_error("set_response() must be called before the objective is evaluated");
-    if (x0.ndim() != 1 || x0.shape(0) != prob->ntheta())
-      throw py::value_error("theta must be a vector of length " + std::to_string(prob->ntheta()));
+    require_theta(x0);
     require_finite(x0.data(), x0.shape(0), "x0");
     const bool one_term = prob->nterms() == 1;
     if (!one_term) {
@@ -211,10 +210,7 @@ struct PyProblem {
   // (one_term_gradient.hpp): neither the rows nor a factorization are needed. The caller
   // holds the lock; the problem's last factorization is left as it was.
   py::tuple one_term_objective_grad(const DArr& theta, bool reml) {
-    if (!has_response)
-      throw py::value_error("set_response() must be called before the objective is evaluated");
-    if (theta.ndim() != 1 || theta.shape(0) != prob->ntheta())
-      throw py::value_error("theta must be a vector of length " + std::to_string(prob->ntheta()));
+    require_theta(theta);
     require_finite(theta.data(), theta.shape(0), "theta");
     double obj = 0.0;
     Vector grad;
