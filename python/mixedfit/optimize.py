@@ -1,5 +1,7 @@
 """The outer optimizers: NLopt's BOBYQA with lme4's settings, and for objectives with an
-exact gradient modified Newton steps (SciPy's L-BFGS-B as their fallback)."""
+exact gradient modified Newton steps (SciPy's L-BFGS-B as their fallback). The core runs both
+loops itself where it can (LmmProblem.bobyqa and .newton, GlmmProblem.newton); the Python
+versions here are the same rules, for the objectives that live in Python."""
 
 from __future__ import annotations
 
@@ -14,8 +16,9 @@ from . import _core
 from ._errors import ConvergenceWarning, SingularFitWarning
 from .options import Control
 
-__all__ = ["OptResult", "bobyqa", "report_convergence", "lbfgsb", "minimize_theta", "nlopt_in_core", "newton", "on_bound",
-           "positive_diagonal", "snap_to_boundary", "theta_lower", "theta_start"]
+__all__ = ["OptResult", "bobyqa", "report_convergence", "lbfgsb", "minimize_theta",
+           "nlopt_in_core", "newton", "on_bound", "positive_diagonal", "snap_to_boundary",
+           "theta_lower", "theta_start"]
 
 
 @dataclass
