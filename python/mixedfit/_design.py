@@ -344,8 +344,8 @@ def _response(parsed: ParsedFormula, frame: pd.DataFrame, formula: str, response
         if len(pieces) != 2 or not all(pieces):
             raise FormulaError(f"cbind() needs two arguments (successes, failures): {text!r}")
         where = f" of the response of formula {formula!r}"
-        s_, f_ = (_numeric_values(evaluate(p, frame, where=where), p, "cbind() argument")
-                  for p in pieces)
+        s_, f_ = (_numeric_values(evaluate(p, frame, where=where, looked_up=columns), p,
+                                  "cbind() argument") for p in pieces)
         return None, pd.DataFrame(np.column_stack([s_, f_]), index=frame.index,
                                   columns=_CBIND_COLUMNS, copy=False)
     if text.strip("`") in columns:
@@ -355,8 +355,8 @@ def _response(parsed: ParsedFormula, frame: pd.DataFrame, formula: str, response
         if isinstance(response, pd.DataFrame):
             raise DataError(f"column name {text!r} appears more than once in the data")
     else:
-        response = pd.Series(evaluate(text, frame, where=f" (the response of {formula!r})"),
-                             index=frame.index, name=text)
+        response = pd.Series(evaluate(text, frame, where=f" (the response of {formula!r})",
+                                      looked_up=columns), index=frame.index, name=text)
     if response_kind != "numeric":
         return None, response
     if response.dtype.kind not in "biuf":

@@ -315,14 +315,17 @@ _ALLOWED_NODES = (
 
 # ---- evaluation (response, offset, cbind) -------------------------------------------------------
 
-def evaluate(text: str, frame: pd.DataFrame, *, where: str = "") -> np.ndarray:
-    """The R expression ``text`` over the columns of ``frame``, one value per row."""
+def evaluate(text: str, frame: pd.DataFrame, *, where: str = "",
+             looked_up: Mapping | None = None) -> np.ndarray:
+    """The R expression ``text`` over the columns of ``frame``, one value per row.
+    ``looked_up``: columns of ``frame`` already taken from it, by name (pandas' lookups are
+    not cheap)."""
     py = to_python(text, where=where)
     tree = check(py, text + where if where else text, frame.columns)
     names = dict(parse(py, text)[1])
     try:
         with np.errstate(all="ignore"):
-            val = _Evaluator(frame, names).visit(tree.body)
+            val = _Evaluator(frame, names, looked_up or {}).visit(tree.body)
     except (FormulaError, DataError):
         raise
     except Exception as exc:  # numpy's, pandas' or pyarrow's complaint about the values
@@ -368,9 +371,10 @@ def _number(value):
 class _Evaluator:
     """Computes a checked expression tree node by node (no ``eval``)."""
 
-    def __init__(self, frame: pd.DataFrame, aliases: Mapping[str, str]):
+    def __init__(self, frame: pd.DataFrame, aliases: Mapping[str, str], looked_up: Mapping):
         self.frame = frame
         self.aliases = aliases
+        self.looked_up = looked_up
 
     def visit(self, node):
         return getattr(self, "visit_" + type(node).__name__)(node)
@@ -381,7 +385,8 @@ class _Evaluator:
     def visit_Name(self, node):
         if node.id in ("True", "False"):
             return node.id == "True"
-        col = self.frame[self.aliases.get(node.id, node.id)]
+        name = self.aliases.get(node.id, node.id)
+        col = self.looked_up[name] if name in self.looked_up else self.frame[name]
         if isinstance(col, pd.DataFrame):
             raise DataError(f"column name {col.columns[0]!r} appears more than once in the data")
         if col.dtype.kind in "biuf":
