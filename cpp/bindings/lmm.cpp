@@ -10,7 +10,6 @@
 #include "optimize.hpp"
 #include "mixedfit/interrupt.hpp"
 #include "mixedfit/newton.hpp"
-#include "mixedfit/one_term_gradient.hpp"
 #include "mixedfit/problem.hpp"
 
 namespace mixedfit_py {
@@ -154,25 +153,12 @@ struct PyProblem {
     CoreLock lock(mu);
     require_theta(x0);
     require_finite(x0.data(), x0.shape(0), "x0");
-    const bool one_term = prob->nterms() == 1;
-    if (!one_term) {
-      require_rows("newton");
-      checked->check_unchanged(n);
-    }
+    require_rows_for_gradient("newton");
     if (prob->rest_sparse()) raise_status(Status::SparseRestUnsupported, "newton");
     Problem& problem = *prob;
-    const mixedfit::ValueAndGradient fg = [&problem, reml, one_term](const Vector& x, double& f,
-                                                                     Vector& g) {
+    const mixedfit::ValueAndGradient fg = [&problem, reml](const Vector& x, double& f, Vector& g) {
       if (mixedfit::interrupt_requested()) return Status::Interrupted;
-      if (one_term)
-        return mixedfit::one_term_objective_gradient(problem.one_term_blocks(), x.data(), reml,
-                                                     f, &g);
-      Status s = problem.factor(x.data());
-      if (s != Status::Ok) return s;
-      f = problem.profiled_objective(reml);
-      Vector beta, u;
-      if ((s = problem.solve(beta, u)) != Status::Ok) return s;
-      return problem.objective_gradient(reml, beta, u, g);
+      return problem.value_and_gradient(x.data(), reml, f, g);
     };
     const Vector start = Eigen::Map<const Vector>(x0.data(), x0.shape(0));
     const Vector free = Vector::Constant(start.size(), -std::numeric_limits<double>::infinity());
@@ -190,41 +176,26 @@ struct PyProblem {
   py::tuple objective_grad(DArr theta, bool reml) {
     alive.check();
     CoreLock lock(mu);
-    if (prob->nterms() == 1) return one_term_objective_grad(theta, reml);
-    require_rows("objective_grad");
-    checked->check_unchanged(n);
-    factor_checked(theta);
-    const double obj = prob->profiled_objective(reml);
-    Vector beta, u, grad;
-    Status s;
-    {
-      py::gil_scoped_release release;
-      s = prob->solve(beta, u);
-      if (s == Status::Ok) s = prob->objective_gradient(reml, beta, u, grad);
-    }
-    raise_status(s, "objective gradient");
-    return py::make_tuple(obj, py::array_t<double>(grad.size(), grad.data()));
-  }
-
-  // A one-term model's criterion and gradient in one pass over A's per-level blocks
-  // (one_term_gradient.hpp): neither the rows nor a factorization are needed. The caller
-  // holds the lock; the problem's last factorization is left as it was.
-  py::tuple one_term_objective_grad(const DArr& theta, bool reml) {
     require_theta(theta);
     require_finite(theta.data(), theta.shape(0), "theta");
+    require_rows_for_gradient("objective_grad");
     double obj = 0.0;
     Vector grad;
     Status s;
     {
       py::gil_scoped_release release;
-      s = mixedfit::one_term_objective_gradient(prob->one_term_blocks(), theta.data(), reml, obj,
-                                                &grad);
+      s = prob->value_and_gradient(theta.data(), reml, obj, grad);
     }
     raise_status(s, "objective gradient");
     return py::make_tuple(obj, py::array_t<double>(grad.size(), grad.data()));
   }
 
-
+  // The gradient of a model with several terms reads the rows (a one-term model's does not).
+  void require_rows_for_gradient(const char* what) const {
+    if (prob->nterms() == 1) return;
+    require_rows(what);
+    checked->check_unchanged(n);
+  }
 
   py::dict solution(DArr theta) {
     alive.check();

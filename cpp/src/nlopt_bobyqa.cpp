@@ -1,5 +1,6 @@
 #include "mixedfit/nlopt_bobyqa.hpp"
 
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <exception>

@@ -168,11 +168,15 @@ OneTermBlocks Problem::one_term_blocks() const {
   return b;
 }
 
-Status Problem::one_term_gradient_at_factor(bool reml, Vector& grad) const {
-  const OneTermBlocks blk = one_term_blocks();
-  if (blk.P <= 0) return Status::BadDimension;
-  double objective = 0.0;
-  return objective_gradient_at(blk, lambda_[0], reml, objective, &grad);
+Status Problem::value_and_gradient(const double* theta, bool reml, double& value,
+                                   Vector& grad) {
+  if (nterms() == 1) return one_term_objective_gradient(one_term_blocks(), theta, reml, value, &grad);
+  Status s = factor(theta);
+  if (s != Status::Ok) return s;
+  value = profiled_objective(reml);
+  Vector beta, u;
+  if ((s = solve(beta, u)) != Status::Ok) return s;
+  return objective_gradient(reml, beta, u, grad);
 }
 
 }  // namespace mixedfit

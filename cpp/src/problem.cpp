@@ -1136,7 +1136,6 @@ Status Problem::logdet_gradient_scalar(bool with_x, Vector& g) const {
 
 Status Problem::objective_gradient(bool reml, const Vector& beta, const Vector& u,
                                    Vector& grad) const {
-  if (nterms() == 1 && factored_) return one_term_gradient_at_factor(reml, grad);  // from A
   if (!has_rows_) return Status::NoRows;
   // objective = log|M| + df (1 + log(2 pi pwrss / df)) - log|W|, with M the (u, beta) system
   // (REML, df = n - p) or G alone (ML, df = n). With v_i = sqrt(w_i) [Lambda' z_i; x_i],

@@ -138,11 +138,14 @@ class Problem {
   // selected entries of G^{-1} only (those of the blocked factor's pattern). with_x: the
   // same T for the (u, beta) system M and v_i = [Lambda' z_i; x_i] (h is then left empty).
   Status leverages(Vector& h, Matrix& T, bool with_x = false) const;
-  // Gradient of profiled_objective(reml) in theta at the last factor and solve(), for the
-  // response and weights of the last set_response (which must still be alive). A one-term
-  // model's comes from A's blocks alone (one_term_gradient.hpp; also for a Problem built from
-  // cross products); others' from the rows (NoRows without them).
+  // Gradient of profiled_objective(reml) in theta at the last factor and solve(), from the
+  // rows of the last set_response (which must still be alive; NoRows without them).
   Status objective_gradient(bool reml, const Vector& beta, const Vector& u, Vector& grad) const;
+  // The criterion at theta and its gradient. A one-term model's come from A's blocks alone in
+  // one pass (one_term_gradient.hpp: no factorization, also for a Problem built from cross
+  // products; the last factor is left as it was); others' from factor(), solve() and
+  // objective_gradient().
+  Status value_and_gradient(const double* theta, bool reml, double& value, Vector& grad);
   // Views of A's blocks for a one-term model after set_response (P = 0 otherwise), for the
   // O(levels) criterion and gradient of one_term_gradient.hpp. Valid while this Problem lives
   // and until the next set_response.
@@ -193,8 +196,6 @@ class Problem {
   Index rinv_times_coupling(const Matrix& Rinv, int c, Index px, Vector& y) const;
   // leverages() for two scalar terms with a sparse coupling block, without a dense S22.
   Status leverages_two_scalar(Vector& h, Matrix& T) const;
-  // objective_gradient of a one-term model, at the theta of the last factor().
-  Status one_term_gradient_at_factor(bool reml, Vector& grad) const;
   // d log|M| / dtheta (M: G, or with_x the (u, beta) system) when every term is scalar.
   Status logdet_gradient_scalar(bool with_x, Vector& g) const;
   // The sparse rest block (problem_sparse_rest.cpp): storage choice at construction, A, factor,
