@@ -4,11 +4,12 @@ One LocalCluster (two worker processes, one thread each) serves the module; the 
 written to Parquet in many files and read back with dask.dataframe, so every pass runs on
 the workers. Tolerances: the objective to 1e-10 relative, at fixed theta and at the optimum
 (the cross products are summed in another order than the in-memory core sums them:
-rounding, ~1e-13 measured); estimates (beta, theta, sigma) to 1e-8 relative: BOBYQA takes
-the same path from the same start, and the rounding above moved its steps by at most 3e-11
-in these cases. A rounding difference can also move BOBYQA's last steps within its stopping
-tolerance (ftol_abs = 1e-8 on the criterion): seen once, 1.1e-7 in theta, with five
-partitions (test_default_scheduler_without_client, which allows 1e-6).
+rounding, ~1e-13 measured). Estimates (beta, theta, sigma) agree to 1e-6 relative, not to
+rounding: BOBYQA takes the same path from the same start, but the rounding above can move
+its last steps within its stopping tolerance (ftol_abs = 1e-8 on the criterion). Measured:
+3e-11 in most cases, 5.3e-8 in theta for the offset cases on one CPU, 1.1e-7 with five
+partitions. Either fit's theta is therefore also checked to be as good a minimum of the
+other's criterion, to within that stopping tolerance.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ import mixedfit  # noqa: E402
 from mixedfit import DataError, FormulaError  # noqa: E402
 
 OBJ_RTOL = 1e-10
-EST_RTOL = 1e-8
+EST_RTOL = 1e-6
+FTOL_ABS = 1e-8  # BOBYQA's stopping tolerance on the criterion (lme4's)
 
 
 def _frame(seed=0, n=1200, ngroups=30, nh=8):
@@ -88,6 +90,9 @@ def _same_fit(fd, fp, est_rtol=EST_RTOL):
     # The criterion as a function: at fixed theta the two problems agree to rounding.
     for theta in (fp.theta, fp.theta * 0.7 + 0.1):
         np.testing.assert_allclose(fd.objective(theta), fp.objective(theta), rtol=OBJ_RTOL)
+    # Each optimum is as low on the other's criterion, to within the stopping tolerance.
+    assert fp.objective(fd.theta) <= fp.objective(fp.theta) + FTOL_ABS
+    assert fd.objective(fp.theta) <= fd.objective(fd.theta) + FTOL_ABS
     obj_d = fd.reml_criterion if fd.reml else -2 * fd.loglik
     obj_p = fp.reml_criterion if fp.reml else -2 * fp.loglik
     np.testing.assert_allclose(obj_d, obj_p, rtol=OBJ_RTOL)
@@ -292,10 +297,8 @@ def test_default_scheduler_without_client(data, fits):
     local = dd.from_pandas(df, npartitions=5)
     with _no_client():
         fd = mixedfit.lmer("y ~ x + (1 | g)", local, progress=False)
-    # Five partitions sum A in another order than twelve do; that rounding moved BOBYQA's
-    # last steps within its stopping tolerance (ftol_abs 1e-8 on the criterion): theta
-    # agrees to 1.1e-7 relative here (the criterion still to 1e-10).
-    _same_fit(fd, fits("y ~ x + (1 | g)")[1], est_rtol=1e-6)
+    # Five partitions sum A in another order than twelve do (1.1e-7 in theta measured).
+    _same_fit(fd, fits("y ~ x + (1 | g)")[1])
 
 
 class _no_client:
