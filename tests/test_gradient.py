@@ -217,11 +217,11 @@ def test_auto_chooses_by_evaluation_cost():
     from mixedfit.lmm import _use_gradient
     rng = np.random.default_rng(0)
     # One term: its gradient comes from A's per-level blocks, about one evaluation's cost;
-    # it pays on many levels.
+    # it pays on few levels and on many.
     few = build_design("y ~ x + (1 | g)", lmm_frame(), weights=None, offset=None, lmm=True)
     df = lmm_frame(n=6000).assign(g=np.repeat(np.arange(1200), 5).astype(str))
     one_term = build_design("y ~ x + (1 | g)", df, weights=None, offset=None, lmm=True)
-    assert not _use_gradient(few, mixedfit.Control())
+    assert _use_gradient(few, mixedfit.Control())
     # Two small crossed terms: an evaluation takes microseconds, the row-wise gradient more.
     df = lmm_frame(n=400).assign(a=rng.integers(0, 20, 400).astype(str),
                                  b=rng.integers(0, 10, 400).astype(str))

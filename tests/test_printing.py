@@ -143,12 +143,18 @@ def test_text_identical_to_lme4(kind, mid, what):
 # t value then moves by a few units in its 5th significant digit. Tolerance: 1e-4 relative
 # plus one unit in the last printed digit (rounding on either side of a boundary). Only the
 # lines listed may differ; all others must be identical.
+# One-term models take the gradient path by default, which stops closer to the optimum than
+# BOBYQA: lme4's own criterion is lower at our theta than at its own, by 1.5e-9 (sleepstudy
+# REML) and 2.5e-8 (ML), see tests/reference/check_lmm_optimum.R.
 LMM_LINES_AT_A_FLAT_OPTIMUM = {   # lme4's lines (exactly) that ours may differ from
+    ("sleepstudy_reml", "summary"): {" Subject  (Intercept) 612.10   24.741       "},  # 612.09 24.740
+    ("sleepstudy_reml", "print"): {" Subject  (Intercept) 24.741       "},             # 24.740
     ("sleepstudy_ml", "summary"): {
         " Subject  (Intercept) 565.48   23.780       ",          # variance: ours 565.51
         " Residual             654.95   25.592       ",          # ours 654.94
         "(Intercept)  251.405      6.632  37.907",               # t value: ours 37.906
     },
+    ("sleepstudy_ml", "print"): {" Subject  (Intercept) 23.780       "},              # 23.781
     ("dyestuff", "print"): {"       1528  "},                    # 1527.4999 vs 1527.5000
     ("penicillin", "summary"): {
         "-2.07923 -0.67140  0.06292  0.58377  2.97959 ",          # max residual: ours 2.97958

@@ -184,7 +184,8 @@ MATH_FUNCTIONS: dict[str, Callable] = {
 NUMPY_FUNCTIONS = frozenset({"log", "log10", "log2", "log1p", "exp", "expm1", "sqrt", "abs",
                              "round", "floor", "ceil", "trunc", "sign", "sin", "cos", "tan"})
 #: Functions formulaic evaluates on the right-hand side (formulaic's own transforms, ours).
-RHS_FUNCTIONS = frozenset(MATH_FUNCTIONS) | {
+_MATH_NAMES = frozenset(MATH_FUNCTIONS)
+RHS_FUNCTIONS = _MATH_NAMES | {
     "factor", "C", "poly", "bs", "cr", "cs", "cc", "scale", "center", "standardize",
 }
 #: ``contr.<name>`` for C(x, contr.<name>).
@@ -236,55 +237,72 @@ def _function_name(node: ast.expr, functions) -> str | None:
 def check(py: str, text: str, columns, functions=MATH_FUNCTIONS) -> ast.Expression:
     """The ast of ``py`` if it uses only columns, constants, arithmetic, comparisons and calls
     of ``functions``; a FormulaError naming the first thing that is not allowed otherwise."""
-    tree, aliases = parse(py, text)
-    names = dict(aliases)
+    names = _MATH_NAMES if functions is MATH_FUNCTIONS else frozenset(functions)
+    tree, _, findings = _vet(py, text, names)
     # membership tests only: a frame's column Index answers them without being copied
     cols = columns if isinstance(columns, (pd.Index, set, frozenset, dict)) else set(columns)
+    for kind, what in findings:
+        if kind == "error":
+            raise FormulaError(what)
+        if what not in cols:
+            raise FormulaError(f"unknown column {what!r} in {text!r} "
+                               "(not a column of the data nor a known function)")
+    return tree
+
+
+@functools.lru_cache(maxsize=1024)
+def _vet(py: str, text: str, functions: frozenset):
+    """(ast, placeholder -> name pairs, findings) of ``py``: in the ast's walk order, the
+    names it reads as columns (``("column", name)``) and what is not allowed
+    (``("error", message)``). Depends on the text only, so a formula's expressions are
+    walked once; ``check`` tests the columns against each frame."""
+    tree, aliases = parse(py, text)
+    names = dict(aliases)
+    findings: list[tuple[str, str]] = []
     structural: set[int] = set()  # function names and np/contr prefixes, not values
     for node in ast.walk(tree):
         if isinstance(node, ast.Call):
             if _function_name(node.func, functions) is None:
-                _refuse_function(node.func, text, names)
+                findings.append(("error", _refused_function(node.func, text, names)))
             structural.add(id(node.func))
             if isinstance(node.func, ast.Attribute):
                 structural.add(id(node.func.value))
             if any(k.arg is None for k in node.keywords):
-                raise FormulaError(f"'**' arguments are not allowed in {text!r}")
+                findings.append(("error", f"'**' arguments are not allowed in {text!r}"))
         elif isinstance(node, ast.Attribute):
             if not _allowed_attribute(node, functions):
-                raise FormulaError(f"{ast.unparse(node)!r} is not allowed in the expression {text!r}")
+                findings.append(("error", f"{ast.unparse(node)!r} is not allowed in the "
+                                          f"expression {text!r}"))
             structural.add(id(node.value))
         elif isinstance(node, ast.Name):
-            name = names.get(node.id, node.id)
-            if id(node) not in structural and name not in cols:
-                raise FormulaError(f"unknown column {name!r} in {text!r} "
-                                   "(not a column of the data nor a known function)")
+            if id(node) not in structural:
+                findings.append(("column", names.get(node.id, node.id)))
         elif isinstance(node, ast.Constant):
             if not isinstance(node.value, (int, float, str, bool)):
-                raise FormulaError(f"constant {node.value!r} is not allowed in {text!r}")
+                findings.append(("error", f"constant {node.value!r} is not allowed in {text!r}"))
         elif isinstance(node, ast.BinOp) and isinstance(node.op, ast.Pow):
-            _check_power(node, text)
+            message = _power_error(node, text)
+            if message:
+                findings.append(("error", message))
         if not isinstance(node, _ALLOWED_NODES):
-            raise FormulaError(
-                f"{type(node).__name__.lower()} syntax is not allowed in the expression {text!r}"
-            )
-    return tree
+            findings.append(("error", f"{type(node).__name__.lower()} syntax is not allowed in "
+                                      f"the expression {text!r}"))
+    return tree, aliases, tuple(findings)
 
 
 def _constant_only(node) -> bool:
     return all(not isinstance(n, (ast.Name, ast.Call)) for n in ast.walk(node))
 
 
-def _check_power(node: ast.BinOp, text: str):
+def _power_error(node: ast.BinOp, text: str) -> str | None:
     """Powers of constants are computed with Python's unbounded integers (by formulaic's
     evaluation): allow only a literal raised to a literal of at most 1024."""
     if not (_constant_only(node.left) and _constant_only(node.right)):
-        return
+        return None
     right = node.right
     ok = (isinstance(node.left, ast.Constant) and isinstance(right, ast.Constant)
           and isinstance(right.value, (int, float)) and abs(right.value) <= 1024)
-    if not ok:
-        raise FormulaError(f"the power {ast.unparse(node)!r} in {text!r} is too large to compute")
+    return None if ok else f"the power {ast.unparse(node)!r} in {text!r} is too large to compute"
 
 
 def _allowed_attribute(node: ast.Attribute, functions) -> bool:
@@ -295,15 +313,14 @@ def _allowed_attribute(node: ast.Attribute, functions) -> bool:
     return node.value.id == "contr" and node.attr in CONTRASTS and "C" in functions
 
 
-def _refuse_function(func: ast.expr, text: str, names: Mapping[str, str]):
+def _refused_function(func: ast.expr, text: str, names: Mapping[str, str]) -> str:
+    """The message refusing a call of ``func``."""
     if isinstance(func, ast.Name):
         name = _PY_TO_R_NAMES.get(func.id, names.get(func.id, func.id))
         hint = _NOT_AVAILABLE.get(name)
-        raise FormulaError(
-            f"unknown function {name}() in {text!r}" + (f": {hint}" if hint else
-                                                        " (see the README's formula syntax)")
-        )
-    raise FormulaError(f"calling {ast.unparse(func)!r} is not allowed in {text!r}")
+        return (f"unknown function {name}() in {text!r}"
+                + (f": {hint}" if hint else " (see the README's formula syntax)"))
+    return f"calling {ast.unparse(func)!r} is not allowed in {text!r}"
 
 
 _ALLOWED_NODES = (
@@ -322,7 +339,7 @@ def evaluate(text: str, frame: pd.DataFrame, *, where: str = "",
     not cheap)."""
     py = to_python(text, where=where)
     tree = check(py, text + where if where else text, frame.columns)
-    names = dict(parse(py, text)[1])
+    names = dict(parse(py, text)[1])  # cached
     try:
         with np.errstate(all="ignore"):
             val = _Evaluator(frame, names, looked_up or {}).visit(tree.body)

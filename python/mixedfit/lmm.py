@@ -29,20 +29,23 @@ def make_problem(design, y=None, weights=None) -> "_core.LmmProblem":
 
 
 def _use_gradient(design, control) -> bool:
-    """The gradient path pays when a gradient is cheap and the fit large, or an evaluation
-    expensive (see Control.optimizer). A one-term model's gradient comes from A's per-level
-    blocks. Otherwise an LMM evaluation never touches the n rows: its cost is the dense rest
-    block's factorization (m^3 / 3, m = random effects outside the first term + p + 1) and
-    the coupling downdate (at most q_0 m); below ~2e6 flops it takes microseconds and BOBYQA
-    is cheaper."""
+    """The gradient path pays when a gradient is cheap or an evaluation expensive (see
+    Control.optimizer). A one-term model's exact gradient comes from A's per-level blocks at
+    about the cost of an evaluation, and Newton needs ~3x fewer evaluations than BOBYQA (and
+    NLopt's own arithmetic is a third of a small fit's BOBYQA): always. Otherwise an LMM
+    evaluation never touches the n rows: its cost is the dense rest block's factorization
+    (m^3 / 3, m = random effects outside the first term + p + 1) and the coupling downdate
+    (at most q_0 m); below ~2e6 flops it takes microseconds, and BOBYQA's extra evaluations
+    cost less than the row-wise gradient."""
     if control.optimizer != "auto":
         return control.optimizer == "gradient"
-    q0 = design.terms[0].nlevels * design.terms[0].p
     if len(design.terms) == 1:
-        # The core's one-term gradient costs about one evaluation (O(levels)), and Newton
-        # needs ~3x fewer evaluations than BOBYQA; below ~1,000 random effects a fit takes
-        # milliseconds either way, and BOBYQA stops where lme4's does (same printed digits).
-        return q0 >= 1000
+        # Newton stops closer to the optimum than BOBYQA's ftol_abs: a last printed digit can
+        # differ from lme4's, and lme4's criterion is then lower at our theta than at its own
+        # (tests/reference/check_lmm_optimum.R); control={"optimizer": "bobyqa"} takes
+        # lme4's steps exactly.
+        return True
+    q0 = design.terms[0].nlevels * design.terms[0].p
     m = sum(t.nlevels * t.p for t in design.terms[1:]) + design.p + 1
     return m**3 / 3.0 + q0 * m >= 2.0e6
 
@@ -114,6 +117,11 @@ def _optimize(prob, design, ps, x0, reml, control):
     if _use_gradient(design, control) and not core.rest_sparse:
         opt = minimize_theta(lambda th: core.objective_grad(th, reml), f, x0, ps, control,
                              newton_run=lambda start: core.newton(start, reml))
+        # Report the criterion as `objective` computes it at this theta (a copy of the fit
+        # then answers the same number); the gradient's pass rounds in another order.
+        at_optimum = f(opt.x)
+        if np.isfinite(at_optimum):
+            opt.fun = at_optimum
     else:  # the core runs BOBYQA itself (or NLopt calls the core's method through one closure)
         opt = bobyqa(core.objective, x0, theta_lower(ps), control, args=(reml,),
                      failures=(NumericalError,), in_core=core.bobyqa)

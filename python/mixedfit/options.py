@@ -44,10 +44,11 @@ class Control:
         evaluations. ``"bobyqa"`` is lme4's derivative-free path (NLopt's LN_BOBYQA, as lme4's
         default ``nloptwrap``) everywhere, and the fallback when the gradient path fails or
         ends on a boundary. ``"auto"`` takes the gradient path for GLMMs (where every
-        evaluation runs PIRLS) and for LMMs whose evaluation is expensive (a dense block of
-        ~180 or more random effects outside the first term, or a large coupling to it); an
+        evaluation runs PIRLS), for LMMs with one random-effects term (their exact gradient
+        costs about one evaluation) and for LMMs whose evaluation is expensive (a dense block
+        of ~180 or more random effects outside the first term, or a large coupling to it); an
         LMM evaluation never touches the rows, so for the others it costs microseconds and
-        BOBYQA's extra evaluations cost less than the Newton steps' bookkeeping.
+        BOBYQA's extra evaluations cost less than the row-wise gradient.
     ftol_abs, xtol_abs : absolute tolerances on the objective and on theta (lme4: 1e-8 each).
     maxeval : maximum number of objective evaluations (lme4: 1e5).
     singular_tol : a theta diagonal below this counts as singular (lme4's isSingular: 1e-4).
