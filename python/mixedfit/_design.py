@@ -325,7 +325,20 @@ def _ordered_factors(df, used: list[str]) -> frozenset:
                      if isinstance(dt, pd.CategoricalDtype) and dt.ordered)
 
 
-_CBIND_COLUMNS = pd.Index(["successes", "failures"])  # built once: frames' labels are costly
+@dataclass(frozen=True, eq=False)
+class BinomialCounts:
+    """A ``cbind(successes, failures)`` response: the two counts of each complete row."""
+
+    successes: np.ndarray
+    failures: np.ndarray
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        """The counts as an (n, 2) array, successes first."""
+        out = np.column_stack([self.successes, self.failures])
+        return out if dtype is None else out.astype(dtype)
+
+    def __len__(self) -> int:
+        return len(self.successes)
 
 
 def _response(parsed: ParsedFormula, frame: pd.DataFrame, formula: str, response_kind: str,
@@ -346,8 +359,7 @@ def _response(parsed: ParsedFormula, frame: pd.DataFrame, formula: str, response
         where = f" of the response of formula {formula!r}"
         s_, f_ = (_numeric_values(evaluate(p, frame, where=where, looked_up=columns), p,
                                   "cbind() argument") for p in pieces)
-        return None, pd.DataFrame(np.column_stack([s_, f_]), index=frame.index,
-                                  columns=_CBIND_COLUMNS, copy=False)
+        return None, BinomialCounts(s_, f_)
     if text.strip("`") in columns:
         response = columns[text.strip("`")]
     elif text.strip("`") in frame.columns:

@@ -337,12 +337,15 @@ def evaluate(text: str, frame: pd.DataFrame, *, where: str = "",
     """The R expression ``text`` over the columns of ``frame``, one value per row.
     ``looked_up``: columns of ``frame`` already taken from it, by name (pandas' lookups are
     not cheap)."""
+    looked_up = looked_up or {}
     py = to_python(text, where=where)
+    if text in looked_up and py == text:  # a plain column name already looked up
+        return np.asarray(_Evaluator(frame, {}, looked_up).visit(ast.Name(id=text)))
     tree = check(py, text + where if where else text, frame.columns)
     names = dict(parse(py, text)[1])  # cached
     try:
         with np.errstate(all="ignore"):
-            val = _Evaluator(frame, names, looked_up or {}).visit(tree.body)
+            val = _Evaluator(frame, names, looked_up).visit(tree.body)
     except (FormulaError, DataError):
         raise
     except Exception as exc:  # numpy's, pandas' or pyarrow's complaint about the values

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 from scipy import special
 
+from ._design import BinomialCounts
 from ._errors import DataError
 
 __all__ = ["FAMILIES", "resolve_family", "Family", "NegativeBinomial"]
@@ -201,15 +202,13 @@ def resolve_family(family, link=None) -> Family:
 def binomial_response(response, weights: np.ndarray | None, name: str):
     """(y as proportions, prior weights as trials) from 0/1, bool, factor, proportions or cbind."""
     # (ndarray methods rather than numpy's function wrappers: these checks run on every fit)
-    if isinstance(response, pd.DataFrame):  # cbind(successes, failures)
-        # one conversion of the frame (a column lookup each costs ten times more)
-        counts = response.to_numpy(dtype=float)
-        cols = response.columns
-        s, f = counts[:, cols.get_loc("successes")], counts[:, cols.get_loc("failures")]
+    if isinstance(response, BinomialCounts):
+        s, f = response.successes, response.failures
         n = s + f
-        if not np.isfinite(n).all() or counts.min(initial=0.0) < 0:
+        if not np.isfinite(n).all() or min(s.min(initial=0.0), f.min(initial=0.0)) < 0:
             raise DataError(f"cbind response {name!r} has negative or non-finite counts")
-        if np.abs(counts - np.round(counts)).max(initial=0.0) > 1e-8:
+        if max(np.abs(s - np.round(s)).max(initial=0.0),
+               np.abs(f - np.round(f)).max(initial=0.0)) > 1e-8:
             raise DataError(f"cbind response {name!r} has non-integer counts")
         y = s / np.where(n > 0, n, 1.0)  # 0 where there are no trials
         w = n if weights is None else weights * n

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from . import _core
-from ._design import build_design
+from ._design import BinomialCounts, build_design
 from ._errors import (ConvergenceError, ConvergenceWarning, DataError, NumericalError,
                       numerical_failures_explained)
 from ._standardize import check_predictor_scales, fixed_scaling
@@ -175,7 +175,7 @@ def _response(fam, design) -> tuple[np.ndarray, np.ndarray]:
     if fam.name == "binomial":
         y, pw = binomial_response(design.response, design.weights, name)
     else:
-        if isinstance(design.response, pd.DataFrame):
+        if isinstance(design.response, BinomialCounts):
             raise DataError("cbind(...) responses are only for the binomial family")
         if design.response.dtype.kind not in "biuf":
             raise DataError(f"response {name!r} must be numeric for family {fam.name!r}, "

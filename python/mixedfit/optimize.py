@@ -341,7 +341,7 @@ def minimize_theta(fun_grad, fun, start: np.ndarray, ps: list[int], control: Con
     start = np.asarray(start, dtype=float)
     free = np.full(start.size, -np.inf)
     lower = theta_lower(ps)
-    lower = np.r_[lower, np.full(start.size - lower.size, -np.inf)]
+    lower = np.concatenate([lower, np.full(start.size - lower.size, -np.inf)])
     if newton_run is not None:
         x, f, nevals, converged = newton_run(start)
         res = (x, f, nevals) if converged else None

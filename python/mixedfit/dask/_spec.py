@@ -20,8 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .._design import (GroupTerm, _check_sizes, _complete_rows, _offset, _ordered_factors,
-                       _parse_cached, _response, _used_columns, _weights)
+from .._design import (BinomialCounts, GroupTerm, _check_sizes, _complete_rows, _offset,
+                       _ordered_factors, _parse_cached, _response, _used_columns, _weights)
 from .._errors import DataError, FormulaError
 from ..families import binomial_response, check_response
 from .._terms import (_formula_piece, _stateful_columns, _STATEFUL, columns_in_calls,
@@ -307,13 +307,13 @@ def family_response(fam, parsed, frame: pd.DataFrame, formula: str, weights):
     _, response = _response(parsed, frame, formula, "raw")
     name = parsed.response
     if fam.name == "binomial":
-        if not isinstance(response, pd.DataFrame) and response.dtype.kind not in "biuf":
+        if not isinstance(response, BinomialCounts) and response.dtype.kind not in "biuf":
             raise DataError(f"binomial response {name!r} of a Dask fit must be 0/1, logical or "
                             f"cbind(successes, failures), got dtype {response.dtype} (code it "
                             "as 0/1 first: a factor's levels would differ between partitions)")
         y, pw = binomial_response(response, weights, name)
     else:
-        if isinstance(response, pd.DataFrame):
+        if isinstance(response, BinomialCounts):
             raise DataError("cbind(...) responses are only for the binomial family")
         if response.dtype.kind not in "biuf":
             raise DataError(f"response {name!r} must be numeric for family {fam.name!r}, "
