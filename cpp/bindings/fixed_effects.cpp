@@ -74,7 +74,7 @@ bool scales_differ(const py::array& X, double tol) {
 
 void bind_fixed_effects(py::module_& m) {
   m.def("fixed_qr", &fixed_qr, py::arg("X"), py::arg("weights"), py::arg("rel_tol"),
-        "(kept, Xs, T): X = Xs T with Xs' W Xs = n I from a Householder QR of W^(1/2) X; "
+        "(kept, Xs, T): X = Xs T with Xs' W Xs = n I (Gram-Schmidt in the W inner product); "
         "kept[j] when R's j-th diagonal entry exceeds rel_tol times column j's norm. "
         "X: float64 column-major, no more columns than rows.");
   m.def("response_shift", &response_shift, py::arg("Xs"), py::arg("T"), py::arg("y"),

@@ -9,30 +9,62 @@ namespace mixedfit {
 using ConstMap = Eigen::Map<const FixedMatrix>;
 using ConstVecMap = Eigen::Map<const FixedVector>;
 
+namespace {
+
+// v' W v (W = diag(w), or I without weights).
+double weighted_square(const FixedVector& v, const double* w, Eigen::Index n) {
+  return w ? ConstVecMap(w, n).dot(v.cwiseAbs2()) : v.squaredNorm();
+}
+
+// Removes from v its W-projection on the orthonormal columns Q (Q' W Q = I): v -= Q c with
+// c = Q' W v, done twice ("twice is enough": the second pass removes what rounding left of the
+// first, so v ends W-orthogonal to Q to working precision). Adds c to coef.
+template <class QBlock>
+void orthogonalize(const QBlock& Q, const double* w, FixedVector& v, FixedVector& wv,
+                   Eigen::Ref<FixedVector> coef) {
+  const Eigen::Index n = v.size();
+  for (int pass = 0; pass < 2; ++pass) {
+    const FixedVector* rhs = &v;
+    if (w) {
+      wv = ConstVecMap(w, n).cwiseProduct(v);
+      rhs = &wv;
+    }
+    const FixedVector c = Q.transpose() * *rhs;
+    v.noalias() -= Q * c;
+    coef += c;
+  }
+}
+
+}  // namespace
+
+// Gram-Schmidt in the W inner product with reorthogonalization, column by column straight
+// into Xs: two passes over the rows per column and pass, no n x p working copy (a Householder
+// QR of W^(1/2) X read and wrote its rows ~10 times at p = 2). T's j-th diagonal entry is
+// column j's W-distance from the span of the kept columns before it; an aliased column
+// gets a zero column in Xs, so it takes no part in the later columns' projections.
 FixedScaling scale_fixed_effects(const double* X, Eigen::Index n, Eigen::Index p,
                                  const double* w, double rel_tol, double* Xs) {
   FixedScaling out;
-  FixedMatrix WX = ConstMap(X, n, p);
-  FixedVector sw;
-  if (w) {
-    sw = ConstVecMap(w, n).cwiseSqrt();
-    WX.array().colwise() *= sw.array();
-  }
-  const FixedVector norms = WX.colwise().norm().transpose();
-  Eigen::HouseholderQR<Eigen::Ref<FixedMatrix>> qr(WX);  // in place: no second n x p copy
-  const double root_n = std::sqrt(static_cast<double>(n));
-  out.T = qr.matrixQR().topLeftCorner(p, p).triangularView<Eigen::Upper>();
-  out.kept.resize(p);
-  for (Eigen::Index j = 0; j < p; ++j) {
-    const double scale = std::max(norms(j), std::numeric_limits<double>::min());
-    out.kept[j] = std::abs(out.T(j, j)) > rel_tol * scale && norms(j) > 0;
-  }
-  out.T /= root_n;
+  out.T = FixedMatrix::Zero(p, p);
+  out.kept.assign(p, false);
   Eigen::Map<FixedMatrix> Q(Xs, n, p);
-  Q.setIdentity();
-  Q.applyOnTheLeft(qr.householderQ());
+  FixedVector v(n), wv(w ? n : 0);
+  for (Eigen::Index j = 0; j < p; ++j) {
+    v = ConstMap(X, n, p).col(j);
+    const double norm = std::sqrt(weighted_square(v, w, n));
+    if (j > 0) orthogonalize(Q.leftCols(j), w, v, wv, out.T.col(j).head(j));
+    const double dist = std::sqrt(weighted_square(v, w, n));
+    out.T(j, j) = dist;
+    out.kept[j] = dist > rel_tol * std::max(norm, std::numeric_limits<double>::min()) && norm > 0;
+    if (out.kept[j]) {
+      Q.col(j) = v / dist;
+    } else {
+      Q.col(j).setZero();
+    }
+  }
+  const double root_n = std::sqrt(static_cast<double>(n));
+  out.T /= root_n;
   Q *= root_n;
-  if (w) Q.array().colwise() /= sw.array();
   return out;
 }
 

@@ -54,6 +54,21 @@ void aliasing() {
   Z.col(0).setOnes();
   const auto z = mixedfit::scale_fixed_effects(Z.data(), n, 2, nullptr, 1e-7, Xs.data());
   CHECK(z.kept[0] && !z.kept[1]);  // an all-zero column
+
+  // An aliased column between kept ones takes no part in the later projections: the columns
+  // after it are still reproduced (X = Xs T on the kept columns) and orthogonal.
+  FixedMatrix D(n, 3);
+  D.col(0).setOnes();
+  D.col(1) = 2.0 * D.col(0);
+  for (int i = 0; i < n; ++i) D(i, 2) = std::cos(0.3 * i);
+  FixedMatrix Ds(n, 3);
+  const auto d = mixedfit::scale_fixed_effects(D.data(), n, 3, nullptr, 1e-7, Ds.data());
+  CHECK(d.kept[0] && !d.kept[1] && d.kept[2]);
+  CHECK(Ds.col(1).isZero(0.0));
+  const FixedMatrix back = Ds * d.T;
+  CHECK((back.col(0) - D.col(0)).cwiseAbs().maxCoeff() <= 1e-12);
+  CHECK((back.col(2) - D.col(2)).cwiseAbs().maxCoeff() <= 1e-12);
+  CHECK(std::abs(Ds.col(0).dot(Ds.col(2))) <= 1e-12 * n);
 }
 
 void response_shift(bool weighted) {

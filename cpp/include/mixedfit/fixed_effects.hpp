@@ -1,8 +1,10 @@
 // The fixed effects before a fit: which columns are aliased, the scaling that makes them
 // orthogonal, the response's shift onto them, and lme4's check of predictor scales.
 //
-// The scaling: X = Xs T with Xs' W Xs = n I and T upper triangular (p x p). From a Householder
-// QR of W^{1/2} X = Q R: T = R / sqrt(n), Xs = sqrt(n) W^{-1/2} Q. The response shift:
+// The scaling: X = Xs T with Xs' W Xs = n I and T upper triangular (p x p), with a positive
+// diagonal. From Gram-Schmidt with reorthogonalization in the W inner product, X = Q R with
+// Q' W Q = I: T = R / sqrt(n), Xs = sqrt(n) Q. An aliased column (R's diagonal entry below
+// rel_tol times its norm) gets a zero column in Xs. The response shift:
 // y = X b0 + s ys, b0 the weighted least-squares fit, s the root-mean-square of its weighted
 // residuals (sqrt(sum w r^2 / n)), ys = r / s. The Python layer (_standardize.py) says why.
 #pragma once
