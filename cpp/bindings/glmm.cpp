@@ -8,14 +8,13 @@
 #include <vector>
 
 #include "common.hpp"
+#include "family.hpp"
 #include "mixedfit/glmm.hpp"
 
 namespace mixedfit_py {
 
 using mixedfit::Family;
-using mixedfit::FamilyKind;
 using mixedfit::Glmm;
-using mixedfit::LinkKind;
 using mixedfit::Matrix;
 using mixedfit::Status;
 using mixedfit::Vector;
@@ -28,8 +27,6 @@ py::array_t<double> to_numpy(const Matrix& M) {
 }
 using DArr = py::array_t<double, py::array::c_style | py::array::forcecast>;
 
-constexpr int kMaxFamilyCode = 5;  // 5: negative binomial
-constexpr int kMaxLinkCode = 8;
 constexpr int kMaxNodes = 1000;  // adaptive Gauss-Hermite nodes (lme4 allows up to 25)
 
 // A float64 vector argument of exactly `len` entries, by name.
@@ -55,12 +52,7 @@ struct PyGlmm {
     n = X.shape(0);
     p = X.shape(1);
     if (n < 1) throw py::value_error("the problem needs at least one observation");
-    if (family < 0 || family > kMaxFamilyCode)
-      throw py::value_error("unknown family code " + std::to_string(family));
-    if (link < 0 || link > kMaxLinkCode)
-      throw py::value_error("unknown link code " + std::to_string(link));
-    if (family == 5 && !(nb_theta > 0 && std::isfinite(nb_theta)))
-      throw py::value_error("negative binomial theta must be positive and finite");
+    const Family fam = make_family(family, link, nb_theta);
     const double* Xp = f64_data(X, "X", n, p);
     const double* yp = f64_data(y, "y", n);
     const double* wp = f64_data(pw, "weights", n);
@@ -82,7 +74,6 @@ struct PyGlmm {
     checked = std::make_unique<CheckedTerms>(terms, n);
     for (auto a : checked->arrays) keep.append(a);
     std::vector<mixedfit::TermData> td = checked->data;
-    Family fam{static_cast<FamilyKind>(family), static_cast<LinkKind>(link), nb_theta};
     {
       py::gil_scoped_release release;
       g = std::make_unique<Glmm>(n, p, Xp, yp, wp, op, std::move(td), fam);

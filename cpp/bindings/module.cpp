@@ -25,6 +25,7 @@ void bind_dense(py::module_& m);
 void bind_refit(py::module_& m);
 void bind_optimize(py::module_& m);
 void bind_fixed_effects(py::module_& m);
+void bind_family(py::module_& m);
 }  // namespace mixedfit_py
 
 PYBIND11_MODULE(_core, m) {
@@ -42,4 +43,5 @@ PYBIND11_MODULE(_core, m) {
   mixedfit_py::bind_refit(m);
   mixedfit_py::bind_optimize(m);
   mixedfit_py::bind_fixed_effects(m);
+  mixedfit_py::bind_family(m);
 }

@@ -18,7 +18,71 @@ constexpr double kCauchitThresh = 1.4334579040836484e15;
 inline double pnorm(double x) { return 0.5 * std::erfc(-x / std::sqrt(2.0)); }
 inline double dnorm(double x) { return std::exp(-0.5 * x * x) / std::sqrt(2.0 * kPi); }
 inline double ylogy_ratio(double y, double mu) { return y > 0 ? y * std::log(y / mu) : 0.0; }
+
+// The standard normal quantile: Acklam's rational approximation (relative error < 1.2e-9)
+// refined by two Halley steps on pnorm, which take it to working precision.
+double qnorm(double p) {
+  if (!(p >= 0.0 && p <= 1.0)) return std::nan("");
+  if (p == 0.0) return -std::numeric_limits<double>::infinity();
+  if (p == 1.0) return std::numeric_limits<double>::infinity();
+  static const double a[] = {-3.969683028665376e+01, 2.209460984245205e+02,
+                             -2.759285104469687e+02, 1.383577518672690e+02,
+                             -3.066479806614716e+01, 2.506628277459239e+00};
+  static const double b[] = {-5.447609879822406e+01, 1.615858368580409e+02,
+                             -1.556989798598866e+02, 6.680131188771972e+01,
+                             -1.328068155288572e+01};
+  static const double c[] = {-7.784894002430293e-03, -3.223964580411365e-01,
+                             -2.400758277161838e+00, -2.549732539343734e+00,
+                             4.374664141464968e+00, 2.938163982698783e+00};
+  static const double d[] = {7.784695709041462e-03, 3.224671290700398e-01,
+                             2.445134137142996e+00, 3.754408661907416e+00};
+  const double p_low = 0.02425;
+  double x;
+  if (p < p_low || p > 1.0 - p_low) {
+    const double q = std::sqrt(-2.0 * std::log(p < p_low ? p : 1.0 - p));
+    x = (((((c[0] * q + c[1]) * q + c[2]) * q + c[3]) * q + c[4]) * q + c[5]) /
+        ((((d[0] * q + d[1]) * q + d[2]) * q + d[3]) * q + 1.0);
+    if (p > 1.0 - p_low) x = -x;
+  } else {
+    const double q = p - 0.5, r = q * q;
+    x = (((((a[0] * r + a[1]) * r + a[2]) * r + a[3]) * r + a[4]) * r + a[5]) * q /
+        (((((b[0] * r + b[1]) * r + b[2]) * r + b[3]) * r + b[4]) * r + 1.0);
+  }
+  for (int step = 0; step < 2; ++step) {
+    // e = pnorm(x) - p; above 1/2 from the upper tail, so that p near 1 loses no digits
+    // (1 - p is exact there).
+    const double e = p > 0.5 ? (1.0 - p) - 0.5 * std::erfc(x / std::sqrt(2.0))
+                             : 0.5 * std::erfc(-x / std::sqrt(2.0)) - p;
+    const double u = e * std::sqrt(2.0 * kPi) * std::exp(0.5 * x * x);
+    x -= u / (1.0 + 0.5 * x * u);
+  }
+  return x;
+}
 }  // namespace
+
+double Family::linkfun(double mu) const {
+  switch (link) {
+    case LinkKind::Identity: return mu;
+    case LinkKind::Log: return std::log(mu);
+    case LinkKind::Logit: return std::log(mu / (1.0 - mu));
+    case LinkKind::Probit: return qnorm(mu);
+    case LinkKind::Cloglog: return std::log(-std::log1p(-mu));
+    case LinkKind::Cauchit: return std::tan(kPi * (mu - 0.5));
+    case LinkKind::Inverse: return 1.0 / mu;
+    case LinkKind::Sqrt: return std::sqrt(mu);
+    case LinkKind::InverseSquare: return 1.0 / (mu * mu);
+  }
+  return std::nan("");
+}
+
+double Family::mustart(double y, double w) const {
+  switch (fam) {
+    case FamilyKind::Binomial: return (w * y + 0.5) / (w + 1.0);
+    case FamilyKind::Poisson: return y + 0.1;
+    case FamilyKind::NegativeBinomial: return y + (y == 0.0 ? 1.0 / 6.0 : 0.0);  // MASS's
+    default: return y;
+  }
+}
 
 double Family::linkinv(double eta) const {
   switch (link) {

@@ -1,6 +1,7 @@
 // GLMM family functions (glmm.cpp): variance and unit deviances at interior and edge values
 // (y = 0 and y = 1 for the binomial, y = 0 for the Poisson), the validity checks, and the
 // inverse links' clamps that keep mu inside the family's domain.
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <vector>
@@ -101,6 +102,37 @@ void inverse_links_stay_in_range() {
   CHECK_NEAR(logit.mu_eta(0.0), 0.25, 0.0);
 }
 
+// linkfun inverts linkinv for every link (means inside the domain, away from the clamps);
+// the probit's quantile is exact to working precision in both tails.
+void links_invert() {
+  const LinkKind links[] = {LinkKind::Identity, LinkKind::Log, LinkKind::Logit,
+                            LinkKind::Probit, LinkKind::Cloglog, LinkKind::Cauchit,
+                            LinkKind::Inverse, LinkKind::Sqrt, LinkKind::InverseSquare};
+  for (LinkKind link : links) {
+    const Family f = family(FamilyKind::Binomial, link);
+    for (double mu : {0.01, 0.2, 0.5, 0.77, 0.99}) CHECK_NEAR(f.linkinv(f.linkfun(mu)), mu, 1e-14);
+  }
+  const Family probit = family(FamilyKind::Binomial, LinkKind::Probit);
+  // (Upper-tail probabilities are rounded to 1 - k eps, too coarse to pin eta down; the
+  // lower tail is exact to the last bits.)
+  for (double eta : {-37.0, -8.0, -1.5, 0.3, 2.0}) {
+    const double p = 0.5 * std::erfc(-eta / std::sqrt(2.0));
+    CHECK(std::abs(probit.linkfun(p) - eta) <= 1e-14 * std::max(1.0, std::abs(eta)));
+  }
+  CHECK(probit.linkfun(0.0) == -kInf && probit.linkfun(1.0) == kInf);
+  CHECK(std::isnan(probit.linkfun(1.5)) && std::isnan(probit.linkfun(kNaN)));
+}
+
+void starting_means() {
+  CHECK_NEAR(family(FamilyKind::Binomial, LinkKind::Logit).mustart(0.25, 4.0), 1.5 / 5.0, 0.0);
+  CHECK_NEAR(family(FamilyKind::Poisson, LinkKind::Log).mustart(3.0, 1.0), 3.1, 0.0);
+  Family nb = family(FamilyKind::NegativeBinomial, LinkKind::Log);
+  nb.nb_theta = 2.0;
+  CHECK_NEAR(nb.mustart(0.0, 1.0), 1.0 / 6.0, 0.0);
+  CHECK_NEAR(nb.mustart(2.0, 1.0), 2.0, 0.0);
+  CHECK_NEAR(family(FamilyKind::Gamma, LinkKind::Inverse).mustart(1.7, 1.0), 1.7, 0.0);
+}
+
 }  // namespace
 
 // Family::irls_rows (one fused pass, chunked and vectorized for binomial-logit and
@@ -156,5 +188,7 @@ int main() {
   valid_means();
   inverse_links_stay_in_range();
   fused_rows_match_scalar_functions();
+  links_invert();
+  starting_means();
   return mixedfit_test::finish("test_family");
 }

@@ -1,14 +1,16 @@
-"""GLM families and links: names, validation, starting values (the per-observation numerics of
-PIRLS live in the C++ core; Python only prepares the response and the starting eta)."""
+"""GLM families and links: names, validation and the binomial response's forms. The family
+maths (links, variance, deviance, starting means, aic) is the core's, the same that PIRLS
+uses; :class:`Family` applies it elementwise to arrays."""
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy import special
 
+from . import _core
 from ._design import BinomialCounts
 from ._errors import DataError
 
@@ -57,107 +59,46 @@ class Family:
     def has_scale(self) -> bool:
         return FAMILIES[self.name][3]
 
-    def linkfun(self, mu: np.ndarray) -> np.ndarray:
-        link = self.link
-        with np.errstate(divide="ignore", invalid="ignore"):
-            if link == "identity":
-                return mu.copy()
-            if link == "log":
-                return np.log(mu)
-            if link == "logit":
-                return np.log(mu / (1 - mu))
-            if link == "probit":
-                return special.ndtri(mu)
-            if link == "cloglog":
-                return np.log(-np.log1p(-mu))
-            if link == "cauchit":
-                return np.tan(np.pi * (mu - 0.5))
-            if link == "inverse":
-                return 1.0 / mu
-            if link == "sqrt":
-                return np.sqrt(mu)
-            if link == "1/mu^2":
-                return 1.0 / mu**2
-        raise ValueError(link)
+    # ---- the family maths: the core's (the one PIRLS uses), elementwise --------------------
+    def linkfun(self, mu) -> np.ndarray:
+        return _elementwise(self, "linkfun", mu)
 
-    def linkinv(self, eta: np.ndarray) -> np.ndarray:
-        link = self.link
-        if link == "identity":
-            return eta
-        if link == "log":
-            return np.exp(eta)
-        if link == "logit":
-            return special.expit(eta)
-        if link == "probit":
-            return special.ndtr(eta)
-        if link == "cloglog":
-            return -np.expm1(-np.exp(eta))
-        if link == "cauchit":
-            return 0.5 + np.arctan(eta) / np.pi
-        if link == "inverse":
-            return 1.0 / eta
-        if link == "sqrt":
-            return eta**2
-        if link == "1/mu^2":
-            return 1.0 / np.sqrt(eta)
-        raise ValueError(link)
+    def linkinv(self, eta) -> np.ndarray:
+        """The mean, clamped as R's families clamp it (logit: within [eps, 1 - eps])."""
+        return _elementwise(self, "linkinv", eta)
 
-    def mu_eta(self, eta: np.ndarray) -> np.ndarray:
+    def mu_eta(self, eta) -> np.ndarray:
         """d mu / d eta."""
-        link = self.link
-        if link == "identity":
-            return np.ones_like(eta)
-        if link == "log":
-            return np.exp(eta)
-        if link == "logit":
-            p = special.expit(eta)
-            return p * (1 - p)
-        if link == "probit":
-            return np.exp(-0.5 * eta**2) / np.sqrt(2 * np.pi)
-        if link == "cloglog":
-            return np.exp(eta - np.exp(eta))
-        if link == "cauchit":
-            return 1.0 / (np.pi * (1 + eta**2))
-        if link == "inverse":
-            return -1.0 / eta**2
-        if link == "sqrt":
-            return 2 * eta
-        if link == "1/mu^2":
-            return -0.5 * eta**-1.5
-        raise ValueError(link)
+        return _elementwise(self, "mu_eta", eta)
 
-    def variance(self, mu):
-        if self.name == "negative.binomial":
-            return mu + mu**2 / self.nb_theta
-        return {"binomial": lambda m: m * (1 - m), "poisson": lambda m: m, "Gamma": lambda m: m**2,
-                "inverse.gaussian": lambda m: m**3, "gaussian": lambda m: np.ones_like(m)}[self.name](mu)
+    def variance(self, mu) -> np.ndarray:
+        return _elementwise(self, "variance", mu)
 
-    def dev_resids(self, y, mu, wt):
-        with np.errstate(divide="ignore", invalid="ignore"):
-            if self.name == "binomial":
-                a = np.where(y > 0, y * np.log(y / mu), 0.0)
-                b = np.where(y < 1, (1 - y) * np.log((1 - y) / (1 - mu)), 0.0)
-                return 2 * wt * (a + b)
-            if self.name == "poisson":
-                return 2 * wt * (np.where(y > 0, y * np.log(y / mu), 0.0) - (y - mu))
-            if self.name == "negative.binomial":
-                t = self.nb_theta
-                return 2 * wt * (np.where(y > 0, y * np.log(y / mu), 0.0)
-                                 - (y + t) * np.log((y + t) / (mu + t)))
-            if self.name == "Gamma":
-                return -2 * wt * (np.log(y / mu) - (y - mu) / mu)
-            if self.name == "inverse.gaussian":
-                return wt * (y - mu) ** 2 / (y * mu**2)
-            return wt * (y - mu) ** 2
+    def dev_resids(self, y, mu, wt) -> np.ndarray:
+        """Unit deviances times the prior weights."""
+        return _elementwise(self, "dev_resids", y, mu, wt)
 
-    def mustart(self, y: np.ndarray, w: np.ndarray) -> np.ndarray:
-        if self.name == "binomial":
-            return (w * y + 0.5) / (w + 1)
-        if self.name == "poisson":
-            return y + 0.1
-        if self.name == "negative.binomial":  # MASS's negative.binomial()$initialize
-            return y + (y == 0) / 6
-        return y.copy()
+    def mustart(self, y, w) -> np.ndarray:
+        """GLM starting means (R's family()$initialize)."""
+        return _elementwise(self, "mustart", y, w)
+
+    def aic(self, y, mu, wt, deviance: float = 0.0) -> float:
+        """R's family()$aic: -2 log-likelihood with its normalizing constants."""
+        arrays = [np.ascontiguousarray(a, dtype=np.float64).ravel() for a in (y, mu, wt)]
+        return float(_core_family(self.core_args).aic(*arrays, float(deviance)))
+
+
+@functools.lru_cache(maxsize=64)
+def _core_family(args: tuple):
+    return _core.Family(*args)
+
+
+def _elementwise(fam: Family, what: str, *arrays) -> np.ndarray:
+    """The core family's ``what`` over ``arrays`` broadcast together, in their shape."""
+    arrays = np.broadcast_arrays(*(np.asarray(a, dtype=np.float64) for a in arrays))
+    shape = arrays[0].shape
+    flat = [np.ascontiguousarray(a).ravel() for a in arrays]
+    return getattr(_core_family(fam.core_args), what)(*flat).reshape(shape)
 
 
 def NegativeBinomial(theta: float, link: str = "log") -> Family:

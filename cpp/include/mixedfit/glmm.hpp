@@ -27,11 +27,14 @@ struct Family {
   LinkKind link;
   // The negative binomial's shape theta (NB2: variance mu + mu^2 / theta); unused otherwise.
   double nb_theta = 0.0;
+  double linkfun(double mu) const;
   double linkinv(double eta) const;
   double mu_eta(double eta) const;
   double variance(double mu) const;
   // Unit deviance times the prior weight.
   double dev_resid(double y, double mu, double wt) const;
+  // The GLM starting mean for response y with prior weight w (R's family()$initialize).
+  double mustart(double y, double w) const;
   bool valid_mu(double mu) const;
   bool valid_eta(double eta) const;
   // R's family()$aic(y, n, mu, wt, dev): -2 log-likelihood with normalizing constants
