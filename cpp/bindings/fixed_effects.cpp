@@ -26,7 +26,7 @@ py::array_t<double> fortran_array(py::ssize_t rows, py::ssize_t cols) {
                                             static_cast<py::ssize_t>(sizeof(double)) * rows});
 }
 
-// (kept: bool (p,), Xs: (n, p) column-major, T: (p, p)).
+// (kept: bool (p,), Xs: (n, p) column-major, T: (p, p), T^{-1}: (p, p)).
 py::tuple fixed_qr(const py::array& X, const py::object& w, double rel_tol) {
   if (X.ndim() != 2) throw py::value_error("X must be two-dimensional");
   const py::ssize_t n = X.shape(0), p = X.shape(1);
@@ -42,7 +42,11 @@ py::tuple fixed_qr(const py::array& X, const py::object& w, double rel_tol) {
   }
   py::array_t<bool> kept(p);
   for (py::ssize_t j = 0; j < p; ++j) kept.mutable_at(j) = s.kept[j];
-  return py::make_tuple(kept, Xs, fortran_copy(s.T));
+  // T^{-1} by back substitution (p x p): fits map coefficients and their covariance back
+  // with it. Infinite entries where a column is aliased (T's diagonal entry 0).
+  const mixedfit::FixedMatrix T_inv = s.T.triangularView<Eigen::Upper>().solve(
+      mixedfit::FixedMatrix::Identity(p, p));
+  return py::make_tuple(kept, Xs, fortran_copy(s.T), fortran_copy(T_inv));
 }
 
 // (b0: (p,), s, ys: (n,), max |y|).
@@ -74,7 +78,7 @@ bool scales_differ(const py::array& X, double tol) {
 
 void bind_fixed_effects(py::module_& m) {
   m.def("fixed_qr", &fixed_qr, py::arg("X"), py::arg("weights"), py::arg("rel_tol"),
-        "(kept, Xs, T): X = Xs T with Xs' W Xs = n I (Gram-Schmidt in the W inner product); "
+        "(kept, Xs, T, T^-1): X = Xs T with Xs' W Xs = n I (Gram-Schmidt in the W inner product); "
         "kept[j] when R's j-th diagonal entry exceeds rel_tol times column j's norm. "
         "X: float64 column-major, no more columns than rows.");
   m.def("response_shift", &response_shift, py::arg("Xs"), py::arg("T"), py::arg("y"),

@@ -90,10 +90,10 @@ class Design:
     keep_fixed: np.ndarray | None = None
     term_order: list[int] = field(default_factory=list)  # formula position of each term
     specs: dict | None = None   # formulaic's model specs by piece ("fixed", "re0", ...)
-    x_qr: tuple | None = None   # (X, Xs, T) from the aliasing check, for the first scaling
+    x_qr: tuple | None = None   # (X, Xs, T, T^-1) from the aliasing check, for the first scaling
 
     def take_x_qr(self, X: np.ndarray) -> tuple | None:
-        """X's scaling (Xs, T) computed by the aliasing check, handed out once and only for
+        """X's scaling (Xs, T, T^-1) computed by the aliasing check, handed out once and only for
         the very array it scales (a design copied with another X recomputes it)."""
         stored, self.x_qr = self.x_qr, None
         return stored[1:] if stored is not None and stored[0] is X else None
@@ -268,8 +268,9 @@ def _aliased_columns(X: np.ndarray):
     if p <= n:
         if not p:
             return np.zeros(0, dtype=bool), None
-        keep, Xs, T = _core.fixed_qr(np.asfortranarray(X, dtype=np.float64), None, ALIASING_TOL)
-        return keep, (Xs, T)
+        keep, *scaling = _core.fixed_qr(np.asfortranarray(X, dtype=np.float64), None,
+                                        ALIASING_TOL)
+        return keep, tuple(scaling)
     norms = np.linalg.norm(X, axis=0)
     scale = np.maximum(norms, np.finfo(float).tiny)
     keep = np.zeros(p, dtype=bool)  # more columns than rows: at most n survive

@@ -48,11 +48,13 @@ _ROUNDING_ULPS = 64.0
 class FixedScaling:
     """``X = Xs T`` with ``Xs' W Xs = n I``; ``T = R / sqrt(n)`` upper triangular (p x p)."""
 
-    def __init__(self, Xs: np.ndarray, T: np.ndarray):
+    def __init__(self, Xs: np.ndarray, T: np.ndarray, T_inv: np.ndarray | None = None):
         self.Xs = Xs
         self.T = T
         p = T.shape[0]
         self.log_abs_det = float(np.sum(np.log(np.abs(np.diag(T))))) if p else 0.0
+        if T_inv is not None:  # the core's, with T
+            self.__dict__["_T_inv"] = T_inv
 
     @functools.cached_property
     def _T_inv(self) -> np.ndarray:
@@ -79,14 +81,14 @@ class FixedScaling:
 def fixed_scaling(X: np.ndarray, weights: np.ndarray | None = None,
                   qr: tuple | None = None) -> FixedScaling:
     """The weighted QR scaling of the fixed-effects matrix (Xs column-major, as the core reads).
-    ``qr``: the unweighted scaling (Xs, T) of this X when already computed."""
+    ``qr``: the unweighted scaling (Xs, T, T^-1) of this X when already computed."""
     n, p = X.shape
     if p == 0:
         return FixedScaling(np.asfortranarray(X), np.zeros((0, 0)))
     if qr is not None and weights is None:
         return FixedScaling(*qr)
-    _, Xs, T = _core.fixed_qr(X, weights, 0.0)
-    return FixedScaling(Xs, T)
+    _, Xs, T, T_inv = _core.fixed_qr(X, weights, 0.0)
+    return FixedScaling(Xs, T, T_inv)
 
 
 def _response_shift(fs: FixedScaling, y: np.ndarray, weights, name: str):

@@ -95,8 +95,13 @@ def _core_family(args: tuple):
 
 def _elementwise(fam: Family, what: str, *arrays) -> np.ndarray:
     """The core family's ``what`` over ``arrays`` broadcast together, in their shape."""
-    arrays = np.broadcast_arrays(*(np.asarray(a, dtype=np.float64) for a in arrays))
+    arrays = [np.asarray(a, dtype=np.float64) for a in arrays]
     shape = arrays[0].shape
+    if any(a.shape != shape for a in arrays):
+        arrays = np.broadcast_arrays(*arrays)
+        shape = arrays[0].shape
+    if len(shape) == 1:  # vectors, the usual case, go as they are
+        return getattr(_core_family(fam.core_args), what)(*arrays)
     flat = [np.ascontiguousarray(a).ravel() for a in arrays]
     return getattr(_core_family(fam.core_args), what)(*flat).reshape(shape)
 
