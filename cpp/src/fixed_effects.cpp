@@ -11,25 +11,28 @@ using ConstVecMap = Eigen::Map<const FixedVector>;
 
 namespace {
 
+using ColRef = Eigen::Ref<FixedVector>;
+
 // v' W v (W = diag(w), or I without weights).
-double weighted_square(const FixedVector& v, const double* w, Eigen::Index n) {
+double weighted_square(const ColRef& v, const double* w, Eigen::Index n) {
   return w ? ConstVecMap(w, n).dot(v.cwiseAbs2()) : v.squaredNorm();
 }
 
 // Removes from v its W-projection on the orthonormal columns Q (Q' W Q = I): v -= Q c with
 // c = Q' W v, done twice ("twice is enough": the second pass removes what rounding left of the
-// first, so v ends W-orthogonal to Q to working precision). Adds c to coef.
+// first, so v ends W-orthogonal to Q to working precision). Adds c to coef. wv: workspace
+// for W v (weighted only).
 template <class QBlock>
-void orthogonalize(const QBlock& Q, const double* w, FixedVector& v, FixedVector& wv,
-                   Eigen::Ref<FixedVector> coef) {
+void orthogonalize(const QBlock& Q, const double* w, ColRef v, FixedVector& wv, ColRef coef) {
   const Eigen::Index n = v.size();
   for (int pass = 0; pass < 2; ++pass) {
-    const FixedVector* rhs = &v;
+    FixedVector c;
     if (w) {
       wv = ConstVecMap(w, n).cwiseProduct(v);
-      rhs = &wv;
+      c = Q.transpose() * wv;
+    } else {
+      c = Q.transpose() * v;
     }
-    const FixedVector c = Q.transpose() * *rhs;
     v.noalias() -= Q * c;
     coef += c;
   }
@@ -37,29 +40,31 @@ void orthogonalize(const QBlock& Q, const double* w, FixedVector& v, FixedVector
 
 }  // namespace
 
-// Gram-Schmidt in the W inner product with reorthogonalization, column by column straight
-// into Xs: two passes over the rows per column and pass, no n x p working copy (a Householder
-// QR of W^(1/2) X read and wrote its rows ~10 times at p = 2). T's j-th diagonal entry is
-// column j's W-distance from the span of the kept columns before it; an aliased column
-// gets a zero column in Xs, so it takes no part in the later columns' projections.
+// Gram-Schmidt in the W inner product with reorthogonalization, column by column in place in
+// Xs: two passes over the rows per column and pass, and no n-length workspace without weights
+// (a Householder QR of W^(1/2) X read and wrote its rows ~10 times at p = 2, in an n x p
+// copy). T's j-th diagonal entry is column j's W-distance from the span of the kept columns
+// before it; an aliased column gets a zero column in Xs, so it takes no part in the later
+// columns' projections.
 FixedScaling scale_fixed_effects(const double* X, Eigen::Index n, Eigen::Index p,
                                  const double* w, double rel_tol, double* Xs) {
   FixedScaling out;
   out.T = FixedMatrix::Zero(p, p);
   out.kept.assign(p, false);
   Eigen::Map<FixedMatrix> Q(Xs, n, p);
-  FixedVector v(n), wv(w ? n : 0);
+  Q = ConstMap(X, n, p);
+  FixedVector wv(w ? n : 0);
   for (Eigen::Index j = 0; j < p; ++j) {
-    v = ConstMap(X, n, p).col(j);
+    auto v = Q.col(j);
     const double norm = std::sqrt(weighted_square(v, w, n));
     if (j > 0) orthogonalize(Q.leftCols(j), w, v, wv, out.T.col(j).head(j));
     const double dist = std::sqrt(weighted_square(v, w, n));
     out.T(j, j) = dist;
     out.kept[j] = dist > rel_tol * std::max(norm, std::numeric_limits<double>::min()) && norm > 0;
     if (out.kept[j]) {
-      Q.col(j) = v / dist;
+      v /= dist;
     } else {
-      Q.col(j).setZero();
+      v.setZero();
     }
   }
   const double root_n = std::sqrt(static_cast<double>(n));
