@@ -84,6 +84,25 @@ void bind_family(py::module_& m) {
              for (py::ssize_t i = 0; i < n; ++i) o[i] = f.dev_resid(a[i], b[i], c[i]);
              return out; }, py::arg("y"), py::arg("mu"), py::arg("weights"),
            "Unit deviances times the prior weights.")
+      .def("irls_rows", [](const Family& f, const DArr& eta, const DArr& base, const DArr& y,
+                            const DArr& pw) {
+             const py::ssize_t n = common_length(eta, &base, &y);
+             common_length(eta, &pw, nullptr);
+             py::array_t<double> mu(n), mu_eta(n), weights(n), z(n);
+             const Family::RowsOut out{mu.mutable_data(), mu_eta.mutable_data(),
+                                       weights.mutable_data(), z.mutable_data()};
+             double dev;
+             {
+               py::gil_scoped_release release;
+               dev = f.irls_rows(eta.data(), base.data(), y.data(), pw.data(), n, out);
+               dev += f.deviance_constant(y.data(), pw.data(), n);
+             }
+             return py::make_tuple(mu, mu_eta, weights, z, dev); },
+           py::arg("eta"), py::arg("base"), py::arg("y"), py::arg("weights"),
+           "One PIRLS step's rows, as the core's PIRLS forms them: (mu, d mu / d eta, working "
+           "weights pw mu_eta^2 / V(mu), working response eta - base + (y - mu) / mu_eta, "
+           "deviance); the deviance is NaN where a mean or eta is invalid (the arrays are "
+           "then partial).")
       .def("aic", [](const Family& f, const DArr& y, const DArr& mu, const DArr& wt, double dev) {
              const py::ssize_t n = common_length(y, &mu, &wt);
              return f.aic(y.data(), mu.data(), wt.data(), n, dev); },

@@ -82,6 +82,12 @@ class Family:
         """GLM starting means (R's family()$initialize)."""
         return _elementwise(self, "mustart", y, w)
 
+    def irls_rows(self, eta, base, y, pw):
+        """One PIRLS step's rows as the core forms them: (mu, d mu / d eta, working weights,
+        working response eta - base + (y - mu) / mu_eta, deviance; NaN for an invalid mean)."""
+        arrays = [np.ascontiguousarray(a, dtype=np.float64).ravel() for a in (eta, base, y, pw)]
+        return _core_family(self.core_args).irls_rows(*arrays)
+
     def aic(self, y, mu, wt, deviance: float = 0.0) -> float:
         """R's family()$aic: -2 log-likelihood with its normalizing constants."""
         arrays = [np.ascontiguousarray(a, dtype=np.float64).ravel() for a in (y, mu, wt)]

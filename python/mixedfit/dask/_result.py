@@ -135,6 +135,18 @@ def _fitted_partition(df, spec: FitSpec, beta, b_terms, name: str, residual: boo
     return pd.Series(out, index=a.index, name=name)
 
 
+def _mean_partition(eta: pd.Series, fam) -> pd.Series:
+    """The means of a partition's linear predictors, as a Series on its index."""
+    return pd.Series(fam.linkinv(eta.to_numpy(dtype=np.float64)), index=eta.index,
+                     name=eta.name)
+
+
+def _response_scale(eta, fam):
+    """A lazy Series of linear predictors mapped to the response scale, partition by
+    partition."""
+    return eta.map_partitions(_mean_partition, fam, meta=eta._meta)
+
+
 def _predict_partition(df, fit, use, allow_new_levels) -> pd.Series:
     frame = _with_global_levels(df, fit.design.spec, unseen="keep")
     return pd.Series(fit._eta_newdata(frame, use, allow_new_levels), index=df.index,
@@ -343,13 +355,13 @@ class DaskGlmerResult(_OnCluster, GlmerResult):
             eta = self.design.frame.map_partitions(
                 _fitted_partition, self.design.spec, self.beta, self._b_terms(), "predict",
                 False, False, 1.0, meta=pd.Series(np.zeros(0), name="predict"))
-            return eta.map_partitions(self._fam.linkinv) if type == "response" else eta
+            return _response_scale(eta, self._fam) if type == "response" else eta
         if not is_dask_frame(newdata):
             return GlmerResult.predict(self, newdata, re_form, allow_new_levels, type)
         use = self._re_columns_for(re_form)
         eta = newdata.map_partitions(_predict_partition, self._slim(), use, allow_new_levels,
                                      meta=pd.Series(np.zeros(0), name="predict"))
-        return eta.map_partitions(self._fam.linkinv) if type == "response" else eta
+        return _response_scale(eta, self._fam) if type == "response" else eta
 
     def objective(self, par) -> float:
         """GlmerResult.objective: the Laplace objective at (theta, beta), by passes."""

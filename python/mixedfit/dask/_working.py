@@ -82,21 +82,15 @@ class WorkingPoint:
 
 def working_rows(fam, eta, base, y, pw):
     """(mu, working weights, working response, deviance, Pearson sum) of rows at eta, or
-    None where a mean is invalid (off the family's range or not finite)."""
+    None where a mean is invalid (off the family's range or not finite): the core's PIRLS
+    rows (``Family.irls_rows``), so each partition computes what the in-memory fit does."""
+    mu, mu_eta, weights, z, dev = fam.irls_rows(eta, base, y, pw)
+    if not np.isfinite(dev):
+        return None
     with np.errstate(all="ignore"):
-        mu = fam.linkinv(eta)
-        mu_eta = fam.mu_eta(eta)
-        var = fam.variance(mu)
-        bad = ~np.isfinite(mu) | ~np.isfinite(mu_eta) | (mu <= 0)
-        if fam.name == "binomial":
-            bad |= mu >= 1
-        if np.any(bad):
-            return None
-        weights = pw * mu_eta**2 / var
-        z = eta - base + (y - mu) / mu_eta
-        dev = float(fam.dev_resids(y, mu, pw).sum())
-        pearson = float(np.sum(pw * (y - mu) ** 2 / var))
-    if not (np.isfinite(dev) and np.all(np.isfinite(weights)) and np.all(np.isfinite(z))):
+        r = (y - mu) / mu_eta
+        pearson = float(np.dot(weights, r * r))  # pw (y - mu)^2 / V(mu)
+    if not (np.isfinite(pearson) and np.all(np.isfinite(weights)) and np.all(np.isfinite(z))):
         return None
     return mu, weights, z, dev, pearson
 
