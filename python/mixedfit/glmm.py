@@ -401,7 +401,7 @@ def _stage2_gradient(prob, x0, nt, ps, lower, step2, f2, control, vcov_method, f
         fx, g, hess = prob.stage2_hessian(opt.x)
         opt.nevals += 1 + 2 * opt.x.size
         xn = opt.x - np.linalg.solve(hess, g)
-        if np.all(xn >= lower) and np.all(np.isfinite(xn)):
+        if (xn >= lower).all() and np.isfinite(xn).all():
             fn = f2(xn)
             opt.nevals += 1
             if fn < fx:

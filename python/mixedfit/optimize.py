@@ -214,7 +214,7 @@ def _projected_gradient_small(x, g, lower, f) -> bool:
 def on_bound(x: np.ndarray, lower: np.ndarray) -> bool:
     """Some bounded entry sits exactly on its bound."""
     fin = np.isfinite(lower)
-    return bool(np.any(x[fin] <= lower[fin]))
+    return bool((x[fin] <= lower[fin]).any())
 
 
 def positive_diagonal(par: np.ndarray, ps: list[int]) -> np.ndarray:
