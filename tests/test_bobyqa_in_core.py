@@ -21,6 +21,13 @@ from mixedfit.options import Control
 from mixedfit.optimize import bobyqa, nlopt_in_core, theta_lower, theta_start
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _nlopt_loaded():
+    """The core's BOBYQA needs NLopt's C API, which the optimizer layer loads on first use;
+    these tests call the core directly, whatever ran before them."""
+    assert nlopt_in_core()
+
+
 def _problem(formula, df, weights=None):
     design = build_design(formula, df, weights=weights)
     prob = ScaledLmmProblem(design, design.y, design.weights)
