@@ -56,6 +56,8 @@ def test_probit_quantile_to_working_precision_in_both_tails():
                         1 - 10.0 ** -np.arange(1, 16)])
     np.testing.assert_allclose(fam.linkfun(p), special.ndtri(p), rtol=4e-15, atol=1e-15)
     assert list(fam.linkfun(np.array([0.0, 1.0]))) == [-np.inf, np.inf]
+    tiny = np.array([5e-324, 1e-310])  # subnormal: finite, below every normal's quantile
+    assert np.all(np.isfinite(fam.linkfun(tiny))) and np.all(fam.linkfun(tiny) < -37.5)
     assert np.isnan(fam.linkfun(np.array([-0.1, 1.1, np.nan]))).all()
 
 

@@ -54,6 +54,7 @@ double qnorm(double p) {
     const double e = p > 0.5 ? (1.0 - p) - 0.5 * std::erfc(x / std::sqrt(2.0))
                              : 0.5 * std::erfc(-x / std::sqrt(2.0)) - p;
     const double u = e * std::sqrt(2.0 * kPi) * std::exp(0.5 * x * x);
+    if (!std::isfinite(u)) break;  // deep in the subnormal tail: keep the approximation
     x -= u / (1.0 + 0.5 * x * u);
   }
   return x;
