@@ -117,11 +117,13 @@ def _optimize(prob, design, ps, x0, reml, control):
     if _use_gradient(design, control) and not core.rest_sparse:
         opt = minimize_theta(lambda th: core.objective_grad(th, reml), f, x0, ps, control,
                              newton_run=lambda start: core.newton(start, reml))
-        # Report the criterion as `objective` computes it at this theta (a copy of the fit
-        # then answers the same number); the gradient's pass rounds in another order.
-        at_optimum = f(opt.x)
-        if np.isfinite(at_optimum):
-            opt.fun = at_optimum
+        if len(ps) == 1:
+            # A one-term model's gradient path computes the criterion from A's per-level
+            # blocks, not from the factor as `objective` does (several terms share that one
+            # computation): report objective's value, which a copy of the fit answers too.
+            at_optimum = f(opt.x)
+            if np.isfinite(at_optimum):
+                opt.fun = at_optimum
     else:  # the core runs BOBYQA itself (or NLopt calls the core's method through one closure)
         opt = bobyqa(core.objective, x0, theta_lower(ps), control, args=(reml,),
                      failures=(NumericalError,), in_core=core.bobyqa)
