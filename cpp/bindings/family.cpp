@@ -18,32 +18,22 @@ constexpr int kMaxLinkCode = 8;
 
 using DArr = py::array_t<double, py::array::c_style | py::array::forcecast>;
 
-// Same-length float64 vectors a, b, c (b, c optional), by name.
-py::ssize_t common_length(const DArr& a, const DArr* b, const DArr* c) {
-  if (a.ndim() != 1) throw py::value_error("family maths take vectors");
-  for (const DArr* x : {b, c})
-    if (x && (x->ndim() != 1 || x->shape(0) != a.shape(0)))
-      throw py::value_error("family maths take vectors of one length");
+// The length of float64 vectors that must all be as long.
+template <class... A>
+py::ssize_t common_length(const DArr& a, const A&... rest) {
+  const bool vectors =
+      a.ndim() == 1 && ((rest.ndim() == 1 && rest.shape(0) == a.shape(0)) && ...);
+  if (!vectors) throw py::value_error("family maths take vectors of one length");
   return a.shape(0);
 }
 
-template <class F>
-py::array_t<double> map1(const DArr& a, F f) {
-  const py::ssize_t n = common_length(a, nullptr, nullptr);
+// f over the rows of equally long vectors: out[i] = f(a[i], rest[i]...).
+template <class F, class... A>
+py::array_t<double> elementwise(F f, const DArr& a, const A&... rest) {
+  const py::ssize_t n = common_length(a, rest...);
   py::array_t<double> out(n);
-  const double* x = a.data();
   double* o = out.mutable_data();
-  for (py::ssize_t i = 0; i < n; ++i) o[i] = f(x[i]);
-  return out;
-}
-
-template <class F>
-py::array_t<double> map2(const DArr& a, const DArr& b, F f) {
-  const py::ssize_t n = common_length(a, &b, nullptr);
-  py::array_t<double> out(n);
-  const double *x = a.data(), *y = b.data();
-  double* o = out.mutable_data();
-  for (py::ssize_t i = 0; i < n; ++i) o[i] = f(x[i], y[i]);
+  for (py::ssize_t i = 0; i < n; ++i) o[i] = f(a.data()[i], rest.data()[i]...);
   return out;
 }
 }  // namespace
@@ -65,29 +55,24 @@ void bind_family(py::module_& m) {
                      "family maths, elementwise over float64 vectors.")
       .def(py::init(&make_family), py::arg("family"), py::arg("link"), py::arg("nb_theta") = 0.0)
       .def("linkfun", [](const Family& f, const DArr& mu) {
-             return map1(mu, [&](double v) { return f.linkfun(v); }); }, py::arg("mu"))
+             return elementwise([&](double v) { return f.linkfun(v); }, mu); }, py::arg("mu"))
       .def("linkinv", [](const Family& f, const DArr& eta) {
-             return map1(eta, [&](double v) { return f.linkinv(v); }); }, py::arg("eta"),
+             return elementwise([&](double v) { return f.linkinv(v); }, eta); }, py::arg("eta"),
            "The mean, clamped as R's families clamp it (e.g. logit within [eps, 1 - eps]).")
       .def("mu_eta", [](const Family& f, const DArr& eta) {
-             return map1(eta, [&](double v) { return f.mu_eta(v); }); }, py::arg("eta"))
+             return elementwise([&](double v) { return f.mu_eta(v); }, eta); }, py::arg("eta"))
       .def("variance", [](const Family& f, const DArr& mu) {
-             return map1(mu, [&](double v) { return f.variance(v); }); }, py::arg("mu"))
+             return elementwise([&](double v) { return f.variance(v); }, mu); }, py::arg("mu"))
       .def("mustart", [](const Family& f, const DArr& y, const DArr& w) {
-             return map2(y, w, [&](double a, double b) { return f.mustart(a, b); }); },
+             return elementwise([&](double a, double b) { return f.mustart(a, b); }, y, w); },
            py::arg("y"), py::arg("weights"))
       .def("dev_resids", [](const Family& f, const DArr& y, const DArr& mu, const DArr& wt) {
-             const py::ssize_t n = common_length(y, &mu, &wt);
-             py::array_t<double> out(n);
-             const double *a = y.data(), *b = mu.data(), *c = wt.data();
-             double* o = out.mutable_data();
-             for (py::ssize_t i = 0; i < n; ++i) o[i] = f.dev_resid(a[i], b[i], c[i]);
-             return out; }, py::arg("y"), py::arg("mu"), py::arg("weights"),
+             return elementwise([&](double a, double b, double c) {
+               return f.dev_resid(a, b, c); }, y, mu, wt); }, py::arg("y"), py::arg("mu"), py::arg("weights"),
            "Unit deviances times the prior weights.")
       .def("irls_rows", [](const Family& f, const DArr& eta, const DArr& base, const DArr& y,
                             const DArr& pw) {
-             const py::ssize_t n = common_length(eta, &base, &y);
-             common_length(eta, &pw, nullptr);
+             const py::ssize_t n = common_length(eta, base, y, pw);
              py::array_t<double> mu(n), mu_eta(n), weights(n), z(n);
              const Family::RowsOut out{mu.mutable_data(), mu_eta.mutable_data(),
                                        weights.mutable_data(), z.mutable_data()};
@@ -104,7 +89,7 @@ void bind_family(py::module_& m) {
            "deviance); the deviance is NaN where a mean or eta is invalid (the arrays are "
            "then partial).")
       .def("aic", [](const Family& f, const DArr& y, const DArr& mu, const DArr& wt, double dev) {
-             const py::ssize_t n = common_length(y, &mu, &wt);
+             const py::ssize_t n = common_length(y, mu, wt);
              return f.aic(y.data(), mu.data(), wt.data(), n, dev); },
            py::arg("y"), py::arg("mu"), py::arg("weights"), py::arg("deviance"),
            "R's family()$aic: -2 log-likelihood with normalizing constants (families with a "

@@ -338,9 +338,6 @@ class BinomialCounts:
         out = np.column_stack([self.successes, self.failures])
         return out if dtype is None else out.astype(dtype)
 
-    def __len__(self) -> int:
-        return len(self.successes)
-
 
 def _response(parsed: ParsedFormula, frame: pd.DataFrame, formula: str, response_kind: str,
               columns: dict | None = None):

@@ -237,8 +237,13 @@ def _function_name(node: ast.expr, functions) -> str | None:
 def check(py: str, text: str, columns, functions=MATH_FUNCTIONS) -> ast.Expression:
     """The ast of ``py`` if it uses only columns, constants, arithmetic, comparisons and calls
     of ``functions``; a FormulaError naming the first thing that is not allowed otherwise."""
+    return _checked(py, text, columns, functions)[0]
+
+
+def _checked(py: str, text: str, columns, functions=MATH_FUNCTIONS):
+    """``check``'s ast with the placeholder -> name pairs of backticked names."""
     names = _MATH_NAMES if functions is MATH_FUNCTIONS else frozenset(functions)
-    tree, _, findings = _vet(py, text, names)
+    tree, aliases, findings = _vet(py, text, names)
     # membership tests only: a frame's column Index answers them without being copied
     cols = columns if isinstance(columns, (pd.Index, set, frozenset, dict)) else set(columns)
     for kind, what in findings:
@@ -247,7 +252,7 @@ def check(py: str, text: str, columns, functions=MATH_FUNCTIONS) -> ast.Expressi
         if what not in cols:
             raise FormulaError(f"unknown column {what!r} in {text!r} "
                                "(not a column of the data nor a known function)")
-    return tree
+    return tree, aliases
 
 
 @functools.lru_cache(maxsize=1024)
@@ -337,15 +342,12 @@ def evaluate(text: str, frame: pd.DataFrame, *, where: str = "",
     """The R expression ``text`` over the columns of ``frame``, one value per row.
     ``looked_up``: columns of ``frame`` already taken from it, by name (pandas' lookups are
     not cheap)."""
-    looked_up = looked_up or {}
     py = to_python(text, where=where)
-    if text in looked_up and py == text:  # a plain column name already looked up
-        return np.asarray(_Evaluator(frame, {}, looked_up).visit(ast.Name(id=text)))
-    tree = check(py, text + where if where else text, frame.columns)
-    names = dict(parse(py, text)[1])  # cached
+    tree, aliases = _checked(py, text + where if where else text, frame.columns)
+    names = dict(aliases)
     try:
         with np.errstate(all="ignore"):
-            val = _Evaluator(frame, names, looked_up).visit(tree.body)
+            val = _Evaluator(frame, names, looked_up or {}).visit(tree.body)
     except (FormulaError, DataError):
         raise
     except Exception as exc:  # numpy's, pandas' or pyarrow's complaint about the values

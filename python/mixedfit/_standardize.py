@@ -17,7 +17,6 @@ is the same; theta does not change. The criteria differ by constants of the data
 
 from __future__ import annotations
 
-import functools
 import math
 import warnings
 
@@ -53,13 +52,9 @@ class FixedScaling:
         self.T = T
         p = T.shape[0]
         self.log_abs_det = float(np.sum(np.log(np.abs(np.diag(T))))) if p else 0.0
-        if T_inv is not None:  # the core's, with T
-            self.__dict__["_T_inv"] = T_inv
-
-    @functools.cached_property
-    def _T_inv(self) -> np.ndarray:
-        """T^{-1}, from one solve (a fit maps its coefficients and their covariance back)."""
-        return np.linalg.solve(self.T, np.eye(self.T.shape[0]))
+        # T^{-1}: a fit maps its coefficients and their covariance back with it (the core's
+        # fixed_qr gives it with T)
+        self._T_inv = T_inv if T_inv is not None else np.linalg.solve(T, np.eye(p))
 
     def to_scaled(self, beta: np.ndarray) -> np.ndarray:
         """Coefficients of Xs for coefficients ``beta`` of X."""

@@ -85,18 +85,21 @@ class Family:
     def irls_rows(self, eta, base, y, pw):
         """One PIRLS step's rows as the core forms them: (mu, d mu / d eta, working weights,
         working response eta - base + (y - mu) / mu_eta, deviance; NaN for an invalid mean)."""
-        arrays = [np.ascontiguousarray(a, dtype=np.float64).ravel() for a in (eta, base, y, pw)]
-        return _core_family(self.core_args).irls_rows(*arrays)
+        return _core_family(self.core_args).irls_rows(*_vectors(eta, base, y, pw))
 
     def aic(self, y, mu, wt, deviance: float = 0.0) -> float:
         """R's family()$aic: -2 log-likelihood with its normalizing constants."""
-        arrays = [np.ascontiguousarray(a, dtype=np.float64).ravel() for a in (y, mu, wt)]
-        return float(_core_family(self.core_args).aic(*arrays, float(deviance)))
+        return float(_core_family(self.core_args).aic(*_vectors(y, mu, wt), float(deviance)))
 
 
 @functools.lru_cache(maxsize=64)
 def _core_family(args: tuple):
     return _core.Family(*args)
+
+
+def _vectors(*arrays) -> list[np.ndarray]:
+    """The arrays as flat float64 vectors, as the core family takes them."""
+    return [np.ascontiguousarray(a, dtype=np.float64).ravel() for a in arrays]
 
 
 def _elementwise(fam: Family, what: str, *arrays) -> np.ndarray:
@@ -108,8 +111,7 @@ def _elementwise(fam: Family, what: str, *arrays) -> np.ndarray:
         shape = arrays[0].shape
     if len(shape) == 1:  # vectors, the usual case, go as they are
         return getattr(_core_family(fam.core_args), what)(*arrays)
-    flat = [np.ascontiguousarray(a).ravel() for a in arrays]
-    return getattr(_core_family(fam.core_args), what)(*flat).reshape(shape)
+    return getattr(_core_family(fam.core_args), what)(*_vectors(*arrays)).reshape(shape)
 
 
 def NegativeBinomial(theta: float, link: str = "log") -> Family:
