@@ -78,8 +78,7 @@ struct PyGlmm {
       py::gil_scoped_release release;
       g = std::make_unique<Glmm>(n, p, Xp, yp, wp, op, std::move(td), fam);
     }
-    raise_build_status(g->problem_bu());
-    raise_build_status(g->problem_u());
+    raise_build_status(g->problem());
   }
 
   py::ssize_t ntheta() const { return g->ntheta(); }
@@ -232,38 +231,17 @@ struct PyGlmm {
     return py::make_tuple(f, to_numpy(grad), to_numpy(H));
   }
 
-  // Unscaled conditional variances from the u-only factor and the unscaled vcov of beta from
-  // the (beta, u) factor, both at the mode's working weights and the last evaluated theta.
+  // Unscaled conditional variances and the unscaled vcov of beta at the mode's working
+  // weights and the last evaluated theta.
   void add_variances(py::dict& out) {
     std::vector<Matrix> cv;
     Matrix V;
-    Status s1 = Status::Ok, s2 = Status::Ok, s3 = Status::Ok;
+    Status s;
     {
       py::gil_scoped_release release;
-      // The current evaluation's Problem holds this factor already (PIRLS's last one, at
-      // these weights and theta); the other one is refactored (any response: only L_ZZ,
-      // resp. L_XX, is needed), which ends the current evaluation.
-      const double* theta = g->theta().data();
-      const int current = g->current_stage();
-      auto& pu = g->problem_u();
-      if (current != 2) {
-        Vector zu = g->eta();
-        s1 = pu.set_response(zu.data(), g->working_weights().data(), false);
-        if (s1 == Status::Ok) s1 = pu.factor(theta, false);
-      }
-      if (s1 == Status::Ok) s1 = pu.cond_var(cv);
-      auto& pb = g->problem_bu();
-      if (current != 1) {
-        Vector z = g->eta();
-        s2 = pb.set_response(z.data(), g->working_weights().data(), false);
-        if (s2 == Status::Ok) s2 = pb.factor(theta, false);
-      }
-      if (s2 == Status::Ok) s3 = pb.unscaled_vcov(V);
-      g->forget_current();
+      s = g->variances(cv, V);
     }
-    raise_status(s1, "condVar");
-    raise_status(s2, "vcov factor");
-    raise_status(s3, "vcov");
+    raise_status(s, "condVar and vcov");
     py::list cvl;
     for (const auto& M : cv) cvl.append(to_numpy(M));
     out["unscaled_condvar"] = cvl;

@@ -13,7 +13,7 @@ Problem Problem::from_crossproduct(Index n, Index p, std::vector<TermData> layou
                                    const std::vector<std::vector<std::int64_t>>& cooc) {
   Problem out;
   out.n_ = n;
-  out.p_ = p;
+  out.p_ = out.p_all_ = p;
   out.X_ = nullptr;
   out.has_rows_ = false;
   for (auto& t : layout) {

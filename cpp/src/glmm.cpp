@@ -370,9 +370,9 @@ double Family::deviance_constant(const double* y, const double* pw, Index n) con
 Glmm::Glmm(Index n, Index p, const double* X, const double* y, const double* pw,
            const double* offset, std::vector<TermData> terms, Family family)
     : n_(n), p_(p), X_(X), y_(y), pw_(pw), off_(offset), terms_(terms), fam_(family),
-      pu_(n, 0, nullptr, terms), pb_(n, p, X, terms) {
+      prob_(n, p, X, terms) {
   beta_.setZero(p_);
-  u_.setZero(pu_.q());
+  u_.setZero(prob_.q());
   eta_.setZero(n_);
   mu_.setZero(n_);
   wts_.setZero(n_);
@@ -435,7 +435,8 @@ double Glmm::pearson() const {
   return s;
 }
 
-Status Glmm::pirls(Problem& prob, bool with_beta, const double* theta, bool start_known) {
+Status Glmm::pirls(bool with_beta, const double* theta, bool start_known) {
+  Problem& prob = system(with_beta);
   // base: the part of eta that PLS does not solve for.
   base_ = with_beta ? (off_ ? off_ : zeros_.data()) : fixed_.data();
   const Eigen::Map<const Vector> base(base_, n_);
@@ -585,7 +586,8 @@ bool Glmm::predict_start(int stage, const Vector& phi) {
   return u_.allFinite() && beta_.allFinite();
 }
 
-void Glmm::eta_from_mode(Problem& prob, bool with_beta, const double* theta) {
+void Glmm::eta_from_mode(bool with_beta, const double* theta) {
+  Problem& prob = system(with_beta);
   prob.install_theta(theta);
   Vector& bvec = bvec_;
   prob.lambda_times(u_, bvec);
@@ -600,7 +602,7 @@ void Glmm::eta_from_mode(Problem& prob, bool with_beta, const double* theta) {
 
 void Glmm::record_success(int stage, const double* theta) {
   evaluated_stage_ = stage;
-  theta_ = Eigen::Map<const Vector>(theta, pb_.ntheta());
+  theta_ = Eigen::Map<const Vector>(theta, prob_.ntheta());
 }
 
 // A failure from a start says nothing about the model, only about the start (e.g. a far
@@ -613,14 +615,14 @@ static bool start_may_be_at_fault(Status s) {
 
 Status Glmm::stage1_from_start(const double* theta) {
   const bool from_last_mode = u_ == u1_warm_ && beta_ == b1_warm_;
-  eta_from_mode(pb_, true, theta);
-  Status s = pirls(pb_, true, theta, true);
+  eta_from_mode(true, theta);
+  Status s = pirls(true, theta, true);
   if (!start_may_be_at_fault(s) || eta1_start_.size() != n_) return s;
   // The GLM starting values, as on the first evaluation.
   eta_ = eta1_start_;
-  u_.setZero(pb_.q());
+  u_.setZero(prob_.q());
   beta_.setZero(p_);
-  s = pirls(pb_, true, theta, false);
+  s = pirls(true, theta, false);
   if (!start_may_be_at_fault(s)) return s;
   return stage1_fallback(theta, !from_last_mode, s);
 }
@@ -630,11 +632,11 @@ Status Glmm::stage1_fallback(const double* theta, bool try_last_mode, Status fai
   // (beta, u) = 0, which need not be valid either (e.g. eta = offset <= 0 for the 1/mu^2
   // link), and scoring can stall for non-canonical links. The mode does not depend on where
   // PIRLS begins, so begin elsewhere: at the last stage-1 mode if there is one,
-  if (try_last_mode && u1_warm_.size() == pb_.q()) {
+  if (try_last_mode && u1_warm_.size() == prob_.q()) {
     u_ = u1_warm_;
     beta_ = b1_warm_;
-    eta_from_mode(pb_, true, theta);
-    failed = pirls(pb_, true, theta, true);
+    eta_from_mode(true, theta);
+    failed = pirls(true, theta, true);
     if (!start_may_be_at_fault(failed)) return failed;
   }
   // else at the fixed-effects-only fit (theta = 0, where u vanishes) with u = 0.
@@ -643,19 +645,19 @@ Status Glmm::stage1_fallback(const double* theta, bool try_last_mode, Status fai
 
 Status Glmm::stage1_from_glm_fit(const double* theta, Status failed) {
   if (eta1_start_.size() != n_) return failed;
-  const Vector no_re = Vector::Zero(pb_.ntheta());
+  const Vector no_re = Vector::Zero(prob_.ntheta());
   eta_ = eta1_start_;
-  u_.setZero(pb_.q());
+  u_.setZero(prob_.q());
   beta_.setZero(p_);
-  if (pirls(pb_, true, no_re.data(), false) != Status::Ok) return failed;
-  u_.setZero(pb_.q());
-  eta_from_mode(pb_, true, theta);
-  return pirls(pb_, true, theta, true);
+  if (pirls(true, no_re.data(), false) != Status::Ok) return failed;
+  u_.setZero(prob_.q());
+  eta_from_mode(true, theta);
+  return pirls(true, theta, true);
 }
 
 bool Glmm::is_current(int stage, const double* theta, const double* beta) const {
   if (last_.stage != stage) return false;
-  const Index nt = pb_.ntheta();
+  const Index nt = prob_.ntheta();
   for (Index j = 0; j < nt; ++j)
     if (last_.x[j] != theta[j]) return false;
   if (stage == 2)
@@ -665,7 +667,7 @@ bool Glmm::is_current(int stage, const double* theta, const double* beta) const 
 }
 
 void Glmm::set_current(int stage, const double* theta, const double* beta, double obj) {
-  const Index nt = pb_.ntheta();
+  const Index nt = prob_.ntheta();
   last_.stage = stage;
   last_.x.resize(stage == 2 ? nt + p_ : nt);
   last_.x.head(nt) = Eigen::Map<const Vector>(theta, nt);
@@ -678,20 +680,20 @@ Status Glmm::eval_stage1(const double* theta, const double* eta_start, double& o
   obj = std::nan("");
   evaluated_stage_ = 0;
   last_.stage = 0;
-  for (Index j = 0; j < pb_.ntheta(); ++j)
+  for (Index j = 0; j < prob_.ntheta(); ++j)
     if (!std::isfinite(theta[j])) return Status::NonFiniteInput;
   Status s;
   if (eta_start) {
     eta1_start_ = Eigen::Map<const Vector>(eta_start, n_);
     eta_ = eta1_start_;
-    u_.setZero(pb_.q());
+    u_.setZero(prob_.q());
     beta_.setZero(p_);
-    s = pirls(pb_, true, theta, false);
+    s = pirls(true, theta, false);
     if (start_may_be_at_fault(s)) s = stage1_fallback(theta, true, s);
-  } else if (u1_warm_.size() == pb_.q()) {
+  } else if (u1_warm_.size() == prob_.q()) {
     // Warm start from the last stage-1 mode (beta, u), or a prediction from the last
     // gradient point, re-expressed at this theta.
-    if (!predict_start(1, Eigen::Map<const Vector>(theta, pb_.ntheta()))) {
+    if (!predict_start(1, Eigen::Map<const Vector>(theta, prob_.ntheta()))) {
       u_ = u1_warm_;
       beta_ = b1_warm_;
     }
@@ -710,10 +712,26 @@ Status Glmm::eval_stage1(const double* theta, const double* eta_start, double& o
 
 Status Glmm::random_effects(Vector& b) {
   if (evaluated_stage_ == 0) return Status::NotEvaluated;
-  Problem& prob = evaluated_stage_ == 1 ? pb_ : pu_;
-  prob.install_theta(theta_.data());
-  prob.lambda_times(u_, b);
+  prob_.install_theta(theta_.data());
+  prob_.lambda_times(u_, b);
   return Status::Ok;
+}
+
+Status Glmm::variances(std::vector<Matrix>& condvar, Matrix& vcov) {
+  if (evaluated_stage_ == 0) return Status::NotEvaluated;
+  // Both come from the (beta, u) system's factor at the mode's working weights: its Z part is
+  // also the u-only system's factor, which gives the conditional variances. Stage 1's last
+  // factor is that already; after stage 2 it is formed (any response: only L is needed),
+  // which ends the current evaluation.
+  Problem& prob = system(true);
+  Status s;
+  if (last_.stage != 1) {
+    if ((s = prob.set_response(eta_.data(), wts_.data(), false)) != Status::Ok) return s;
+    if ((s = prob.factor(theta_.data(), false)) != Status::Ok) return s;
+  }
+  last_.stage = 0;
+  if ((s = prob.cond_var(condvar)) != Status::Ok) return s;
+  return prob.unscaled_vcov(vcov);
 }
 
 Status Glmm::eval_stage2(const double* theta, const double* beta, const double* u_start, int nagq,
@@ -723,7 +741,7 @@ Status Glmm::eval_stage2(const double* theta, const double* beta, const double* 
   last_.stage = 0;
   for (Index j = 0; j < p_; ++j)
     if (!std::isfinite(beta[j])) return Status::NonFiniteInput;
-  for (Index j = 0; j < pu_.ntheta(); ++j)
+  for (Index j = 0; j < prob_.ntheta(); ++j)
     if (!std::isfinite(theta[j])) return Status::NonFiniteInput;
   if (nagq > 1 && (terms_.size() != 1 || terms_[0].p != 1)) return Status::BadDimension;
   beta_ = Eigen::Map<const Vector>(beta, p_);
@@ -736,24 +754,24 @@ Status Glmm::eval_stage2(const double* theta, const double* beta, const double* 
   // stage-2 evaluation: the mode is found to ~1e-12 either way, so the objective does not
   // depend on the start beyond rounding, and a nearby start saves PIRLS iterations.
   if (u_start) {
-    u_ = Eigen::Map<const Vector>(u_start, pu_.q());
-  } else if (u_warm_.size() == pu_.q()) {
-    Vector phi(pu_.ntheta() + p_);
-    phi.head(pu_.ntheta()) = Eigen::Map<const Vector>(theta, pu_.ntheta());
+    u_ = Eigen::Map<const Vector>(u_start, prob_.q());
+  } else if (u_warm_.size() == prob_.q()) {
+    Vector phi(prob_.ntheta() + p_);
+    phi.head(prob_.ntheta()) = Eigen::Map<const Vector>(theta, prob_.ntheta());
     phi.tail(p_) = beta_;
     if (!predict_start(2, phi)) u_ = u_warm_;
   } else {
-    u_.setZero(pu_.q());
+    u_.setZero(prob_.q());
   }
   const bool from_zero = u_.isZero(0.0);
-  eta_from_mode(pu_, false, theta);
-  Status s = pirls(pu_, false, theta, true);
+  eta_from_mode(false, theta);
+  Status s = pirls(false, theta, true);
   if (start_may_be_at_fault(s) && !from_zero) {
     // Not from this start: from u = 0 (eta = X beta + offset), where the fixed effects alone
     // decide whether the mean is valid.
-    u_.setZero(pu_.q());
-    eta_from_mode(pu_, false, theta);
-    s = pirls(pu_, false, theta, true);
+    u_.setZero(prob_.q());
+    eta_from_mode(false, theta);
+    s = pirls(false, theta, true);
   }
   if (s != Status::Ok) return s;
   u_warm_ = u_;
@@ -766,7 +784,7 @@ Status Glmm::eval_stage2(const double* theta, const double* beta, const double* 
   // Adaptive Gauss-Hermite for one scalar term.
   const TermData& t = terms_[0];
   const Index q = t.nlev;
-  const Vector& L = pu_.first_term_factor();
+  const Vector& L = prob_.first_term_factor();
   const double lam = theta[0];
   Vector devc0 = Vector::Zero(q), mult = Vector::Zero(q), devk(q);
   for (Index i = 0; i < n_; ++i) devc0[t.g[i]] += fam_.dev_resid(y_[i], mu_[i], pw_[i]);
@@ -798,7 +816,7 @@ Status Glmm::eval_stage2(const double* theta, const double* beta, const double* 
 }
 
 bool Glmm::has_gradient() const {
-  if (pu_.rest_sparse() || pb_.rest_sparse()) return false;  // no leverages on that path
+  if (prob_.rest_sparse()) return false;  // no leverages on that path
   return (fam_.fam == FamilyKind::Binomial && fam_.link == LinkKind::Logit) ||
          (fam_.fam == FamilyKind::Poisson && fam_.link == LinkKind::Log);
 }
@@ -817,7 +835,9 @@ Status Glmm::gradient(bool stage1, const double* theta, Vector& grad) {
   // objective's log|L|^2 is.
   if (!has_gradient()) return Status::BadDimension;
   if (evaluated_stage_ != (stage1 ? 1 : 2)) return Status::NotEvaluated;
-  Problem& prob = stage1 ? pb_ : pu_;
+  // The evaluation's own factor: no switch happens here (is_current() and evaluated_stage_
+  // say the Problem still holds that stage's system).
+  Problem& prob = system(stage1);
   const Index nt = prob.ntheta();
   const Index np = stage1 ? 0 : p_;
   const Index P = nt + np;
@@ -880,7 +900,7 @@ Status Glmm::gradient(bool stage1, const double* theta, Vector& grad) {
 }
 
 Status Glmm::value_and_gradient(int stage, const Vector& x, double& f, Vector& g) {
-  const Index nt = pb_.ntheta();
+  const Index nt = prob_.ntheta();
   if (x.size() != (stage == 1 ? nt : nt + p_)) return Status::BadDimension;
   Status s = Status::Ok;
   if (is_current(stage, x.data(), x.data() + nt)) {
@@ -906,7 +926,7 @@ Status Glmm::value_and_gradient(int stage, const Vector& x, double& f, Vector& g
 NewtonResult Glmm::newton(int stage, const Vector& x0, const double* u_start,
                           bool curvature_from_stage1, const NewtonControl& ctl) {
   if (stage == 2 && u_start) {
-    u_warm_ = Eigen::Map<const Vector>(u_start, pu_.q());
+    u_warm_ = Eigen::Map<const Vector>(u_start, prob_.q());
     sens_stage_ = 0;  // no prediction from an older gradient point
   }
   const ValueAndGradient fg = [this, stage](const Vector& x, double& f, Vector& g) {
@@ -924,13 +944,13 @@ NewtonResult Glmm::newton(int stage, const Vector& x0, const double* u_start,
 }
 
 bool Glmm::stage2_start_hessian(const Vector& x0, Matrix& H) {
-  const Index nt = pb_.ntheta();
+  const Index nt = prob_.ntheta();
   if (last_.stage != 1 || stage1_newton_x_.size() != nt || stage1_newton_hessian_.rows() != nt ||
       x0.size() != nt + p_ || x0.head(nt) != stage1_newton_x_ || last_.x != stage1_newton_x_ ||
       x0.tail(p_) != beta_)
     return false;
   Matrix V;
-  if (pb_.unscaled_vcov(V) != Status::Ok) return false;
+  if (prob_.unscaled_vcov(V) != Status::Ok) return false;
   const Eigen::LLT<Matrix> llt(V);
   if (llt.info() != Eigen::Success) return false;
   H.setZero(nt + p_, nt + p_);

@@ -61,7 +61,7 @@ double split_sum(bool parallel, Index n, F f) {
 }  // namespace
 
 Problem::Problem(Index n, Index p, const double* X, std::vector<TermData> terms)
-    : n_(n), p_(p), X_(X), terms_(std::move(terms)) {
+    : n_(n), p_(p), p_all_(p), X_(X), terms_(std::move(terms)) {
   const int K = static_cast<int>(terms_.size());
   init_layout();
 
@@ -126,14 +126,29 @@ Problem::Problem(Index n, Index p, const double* X, std::vector<TermData> terms)
     }
   }
   choose_rest_storage();
-  // Row-major [X y] with rows padded to a fixed width, for set_response's one pass over the
-  // observations (X once here; the y slot is written per response).
-  xr_width_ = p_ + 1 <= 4 ? 4 : (p_ + 1 <= 8 ? 8 : (p_ + 1 <= 16 ? 16 : 0));
-  if (xr_width_ > 0) {
-    Xr_.setZero(static_cast<Index>(xr_width_) * n_);
+}
+
+void Problem::include_fixed_effects(bool on) {
+  const Index p = on ? p_all_ : 0;
+  if (p == p_) return;
+  p_ = p;
+  m_ = mZ_ + p_ + 1;
+  if (sparse_rest_) sparse_rest_->set_nxy(p_ + 1);
+  have_A_ = false;
+  factored_ = false;
+}
+
+Problem::PaddedRows& Problem::padded_rows() {
+  PaddedRows& rows = p_ == p_all_ ? rows_with_x_ : rows_without_x_;
+  if (rows.built) return rows;
+  rows.width = p_ + 1 <= 4 ? 4 : (p_ + 1 <= 8 ? 8 : (p_ + 1 <= 16 ? 16 : 0));
+  if (rows.width > 0) {
+    rows.values.setZero(static_cast<Index>(rows.width) * n_);
     for (Index i = 0; i < n_; ++i)
-      for (Index t = 0; t < p_; ++t) Xr_[i * xr_width_ + t] = X_[i + t * n_];
+      for (Index t = 0; t < p_; ++t) rows.values[i * rows.width + t] = X_[i + t * n_];
   }
+  rows.built = true;
+  return rows;
 }
 
 void Problem::init_layout() {
@@ -292,9 +307,11 @@ Status Problem::set_response(const double* y, const double* w, bool need_ldW) {
   Arest_.setZero(m_, m_);
   const TermData& t0 = terms_[0];
   bool xy_done = false;
-  if (p0_ <= blocks::kMaxFixedBlock && rest_scalar_ && xr_width_ > 0) {
-    const Index S = xr_width_;
-    for (Index i = 0; i < n_; ++i) Xr_[i * S + p_] = y[i];
+  PaddedRows& rows = padded_rows();
+  if (p0_ <= blocks::kMaxFixedBlock && rest_scalar_ && rows.width > 0) {
+    const Index S = rows.width;
+    double* xr = rows.values.data();
+    for (Index i = 0; i < n_; ++i) xr[i * S + p_] = y[i];
     std::vector<const std::int32_t*> gk(K);
     std::vector<const double*> zk(K);
     std::vector<Index> ok(K);
@@ -305,7 +322,7 @@ Status Problem::set_response(const double* y, const double* w, bool need_ldW) {
     }
     auto run = [&](auto p0, auto width) {
       accumulate_rows<decltype(p0)::value, decltype(width)::value>(
-          n_, p_, K, Xr_.data(), w, t0.g, t0.Z, gk, zk, ok, colptr_.data(), obs_pos_.data(),
+          n_, p_, K, xr, w, t0.g, t0.Z, gk, zk, ok, colptr_.data(), obs_pos_.data(),
           A11_.data(), BX_.data(), BZ_.data(), Arest_.data(), m_, mZ_);
     };
     blocks::with_block_size(p0_, [&](auto p0) {

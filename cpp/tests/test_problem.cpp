@@ -2,7 +2,7 @@
 // against a dense computation written out here, for the layouts the core distinguishes (one
 // term; a vector first term crossed with a scalar term; a scalar first term with a nested
 // vector term, stored sparse), with and without prior weights; and the error statuses of
-// set_response / factor / solve.
+// set_response / factor / solve; the fixed effects switched out of and back into the system.
 #include <Eigen/Dense>
 #include <cmath>
 #include <cstdint>
@@ -299,6 +299,39 @@ void collinear_fixed_effects() {
   CHECK(prob.factor(theta.data()) == Status::NotPositiveDefinite);
 }
 
+// Leaving the fixed effects out makes the Problem the one built without X; taking them back
+// in, the one built with it; each switch drops A.
+void fixed_effects_switch() {
+  for (const Data& d : {one_term(true), crossed(false), nested(true), nested_vector_first(false)}) {
+    const double* w = d.w.size() ? d.w.data() : nullptr;
+    std::vector<double> theta;
+    Problem with_x(d.n, d.X.cols(), d.X.data(), d.term_data());
+    for (Index k = 0; k < with_x.ntheta(); ++k) theta.push_back(0.4 + 0.1 * static_cast<double>(k));
+    Problem without_x(d.n, 0, nullptr, d.term_data());
+    Problem switched(d.n, d.X.cols(), d.X.data(), d.term_data());
+    for (bool include : {false, true, false}) {
+      switched.include_fixed_effects(include);
+      CHECK(switched.fixed_effects_included() == include);
+      CHECK(switched.factor(theta.data()) == Status::NotEvaluated);
+      Problem& twin = include ? with_x : without_x;
+      CHECK(switched.set_response(d.y.data(), w) == Status::Ok);
+      CHECK(twin.set_response(d.y.data(), w) == Status::Ok);
+      CHECK(switched.factor(theta.data()) == Status::Ok);
+      CHECK(twin.factor(theta.data()) == Status::Ok);
+      CHECK(switched.p() == twin.p());
+      for (bool reml : {false, true})
+        CHECK_NEAR(switched.profiled_objective(reml), twin.profiled_objective(reml), 1e-12);
+      Vector beta, u, beta_twin, u_twin;
+      CHECK(switched.solve(beta, u) == Status::Ok);
+      CHECK(twin.solve(beta_twin, u_twin) == Status::Ok);
+      CHECK(beta.size() == beta_twin.size() && u.size() == u_twin.size());
+      if (u.size() == u_twin.size()) CHECK_NEAR((u - u_twin).cwiseAbs().maxCoeff(), 0.0, 1e-12);
+      if (beta.size() == beta_twin.size() && beta.size() > 0)
+        CHECK_NEAR((beta - beta_twin).cwiseAbs().maxCoeff(), 0.0, 1e-12);
+    }
+  }
+}
+
 }  // namespace
 
 int main() {
@@ -306,5 +339,6 @@ int main() {
   calls_out_of_order();
   non_finite_input();
   collinear_fixed_effects();
+  fixed_effects_switch();
   return mixedfit_test::finish("test_problem");
 }

@@ -3,8 +3,9 @@
 //
 // PIRLS reweights and solves a penalized weighted least-squares problem per step; the solve is
 // the LMM Problem's (A re-formed from the working weights and response: O(n) per step, then the
-// same blocked factorization). Two Problems are kept: one over (beta, u) for the nAGQ = 0 stage
-// and one over u alone (beta fixed) for the Laplace / AGQ stage.
+// same blocked factorization). One Problem serves both stages: with the fixed effects in the
+// system over (beta, u) for the nAGQ = 0 stage, without them over u alone (beta fixed, X beta
+// in the offset) for the Laplace / AGQ stage.
 #pragma once
 
 #include <vector>
@@ -113,12 +114,10 @@ class Glmm {
   Status stage2_hessian(const Vector& x, double delta, double& f, Vector& g, Matrix& H);
 
   // The stage (1 or 2) whose Laplace evaluation is the core's current state: its mode, and
-  // its Problem's factor at that mode's working weights (0: none, e.g. after an AGQ
-  // evaluation or a failure). value_and_gradient() answers a repeated request at the same
-  // point from it.
+  // the Problem's factor at that mode's working weights (0: none, e.g. after an AGQ
+  // evaluation, a failure or variances()). value_and_gradient() answers a repeated request
+  // at the same point from it.
   int current_stage() const { return last_.stage; }
-  // Forget the current evaluation (call after refactoring a Problem for other purposes).
-  void forget_current() { last_.stage = 0; }
 
   // The stage (1 or 2) of the last successful evaluation, 0 if none (or the last one failed:
   // the mode accessors below then hold no solution).
@@ -139,18 +138,24 @@ class Glmm {
   double ldL2() const { return ldL2_; }
   double pearson() const;                      // sum pw (y - mu)^2 / V(mu)
   int iterations() const { return iters_; }
-  // The two Problems (the u-only one of stage 2, the (beta, u) one of stage 1). Refactoring
-  // one for another purpose must be followed by forget_current().
-  Problem& problem_u() { return pu_; }
-  Problem& problem_bu() { return pb_; }
-  Index ntheta() const { return pu_.ntheta(); }
-  Index q() const { return pu_.q(); }
+  // At the last successful evaluation's theta and mode: the unscaled conditional variances
+  // of the random effects (Problem::cond_var) and the unscaled vcov of beta. Ends the current
+  // evaluation (the Problem may be refactored for them).
+  Status variances(std::vector<Matrix>& condvar, Matrix& vcov);
+  const Problem& problem() const { return prob_; }
+  Index ntheta() const { return prob_.ntheta(); }
+  Index q() const { return prob_.q(); }
   PirlsControl control;
 
  private:
-  Status pirls(Problem& prob, bool with_beta, const double* theta, bool start_known);
+  // The Problem with the fixed effects in the system (stage 1) or not (stage 2).
+  Problem& system(bool with_beta) {
+    prob_.include_fixed_effects(with_beta);
+    return prob_;
+  }
+  Status pirls(bool with_beta, const double* theta, bool start_known);
   // eta_ from the current u_ (and beta_ for stage 1) at theta.
-  void eta_from_mode(Problem& prob, bool with_beta, const double* theta);
+  void eta_from_mode(bool with_beta, const double* theta);
   // Stage 1 from the current (beta_, u_); when PIRLS fails from there, from the last GLM
   // starting eta, then as stage1_fallback().
   Status stage1_from_start(const double* theta);
@@ -193,7 +198,7 @@ class Glmm {
   const double* off_;
   std::vector<TermData> terms_;
   Family fam_;
-  Problem pu_, pb_;
+  Problem prob_;
   // The mode's sensitivity at the last gradient (stage 1: d(u, beta)/dtheta; stage 2:
   // du/d(theta, beta)), to start PIRLS at nearby points from a first-order prediction.
   Matrix sens_;

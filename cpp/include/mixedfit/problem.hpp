@@ -86,7 +86,15 @@ class Problem {
   // need_ldW: also sum log(w) (the LMM objective's -log|W|; PIRLS does not need it).
   Status set_response(const double* y, const double* w, bool need_ldW = true);
 
+  // The fixed effects in the system (the default) or out of it. Out, the Problem is the one
+  // for X with no columns, [Z y] alone: a GLMM's stage that holds beta fixed (X beta is then
+  // part of the response's offset) uses the same symbolic analysis as the stage that solves
+  // for beta. Switching drops A and the factor (set_response() again); otherwise O(1).
+  void include_fixed_effects(bool on);
+  bool fixed_effects_included() const { return p_ == p_all_; }
+
   Index n() const { return n_; }
+  // Columns of X in the system (0 while the fixed effects are left out).
   Index p() const { return p_; }
   Index q() const { return q_; }
   Index ntheta() const { return ntheta_; }
@@ -214,6 +222,7 @@ class Problem {
   void theta_entry(Index k, int& term, int& row, int& col, Index& start) const;
 
   Index n_ = 0, p_ = 0;
+  Index p_all_ = 0;                 // X's columns; p_ is p_all_ or 0 (include_fixed_effects)
   const double* X_ = nullptr;
   std::vector<TermData> terms_;
   bool has_rows_ = true;            // false for a problem from cross products
@@ -237,8 +246,17 @@ class Problem {
   double ldW_ = 0;
   const double* y_ = nullptr;       // the last response and weights (not owned)
   const double* w_ = nullptr;
-  Vector Xr_;                       // row-major [X y], rows padded to xr_width_ (0: unused)
-  int xr_width_ = 0;
+  // Row-major [X y] with rows padded to a fixed width (0: too wide, unused), for
+  // set_response's one pass over the observations: X written once, y per response. One
+  // layout with the fixed effects in the system and one without (y alone), each built when
+  // first needed.
+  struct PaddedRows {
+    Vector values;
+    int width = 0;
+    bool built = false;
+  };
+  PaddedRows rows_with_x_, rows_without_x_;
+  PaddedRows& padded_rows();
   bool have_A_ = false;
 
   // Per-theta workspace.

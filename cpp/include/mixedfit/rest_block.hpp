@@ -69,6 +69,8 @@ class SparseRestBlock {
 
   Index mz() const { return S_.rows(); }
   Index nxy() const { return nxy_; }
+  // The border's width, when the Problem's fixed effects enter or leave the system.
+  void set_nxy(Index nxy) { nxy_ = nxy; }
   // A's values (filled by set_response): A_ZZ on the pattern, A_XZ (nxy x mZ), A_XX (lower).
   const SparseMatrix& pattern() const { return S_; }
   Vector& a_zz() { return azz_; }
