@@ -131,6 +131,46 @@ def test_row_permutation(case):
             assert_rel(ra[k], rb[k], SAME_PATH_TOL, f"ranef {g}[{k}]")
 
 
+def simulate_counts(seed: int, G: int = 15, H: int = 6, n: int = 240) -> pd.DataFrame:
+    """Binomial counts with trials, an offset and crossed (1 + x | g) and (1 | h), rows in
+    no particular order of either factor."""
+    rng = np.random.default_rng(seed)
+    g = rng.integers(0, G, n)
+    h = rng.integers(0, H, n)
+    x = rng.normal(size=n)
+    off = rng.normal(size=n) * 0.2
+    eta = -0.4 + 0.6 * x + off + rng.normal(size=G)[g] * 0.8 + rng.normal(size=G)[g] * 0.3 * x \
+        + rng.normal(size=H)[h] * 0.5
+    size = rng.integers(1, 8, n)
+    k = rng.binomial(size, 1 / (1 + np.exp(-eta)))
+    return pd.DataFrame({"k": k, "size": size, "x": x, "off": off, "g": g, "h": h})
+
+
+@pytest.mark.parametrize("seed", [3, 4])
+def test_glmm_row_permutation(seed):
+    """The core groups a GLMM's rows by the first term's levels: the fit must not depend on the
+    order the rows come in, and every per-row result must follow its row."""
+    df = simulate_counts(seed)
+    rng = np.random.default_rng(seed)
+    formula = "cbind(k, size - k) ~ x + (1 + x | g) + (1 | h)"
+    fits = [mixedfit.glmer(formula, d, offset="off", control=CTRL)
+            for d in (df, df.iloc[rng.permutation(len(df))], df.sort_values(["g", "h"]))]
+    base = fits[0]
+    for f in fits[1:]:
+        assert math.isclose(f.deviance, base.deviance, rel_tol=1e-9)
+        assert_rel(f.theta, base.theta, 1e-5, "theta")
+        assert_rel(f.fixef.to_numpy(), base.fixef.to_numpy(), 1e-5, "fixef")
+        assert_rel(f.fitted().reindex(df.index).to_numpy(), base.fitted().to_numpy(), 1e-5,
+                   "fitted")
+        for kind in ("deviance", "pearson", "response", "working"):
+            assert_rel(f.residuals(kind).reindex(df.index).to_numpy(),
+                       base.residuals(kind).to_numpy(), 1e-5, f"{kind} residuals")
+        for g in base.ranef():
+            ra, rb = ranef_by_label(f, g), ranef_by_label(base, g)
+            for k in rb:
+                assert_rel(ra[k], rb[k], 1e-5, f"ranef {g}[{k}]")
+
+
 # ---- level labels ---------------------------------------------------------------------------
 
 

@@ -369,8 +369,9 @@ double Family::deviance_constant(const double* y, const double* pw, Index n) con
 
 Glmm::Glmm(Index n, Index p, const double* X, const double* y, const double* pw,
            const double* offset, std::vector<TermData> terms, Family family)
-    : n_(n), p_(p), X_(X), y_(y), pw_(pw), off_(offset), terms_(terms), fam_(family),
-      prob_(n, p, X, terms) {
+    : n_(n), p_(p), rows_(n, p, X, y, pw, offset, terms), X_(rows_.X()), y_(rows_.y()),
+      pw_(rows_.pw()), off_(rows_.offset()), terms_(rows_.terms()), fam_(family),
+      prob_(n, p, X_, terms_) {
   beta_.setZero(p_);
   u_.setZero(prob_.q());
   eta_.setZero(n_);
@@ -684,7 +685,7 @@ Status Glmm::eval_stage1(const double* theta, const double* eta_start, double& o
     if (!std::isfinite(theta[j])) return Status::NonFiniteInput;
   Status s;
   if (eta_start) {
-    eta1_start_ = Eigen::Map<const Vector>(eta_start, n_);
+    rows_.from_input(eta_start, eta1_start_);
     eta_ = eta1_start_;
     u_.setZero(prob_.q());
     beta_.setZero(p_);

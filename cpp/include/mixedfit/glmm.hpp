@@ -12,6 +12,7 @@
 
 #include "mixedfit/newton.hpp"
 #include "mixedfit/problem.hpp"
+#include "mixedfit/row_order.hpp"
 
 namespace mixedfit {
 
@@ -129,9 +130,10 @@ class Glmm {
 
   const Vector& beta() const { return beta_; }
   const Vector& u() const { return u_; }
-  const Vector& eta() const { return eta_; }
-  const Vector& mu() const { return mu_; }
-  const Vector& working_weights() const { return wts_; }
+  // eta, mu and the working weights at the mode, in the input's row order.
+  Vector eta() const { return rows_.to_input(eta_); }
+  Vector mu() const { return rows_.to_input(mu_); }
+  Vector working_weights() const { return rows_.to_input(wts_); }
   double devsum() const { return devsum_; }    // sum of unit deviances (x prior weights)
   double aic_value() const { return aic_; }    // family aic at the mode
   double ussq() const { return u_.squaredNorm(); }
@@ -192,6 +194,10 @@ class Glmm {
   void set_current(int stage, const double* theta, const double* beta, double obj);
 
   Index n_, p_;
+  // The rows grouped by the first term's levels (row_order.hpp). Everything below, and every
+  // n-vector of the state, is in that order; only eta_start and the accessors of eta, mu and
+  // the working weights translate from and to the input's order.
+  OrderedRows rows_;
   const double* X_;
   const double* y_;
   const double* pw_;
