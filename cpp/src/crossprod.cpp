@@ -48,18 +48,9 @@ void Problem::pattern_from_pairs(const std::vector<std::vector<std::int64_t>>& c
     auto& local = starts[c];
     std::sort(local.begin(), local.end());
     local.erase(std::unique(local.begin(), local.end()), local.end());
-    for (Index s : local)
-      for (int a = 0; a < terms_[row_term_[s]].p; ++a) rowidx_.push_back(s + a);
-    colptr_[c + 1] = static_cast<Index>(rowidx_.size());
-    const double rc = static_cast<double>(colptr_[c + 1] - colptr_[c]);
-    sparse_cost += rc * rc;
+    sparse_cost += append_level_pattern(c, local);
   }
-  dense_ = prefer_dense_coupling(sparse_cost);
-  if (dense_) {
-    for (int c = 0; c <= l0_; ++c) colptr_[c] = static_cast<Index>(c) * mZ_;
-    rowidx_.clear();
-    rowidx_.shrink_to_fit();
-  }
+  use_dense_coupling_if_cheaper(sparse_cost);
 }
 
 bool Problem::add_crossproduct_entry(Index i, Index j, double v) {

@@ -1,4 +1,5 @@
 #include "mixedfit/problem.hpp"
+#include "mixedfit/row_order.hpp"
 
 #include "mixedfit/block_kernels.hpp"
 #include "mixedfit/dense_chol.hpp"
@@ -62,70 +63,84 @@ double split_sum(bool parallel, Index n, F f) {
 
 Problem::Problem(Index n, Index p, const double* X, std::vector<TermData> terms)
     : n_(n), p_(p), p_all_(p), X_(X), terms_(std::move(terms)) {
-  const int K = static_cast<int>(terms_.size());
   init_layout();
-
-  // Symbolic analysis of B (rest-Z rows co-occurring with each level of term 0).
   colptr_.assign(l0_ + 1, 0);
-  if (K > 1) {
-    const std::int32_t* g0 = terms_[0].g;
-    std::vector<Index> start(l0_ + 1, 0);
-    for (Index i = 0; i < n_; ++i) ++start[g0[i] + 1];
-    for (int c = 0; c < l0_; ++c) start[c + 1] += start[c];
-    std::vector<Index> order(n_);
-    {
-      std::vector<Index> fill(start.begin(), start.end() - 1);
-      for (Index i = 0; i < n_; ++i) order[fill[g0[i]]++] = i;
+  if (nterms() > 1) analyze_coupling();
+  choose_rest_storage();
+}
+
+void Problem::analyze_coupling() {
+  const int K = nterms();
+  const LevelRows rows = rows_by_level(terms_[0].g, l0_, n_);
+  // Pass 1, level by level: the rest-Z rows co-occurring with it (stamp marks the level that
+  // saw a row last), their pattern and the cost of the sparse downdate.
+  std::vector<Index> stamp(mZ_, -1), local;
+  double sparse_cost = 0.0;
+  for (int c = 0; c < l0_; ++c) {
+    local.clear();
+    for (Index t = rows.start[c]; t < rows.start[c + 1]; ++t) {
+      const Index i = rows.order[t];
+      for (int k = 1; k < K; ++k) {
+        const Index s = offset_[k] + static_cast<Index>(terms_[k].g[i]) * terms_[k].p;
+        if (stamp[s] != c) {
+          stamp[s] = c;
+          local.push_back(s);
+        }
+      }
     }
-    std::vector<Index> stamp(mZ_, -1), posof(mZ_, 0), local;
-    obs_pos_.assign(static_cast<size_t>(n_) * (K - 1), 0);
-    double sparse_cost = 0.0;
-    for (int c = 0; c < l0_; ++c) {
+    // Sorted: by a scan of the stamps when the level sees a good part of the rows.
+    if (static_cast<Index>(local.size()) * 16 > mZ_) {
       local.clear();
-      for (Index t = start[c]; t < start[c + 1]; ++t) {
-        const Index i = order[t];
-        for (int k = 1; k < K; ++k) {
-          const Index s = offset_[k] + static_cast<Index>(terms_[k].g[i]) * terms_[k].p;
-          if (stamp[s] != c) {
-            stamp[s] = c;
-            local.push_back(s);
-          }
-        }
-      }
+      for (Index s = 0; s < mZ_; ++s)
+        if (stamp[s] == c) local.push_back(s);
+    } else {
       std::sort(local.begin(), local.end());
-      const Index base = static_cast<Index>(rowidx_.size());
-      for (Index s : local) {
-        posof[s] = static_cast<Index>(rowidx_.size()) - base;
-        for (int a = 0; a < terms_[row_term_[s]].p; ++a) rowidx_.push_back(s + a);
-      }
-      colptr_[c + 1] = static_cast<Index>(rowidx_.size());
-      for (Index t = start[c]; t < start[c + 1]; ++t) {
-        const Index i = order[t];
-        for (int k = 1; k < K; ++k) {
-          const Index s = offset_[k] + static_cast<Index>(terms_[k].g[i]) * terms_[k].p;
-          obs_pos_[static_cast<size_t>(i) * (K - 1) + (k - 1)] = posof[s];
-        }
-      }
-      const double rc = static_cast<double>(colptr_[c + 1] - colptr_[c]);
-      sparse_cost += rc * rc;
     }
-    // Dense storage wins when the scattered sparse downdate would cost more than a dense
-    // rank update, memory permitting. Measured per flop, the dense update runs ~10-13x
-    // faster (crossed 5,000 x 500 levels, 10^6 rows: dense 41 ms, sparse 45 ms per
-    // factorization; 2,000 x 500, 2 x 10^5 rows: dense 18 ms, sparse 7.6 ms).
-    dense_ = prefer_dense_coupling(sparse_cost);
-    if (dense_) {
-      // Same layout with every row present: the position of rest row r is r itself.
-      for (Index i = 0; i < n_; ++i)
-        for (int k = 1; k < K; ++k)
-          obs_pos_[static_cast<size_t>(i) * (K - 1) + (k - 1)] =
-              offset_[k] + static_cast<Index>(terms_[k].g[i]) * terms_[k].p;
-      for (int c = 0; c <= l0_; ++c) colptr_[c] = static_cast<Index>(c) * mZ_;
-      rowidx_.clear();
-      rowidx_.shrink_to_fit();
+    sparse_cost += append_level_pattern(c, local);
+  }
+  obs_pos_.resize(static_cast<size_t>(n_) * (K - 1));
+  if (use_dense_coupling_if_cheaper(sparse_cost)) {
+    // Same layout with every row present: the position of rest row r is r itself.
+    for (Index i = 0; i < n_; ++i)
+      for (int k = 1; k < K; ++k)
+        obs_pos_[static_cast<size_t>(i) * (K - 1) + (k - 1)] =
+            offset_[k] + static_cast<Index>(terms_[k].g[i]) * terms_[k].p;
+    return;
+  }
+  // Pass 2 (sparse only): each observation's positions in its level's column.
+  std::vector<Index> posof(mZ_, 0);
+  for (int c = 0; c < l0_; ++c) {
+    const Index c0 = colptr_[c], rc = colptr_[c + 1] - c0;
+    for (Index a = 0; a < rc; a += terms_[row_term_[rowidx_[c0 + a]]].p) posof[rowidx_[c0 + a]] = a;
+    for (Index t = rows.start[c]; t < rows.start[c + 1]; ++t) {
+      const Index i = rows.order[t];
+      for (int k = 1; k < K; ++k)
+        obs_pos_[static_cast<size_t>(i) * (K - 1) + (k - 1)] =
+            posof[offset_[k] + static_cast<Index>(terms_[k].g[i]) * terms_[k].p];
     }
   }
-  choose_rest_storage();
+}
+
+double Problem::append_level_pattern(int c, const std::vector<Index>& starts) {
+  for (Index s : starts)
+    for (int a = 0; a < terms_[row_term_[s]].p; ++a) rowidx_.push_back(s + a);
+  colptr_[c + 1] = static_cast<Index>(rowidx_.size());
+  const double rc = static_cast<double>(colptr_[c + 1] - colptr_[c]);
+  return rc * rc;
+}
+
+bool Problem::use_dense_coupling_if_cheaper(double sparse_cost) {
+  // Dense storage wins when the scattered sparse downdate would cost more than a dense
+  // rank update, memory permitting. Measured per flop, the dense update runs ~10-13x
+  // faster (crossed 5,000 x 500 levels, 10^6 rows: dense 41 ms, sparse 45 ms per
+  // factorization; 2,000 x 500, 2 x 10^5 rows: dense 18 ms, sparse 7.6 ms).
+  dense_ = prefer_dense_coupling(sparse_cost);
+  if (dense_) {
+    for (int c = 0; c <= l0_; ++c) colptr_[c] = static_cast<Index>(c) * mZ_;
+    rowidx_.clear();
+    rowidx_.shrink_to_fit();
+  }
+  return dense_;
 }
 
 void Problem::include_fixed_effects(bool on) {

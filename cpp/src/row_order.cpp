@@ -4,17 +4,23 @@
 
 namespace mixedfit {
 
+LevelRows rows_by_level(const std::int32_t* g, int nlev, Index n) {
+  // Counting sort: rows of level c go to positions start[c], start[c] + 1, ... in input order.
+  LevelRows out;
+  out.start.assign(static_cast<size_t>(nlev) + 1, 0);
+  for (Index r = 0; r < n; ++r) ++out.start[g[r] + 1];
+  for (int c = 0; c < nlev; ++c) out.start[c + 1] += out.start[c];
+  std::vector<Index> fill(out.start.begin(), out.start.end() - 1);
+  out.order.resize(n);
+  for (Index r = 0; r < n; ++r) out.order[fill[g[r]]++] = r;
+  return out;
+}
+
 std::vector<Index> order_by_level(const std::int32_t* g, int nlev, Index n) {
   Index i = 1;
   while (i < n && g[i - 1] <= g[i]) ++i;
   if (i >= n) return {};
-  // Counting sort: rows of level c go to positions start[c], start[c] + 1, ... in input order.
-  std::vector<Index> start(static_cast<size_t>(nlev) + 1, 0);
-  for (Index r = 0; r < n; ++r) ++start[g[r] + 1];
-  for (int c = 0; c < nlev; ++c) start[c + 1] += start[c];
-  std::vector<Index> order(n);
-  for (Index r = 0; r < n; ++r) order[start[g[r]]++] = r;
-  return order;
+  return rows_by_level(g, nlev, n).order;
 }
 
 namespace {

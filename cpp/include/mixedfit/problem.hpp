@@ -179,6 +179,14 @@ class Problem {
   void init_layout();
   // Whether the coupling block B is stored dense, given the cost of its sparse downdate.
   bool prefer_dense_coupling(double sparse_cost) const;
+  // The row constructor's symbolic analysis of B: colptr_, rowidx_, dense_ and obs_pos_.
+  void analyze_coupling();
+  // Appends level c's rest-Z rows (their terms' first rows `starts`, sorted) to the sparse
+  // pattern; returns the level's share of the sparse downdate's cost.
+  double append_level_pattern(int c, const std::vector<Index>& starts);
+  // Chooses dense storage for B when prefer_dense_coupling() says so (then the pattern is
+  // every row for every level); returns dense_.
+  bool use_dense_coupling_if_cheaper(double sparse_cost);
   // The cross-product entry's half of the symbolic analysis: colptr_, rowidx_, dense_.
   void pattern_from_pairs(const std::vector<std::vector<std::int64_t>>& cooc);
   // Adds v to A at (i, j) of [u X y] (i >= j); false if outside the pattern.

@@ -17,8 +17,15 @@
 
 namespace mixedfit {
 
-// The stable order of rows 0..n-1 by their codes g (in [0, nlev)): position -> row. Empty when
-// g is non-decreasing already (the rows are in that order).
+// Rows 0..n-1 grouped by their codes g (in [0, nlev)), stably: the rows of level c are
+// order[start[c]], ..., order[start[c + 1] - 1], in input order.
+struct LevelRows {
+  std::vector<Index> start;  // (nlev + 1)
+  std::vector<Index> order;  // (n): position -> row
+};
+LevelRows rows_by_level(const std::int32_t* g, int nlev, Index n);
+
+// That order alone; empty when g is non-decreasing already (the rows are in that order).
 std::vector<Index> order_by_level(const std::int32_t* g, int nlev, Index n);
 
 // A GLMM's rows (X, y, prior weights, offset and the terms' codes and model matrices) in the
