@@ -185,9 +185,8 @@ def _codes(frame, cols: tuple[str, ...]) -> tuple[np.ndarray, pd.Index]:
     for c in cols:
         s = frame[c]
         if isinstance(s.dtype, pd.CategoricalDtype):
-            s = drop_unused_categories(s)
-            codes = s.array.codes
-            labels = s.array.categories
+            values = drop_unused_categories(s).array
+            codes, labels = values.codes, values.categories
         elif isinstance(s.dtype, np.dtype) and s.dtype.kind in "iu":
             codes, labels = _integer_codes(s.to_numpy())
         else:

@@ -70,8 +70,8 @@ def _factor(name: str, col: pd.Series) -> _Factor | None:
     if isinstance(dtype, pd.CategoricalDtype):
         if dtype.ordered or pd.api.types.infer_dtype(dtype.categories, skipna=False) != "string":
             return None
-        col = drop_unused_categories(col)
-        return _Factor(name, None, col.array.codes, list(col.array.categories))
+        values = drop_unused_categories(col).array
+        return _Factor(name, None, values.codes, list(values.categories))
     if dtype == object or dtype == "str":
         values = col.to_numpy()
         if pd.api.types.infer_dtype(values, skipna=False) != "string":
