@@ -288,7 +288,7 @@ def _complete_rows(df: pd.DataFrame, used: list[str], weights, offset,
                    columns: dict | None = None) -> np.ndarray:
     """Rows with no missing value in a used column (pandas' NA and pyarrow nulls included);
     ``columns``: the used columns by name when already looked up."""
-    n_rows = df.shape[0]
+    n_rows = len(df)
     mask = np.ones(n_rows, dtype=bool)
     columns = {c: df[c] for c in used} if columns is None else columns
     for col in columns.values():
@@ -515,7 +515,8 @@ def build_design(
 ) -> Design:
     parsed = _parse_cached(formula) if isinstance(formula, str) else parse_formula(formula)
     df = as_pandas(data)
-    if df.shape[0] == 0:
+    n_rows = len(df)  # (df.shape also counts the columns, an Arrow-backed Index's length)
+    if n_rows == 0:
         raise DataError("data has no rows")
     extra = [w for w in (weights, offset) if isinstance(w, str)]
     for val, what in ((weights, "weights"), (offset, "offset")):
@@ -523,13 +524,12 @@ def build_design(
             raise DataError(f"{what} column {val!r} is not in the data")
     used = _used_columns(parsed, df, extra)
     _check_columns(df, used)
-    n_rows = df.shape[0]
     columns = {c: df[c] for c in used}  # each looked up once: pandas' lookups are not cheap
     mask = _complete_rows(df, used, weights, offset, columns)
     n_dropped = int(n_rows - mask.sum())
     index = np.flatnonzero(mask) if n_dropped else np.arange(n_rows)
     frame = df.iloc[index] if n_dropped else df
-    if frame.shape[0] == 0:
+    if n_dropped == n_rows:
         raise DataError("no rows left after dropping rows with missing values")
     if n_dropped:
         columns = {c: frame[c] for c in used}
