@@ -277,21 +277,7 @@ def _stage2(prob, fam, ps, opt1, eta0, y, nagq, ghz, ghw, control, vcov_method, 
     beta1 = np.asarray(st1["beta"])
     u0 = np.ascontiguousarray(st1["u"])
     k = max(nagq, 1)
-
-    def f2(par):
-        # PIRLS starts from the previous evaluation's mode (converged to ~1e-12, so the value
-        # does not depend on the start); the first evaluation starts from stage 1's (u0).
-        try:
-            val = prob.stage2(par[:nt], par[nt:], None, k, ghz, ghw)
-        except _EVALUATION_FAILURES as exc:
-            failures.append(str(exc))
-            return np.inf
-        f2.last = (par.copy(), val)
-        return val
-
-    # (point, value) of f2's last successful call while it is the core's last evaluation
-    # (reset where the core evaluates elsewhere after f2 calls)
-    f2.last = None
+    f2 = _Stage2Objective(prob, nt, k, ghz, ghw, failures)
 
     def step2():
         # Initial steps as lme4 scales its second stage: 0.02 for theta, 0.2 standard errors
@@ -319,6 +305,34 @@ def _stage2(prob, fam, ps, opt1, eta0, y, nagq, ghz, ghw, control, vcov_method, 
     obj = _objective_at(prob, opt.x, f2, nt, k, ghz, ghw)
     st = prob.state_at(opt.x[:nt])
     return opt, st, obj, hess, u0
+
+
+class _Stage2Objective:
+    """The stage-2 objective of ``par = (theta, beta)`` for the optimizers: an evaluation
+    that fails is recorded in ``failures`` and answered with inf. PIRLS starts from the
+    previous evaluation's mode (converged to ~1e-12, so the value does not depend on the
+    start); the first evaluation starts from stage 1's.
+
+    ``last``: (point, value) of the last successful call while it is the core's last
+    evaluation (reset where the core evaluates elsewhere after these calls). (A class, not a
+    closure that refers to itself: such a closure is a reference cycle, garbage that only
+    the cyclic collector frees, and collections over everything a process has loaded cost
+    a small fit more than its arithmetic.)"""
+
+    def __init__(self, prob, nt, k, ghz, ghw, failures):
+        self.prob, self.nt, self.k, self.ghz, self.ghw = prob, nt, k, ghz, ghw
+        self.failures = failures
+        self.last = None
+
+    def __call__(self, par):
+        nt = self.nt
+        try:
+            val = self.prob.stage2(par[:nt], par[nt:], None, self.k, self.ghz, self.ghw)
+        except _EVALUATION_FAILURES as exc:
+            self.failures.append(str(exc))
+            return np.inf
+        self.last = (par.copy(), val)
+        return val
 
 
 def _objective_at(prob, x, f2, nt, k, ghz, ghw):
