@@ -154,16 +154,16 @@ class Design:
         return self.X.shape[1]
 
 
+@functools.lru_cache(maxsize=256)
+def _names_read(parsed: ParsedFormula) -> tuple[str, ...]:
+    """The names in a formula's expressions that may be columns, in order, each once."""
+    exprs = [parsed.response, parsed.fixed, *parsed.offsets, *(t.lhs for t in parsed.re_terms)]
+    return tuple(dict.fromkeys(tok for e in exprs for tok in identifiers(e)))
+
+
 def _used_columns(parsed: ParsedFormula, df: pd.DataFrame, extra: list[str]) -> list[str]:
     cols = df.columns  # membership tests only (the Index hashes its labels once)
-    exprs = [parsed.response, parsed.fixed, *parsed.offsets]
-    for t in parsed.re_terms:
-        exprs.append(t.lhs)
-    used = []
-    for e in exprs:
-        for tok in identifiers(e):
-            if tok in cols and tok not in used:
-                used.append(tok)
+    used = [tok for tok in _names_read(parsed) if tok in cols]
     for t in parsed.re_terms:
         for g in t.group:
             if g not in cols:
@@ -185,9 +185,8 @@ def _codes(frame, cols: tuple[str, ...]) -> tuple[np.ndarray, pd.Index]:
     for c in cols:
         s = frame[c]
         if isinstance(s.dtype, pd.CategoricalDtype):
-            s = drop_unused_categories(s)
-            codes = s.array.codes
-            labels = s.array.categories
+            values = drop_unused_categories(s).array
+            codes, labels = values.codes, values.categories
         elif isinstance(s.dtype, np.dtype) and s.dtype.kind in "iu":
             codes, labels = _integer_codes(s.to_numpy())
         else:
@@ -289,7 +288,7 @@ def _complete_rows(df: pd.DataFrame, used: list[str], weights, offset,
                    columns: dict | None = None) -> np.ndarray:
     """Rows with no missing value in a used column (pandas' NA and pyarrow nulls included);
     ``columns``: the used columns by name when already looked up."""
-    n_rows = df.shape[0]
+    n_rows = len(df)
     mask = np.ones(n_rows, dtype=bool)
     columns = {c: df[c] for c in used} if columns is None else columns
     for col in columns.values():
@@ -339,19 +338,27 @@ class BinomialCounts:
         return out if dtype is None else out.astype(dtype)
 
 
+@functools.lru_cache(maxsize=256)
+def _cbind_arguments(text: str) -> tuple[str, ...] | None:
+    """The arguments of a ``cbind(...)`` response (None for any other response)."""
+    cbind = re.fullmatch(r"cbind\((.*)\)", text, flags=re.S)
+    if cbind is None:
+        return None
+    return tuple(p.strip() for _, p in _split_top(cbind.group(1), ","))
+
+
 def _response(parsed: ParsedFormula, frame: pd.DataFrame, formula: str, response_kind: str,
               columns: dict | None = None):
     """(y, response): y a float vector for numeric responses, response as given to families.
     ``columns``: the used columns of ``frame`` by name when already looked up."""
     columns = {} if columns is None else columns
     text = parsed.response.strip()
-    cbind = re.fullmatch(r"cbind\((.*)\)", text, flags=re.S)
-    if cbind:
+    pieces = _cbind_arguments(text)
+    if pieces is not None:
         if response_kind == "numeric":
             raise FormulaError(
                 f"a cbind(successes, failures) response {text!r} is for binomial glmer models, "
                 "not lmer")
-        pieces = [p.strip() for _, p in _split_top(cbind.group(1), ",")]
         if len(pieces) != 2 or not all(pieces):
             raise FormulaError(f"cbind() needs two arguments (successes, failures): {text!r}")
         where = f" of the response of formula {formula!r}"
@@ -388,7 +395,7 @@ def _fixed_effects(X: np.ndarray, column_names, r_names: dict, rhs: str):
     """X without aliased columns (with lme4's warning), its names, the dropped names, the
     keep-mask, and X's QR factors if the check computed them for the X returned (or None)."""
     names = rename(column_names, r_names, rhs)
-    if not np.all(np.isfinite(X)):
+    if not np.isfinite(X).all():
         bad = [names[j] for j in range(X.shape[1]) if not np.all(np.isfinite(X[:, j]))]
         raise DataError(f"fixed-effect column(s) {bad} have non-finite values")
     keep, qr = _aliased_columns(X)
@@ -409,7 +416,7 @@ def _random_terms(parsed, mats, r_names, frame) -> tuple[list[GroupTerm], list[i
         Z, column_names = mats[f"re{k}"]
         if Z.shape[1] == 0:
             raise FormulaError(f"random-effects term '({t.lhs} | {t.name})' has no columns")
-        if not np.all(np.isfinite(Z)):
+        if not np.isfinite(Z).all():
             raise DataError(f"random-effects term '({t.lhs} | {t.name})' has non-finite values")
         codes, levels = _codes(frame, t.group)
         terms.append(GroupTerm(group=t.name, columns=rename(column_names, r_names, t.lhs),
@@ -508,7 +515,8 @@ def build_design(
 ) -> Design:
     parsed = _parse_cached(formula) if isinstance(formula, str) else parse_formula(formula)
     df = as_pandas(data)
-    if df.shape[0] == 0:
+    n_rows = len(df)  # (df.shape also counts the columns, an Arrow-backed Index's length)
+    if n_rows == 0:
         raise DataError("data has no rows")
     extra = [w for w in (weights, offset) if isinstance(w, str)]
     for val, what in ((weights, "weights"), (offset, "offset")):
@@ -516,13 +524,12 @@ def build_design(
             raise DataError(f"{what} column {val!r} is not in the data")
     used = _used_columns(parsed, df, extra)
     _check_columns(df, used)
-    n_rows = df.shape[0]
     columns = {c: df[c] for c in used}  # each looked up once: pandas' lookups are not cheap
     mask = _complete_rows(df, used, weights, offset, columns)
     n_dropped = int(n_rows - mask.sum())
     index = np.flatnonzero(mask) if n_dropped else np.arange(n_rows)
     frame = df.iloc[index] if n_dropped else df
-    if frame.shape[0] == 0:
+    if n_dropped == n_rows:
         raise DataError("no rows left after dropping rows with missing values")
     if n_dropped:
         columns = {c: frame[c] for c in used}

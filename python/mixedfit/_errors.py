@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-
 import numpy as np
 
 from ._core import NumericalError
@@ -37,14 +35,21 @@ class SingularFitWarning(UserWarning):
     """A variance parameter is on its boundary (lme4's "boundary (singular) fit")."""
 
 
-@contextmanager
-def numerical_failures_explained(advice: str):
+class numerical_failures_explained:
     """A failure of the core's arithmetic (a non-finite value, a factor that is not positive
     definite) reaches the user as a NumericalError ending in ``advice``, never as a bare
-    ValueError; mixedfit's own errors pass through as they are."""
-    try:
-        yield
-    except (MixedfitError, ConvergenceError):
-        raise
-    except (NumericalError, ValueError, np.linalg.LinAlgError) as exc:
-        raise NumericalError(f"{exc}; {advice}") from exc
+    ValueError; mixedfit's own errors pass through as they are. (A class: contextlib's
+    generator-based managers cost several times more to enter and leave.)"""
+
+    def __init__(self, advice: str):
+        self.advice = advice
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if exc is None or isinstance(exc, (MixedfitError, ConvergenceError)):
+            return False
+        if isinstance(exc, (NumericalError, ValueError, np.linalg.LinAlgError)):
+            raise NumericalError(f"{exc}; {self.advice}") from exc
+        return False

@@ -53,6 +53,10 @@ class _Factor:
             return [(f"{self.name}[T.{lev}]", k) for k, lev in enumerate(self.levels) if k]
         return [(f"{self.name}[{lev}]", k) for k, lev in enumerate(self.levels)]
 
+    def width(self, reduced: bool) -> int:
+        """How many columns ``columns(reduced)`` gives."""
+        return len(self.levels) - reduced if self.categorical else 1
+
 
 def _factor(name: str, col: pd.Series) -> _Factor | None:
     """The column ``name`` as a numeric or categorical factor, or None when formulaic's
@@ -66,8 +70,10 @@ def _factor(name: str, col: pd.Series) -> _Factor | None:
     if isinstance(dtype, pd.CategoricalDtype):
         if dtype.ordered or pd.api.types.infer_dtype(dtype.categories, skipna=False) != "string":
             return None
-        col = drop_unused_categories(col)
-        return _Factor(name, None, col.array.codes, list(col.array.categories))
+        values = drop_unused_categories(col).array
+        # (one conversion of the labels: iterating pandas' Arrow-backed strings converts them
+        # one by one, ten times slower for a hundred levels)
+        return _Factor(name, None, values.codes, values.categories.to_numpy().tolist())
     if dtype == object or dtype == "str":
         values = col.to_numpy()
         if pd.api.types.infer_dtype(values, skipna=False) != "string":
@@ -160,26 +166,22 @@ def _scoped_terms(terms: tuple, categorical: frozenset) -> tuple:
     return tuple(out)
 
 
-def _term_columns(scoped: tuple, factors: dict[str, _Factor], n: int):
-    """(name, column) pairs of one scoped term; the first factor's columns vary fastest."""
-    if not scoped:
-        yield "Intercept", np.ones(n)
-        return
+def _term_columns(scoped: tuple, factors: dict[str, _Factor]):
+    """(name, column) pairs of one scoped term (not the intercept); the first factor's
+    columns vary fastest. A column is the product of its numeric factors (in their dtype)
+    times its factors' level indicators (bool: 0 or 1, exactly)."""
     encoded = [factors[nm].columns(reduced) for nm, reduced in scoped]
     for rev in itertools.product(*reversed(encoded)):
         combo = rev[::-1]
-        numeric = [v for (nm, _), (_, v) in zip(scoped, combo) if not factors[nm].categorical]
-        value = functools.reduce(np.multiply, numeric) if numeric else np.ones(n)
-        value = np.asarray(value, dtype=np.float64)
-        for (nm, _), (_, v) in zip(scoped, combo):
-            if factors[nm].categorical:
-                value = value * (factors[nm].codes == v)
-        yield ":".join(name for name, _ in combo), value
+        pairs = [(factors[nm], v) for (nm, _), (_, v) in zip(scoped, combo)]
+        parts = [v for f, v in pairs if not f.categorical]
+        parts += [f.codes == v for f, v in pairs if f.categorical]
+        yield ":".join(name for name, _ in combo), functools.reduce(np.multiply, parts)
 
 
 def _ncolumns(scoped: tuple, factors: dict[str, _Factor]) -> int:
     """How many columns ``_term_columns`` yields for a scoped term."""
-    return math.prod(len(factors[nm].columns(reduced)) for nm, reduced in scoped)
+    return math.prod(factors[nm].width(reduced) for nm, reduced in scoped)
 
 
 def _matrix(scoped_terms: tuple, factors: dict[str, _Factor], n: int):
@@ -193,8 +195,8 @@ def _matrix(scoped_terms: tuple, factors: dict[str, _Factor], n: int):
             X[:, len(names)] = 1.0  # n-vector of fresh memory, whose pages cost to fault in)
             names.append("Intercept")
             continue
-        for name, values in _term_columns(st, factors, n):
-            X[:, len(names)] = values
+        for name, values in _term_columns(st, factors):
+            X[:, len(names)] = values  # as float64
             names.append(name)
     return X, names
 

@@ -17,6 +17,7 @@ is the same; theta does not change. The criteria differ by constants of the data
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 
@@ -51,10 +52,14 @@ class FixedScaling:
         self.Xs = Xs
         self.T = T
         p = T.shape[0]
-        self.log_abs_det = float(np.sum(np.log(np.abs(np.diag(T))))) if p else 0.0
         # T^{-1}: a fit maps its coefficients and their covariance back with it (the core's
         # fixed_qr gives it with T)
         self._T_inv = T_inv if T_inv is not None else np.linalg.solve(T, np.eye(p))
+
+    @functools.cached_property
+    def log_abs_det(self) -> float:
+        """log |det T| (the LMM criteria's constant; GLMM fits never ask)."""
+        return float(np.sum(np.log(np.abs(np.diag(self.T))))) if self.T.shape[0] else 0.0
 
     def to_scaled(self, beta: np.ndarray) -> np.ndarray:
         """Coefficients of Xs for coefficients ``beta`` of X."""

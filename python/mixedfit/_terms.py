@@ -224,9 +224,10 @@ def _stateful_columns(formulas, columns) -> set:
 def drop_unused_categories(col: pd.Series) -> pd.Series:
     """``col`` without the categories no row has (``col`` itself when all are used; counting
     the codes is much cheaper than pandas' sort-based ``remove_unused_categories``)."""
-    ncat = len(col.array.categories)
+    values = col.array  # (each Series.array builds an accessor)
+    ncat = len(values.categories)
     seen = np.zeros(ncat + 1, dtype=bool)
-    seen[col.array.codes] = True  # a missing value's code -1 marks the spare last slot
+    seen[values.codes] = True  # a missing value's code -1 marks the spare last slot
     used = seen[:ncat]
     if used.all():
         return col

@@ -128,6 +128,19 @@ def NegativeBinomial(theta: float, link: str = "log") -> Family:
 
 def resolve_family(family, link=None) -> Family:
     """Validate a family (name, or an object with ``.name``/``.link``) and link."""
+    if isinstance(family, str) and (link is None or isinstance(link, str)):
+        return _named_family(family, link)
+    return _resolve_family(family, link)
+
+
+@functools.lru_cache(maxsize=64)
+def _named_family(name: str, link: str | None) -> Family:
+    """``resolve_family`` of a family given by name (Family is immutable: one per call
+    spelling, validated once)."""
+    return _resolve_family(name, link)
+
+
+def _resolve_family(family, link) -> Family:
     nb_theta = getattr(family, "nb_theta", None)
     if hasattr(family, "name") and hasattr(family, "link") and not isinstance(family, str):
         name, link = family.name, link or family.link
@@ -161,8 +174,8 @@ def binomial_response(response, weights: np.ndarray | None, name: str):
         n = s + f
         if not np.isfinite(n).all() or min(s.min(initial=0.0), f.min(initial=0.0)) < 0:
             raise DataError(f"cbind response {name!r} has negative or non-finite counts")
-        if max(np.abs(s - np.round(s)).max(initial=0.0),
-               np.abs(f - np.round(f)).max(initial=0.0)) > 1e-8:
+        if max(np.abs(s - s.round()).max(initial=0.0),
+               np.abs(f - f.round()).max(initial=0.0)) > 1e-8:
             raise DataError(f"cbind response {name!r} has non-integer counts")
         y = s / np.where(n > 0, n, 1.0)  # 0 where there are no trials
         w = n if weights is None else weights * n

@@ -199,7 +199,7 @@ def _check_not_constant(y: np.ndarray, pw: np.ndarray, name: str) -> None:
 def _stage1(prob, fam, design, y, pw, nagq, control, failures):
     """lme4's first stage: theta by BOBYQA with beta inside PIRLS (the nAGQ = 0 objective)."""
     eta0 = np.ascontiguousarray(fam.linkfun(fam.mustart(y, pw)))
-    if not np.all(np.isfinite(eta0)):
+    if not np.isfinite(eta0).all():
         raise DataError(f"cannot find valid starting values for family {fam.name!r} with link {fam.link!r}")
     ps = [t.p for t in design.terms]
     start = theta_start(ps)
@@ -277,21 +277,7 @@ def _stage2(prob, fam, ps, opt1, eta0, y, nagq, ghz, ghw, control, vcov_method, 
     beta1 = np.asarray(st1["beta"])
     u0 = np.ascontiguousarray(st1["u"])
     k = max(nagq, 1)
-
-    def f2(par):
-        # PIRLS starts from the previous evaluation's mode (converged to ~1e-12, so the value
-        # does not depend on the start); the first evaluation starts from stage 1's (u0).
-        try:
-            val = prob.stage2(par[:nt], par[nt:], None, k, ghz, ghw)
-        except _EVALUATION_FAILURES as exc:
-            failures.append(str(exc))
-            return np.inf
-        f2.last = (par.copy(), val)
-        return val
-
-    # (point, value) of f2's last successful call while it is the core's last evaluation
-    # (reset where the core evaluates elsewhere after f2 calls)
-    f2.last = None
+    f2 = _Stage2Objective(prob, nt, k, ghz, ghw, failures)
 
     def step2():
         # Initial steps as lme4 scales its second stage: 0.02 for theta, 0.2 standard errors
@@ -321,13 +307,47 @@ def _stage2(prob, fam, ps, opt1, eta0, y, nagq, ghz, ghw, control, vcov_method, 
     return opt, st, obj, hess, u0
 
 
+class _Stage2Objective:
+    """The stage-2 objective of ``par = (theta, beta)`` for the optimizers: an evaluation
+    that fails is recorded in ``failures`` and answered with inf. PIRLS starts from the
+    previous evaluation's mode (converged to ~1e-12, so the value does not depend on the
+    start); the first evaluation starts from stage 1's.
+
+    ``last``: (point, value) of the last successful call while it is the core's last
+    evaluation (reset where the core evaluates elsewhere after these calls). (A class, not a
+    closure that refers to itself: such a closure is a reference cycle, garbage that only
+    the cyclic collector frees, and collections over everything a process has loaded cost
+    a small fit more than its arithmetic.)"""
+
+    def __init__(self, prob, nt, k, ghz, ghw, failures):
+        self.prob, self.nt, self.k, self.ghz, self.ghw = prob, nt, k, ghz, ghw
+        self.failures = failures
+        self.last = None
+
+    def __call__(self, par):
+        nt = self.nt
+        try:
+            val = self.prob.stage2(par[:nt], par[nt:], None, self.k, self.ghz, self.ghw)
+        except _EVALUATION_FAILURES as exc:
+            self.failures.append(str(exc))
+            return np.inf
+        self.last = (par.copy(), val)
+        return val
+
+
 def _objective_at(prob, x, f2, nt, k, ghz, ghw):
     """The stage-2 objective at x, leaving the core's state there: f2's last value when the
     core's last evaluation was that call at x (e.g. an accepted polishing step), else a new
     evaluation."""
-    if f2.last is not None and np.array_equal(f2.last[0], x):
+    if f2.last is not None and _same_point(f2.last[0], x):
         return f2.last[1]
     return prob.stage2(x[:nt], x[nt:], None, k, ghz, ghw)
+
+
+def _same_point(a: np.ndarray, b: np.ndarray) -> bool:
+    """``np.array_equal`` of two parameter vectors, without its wrapper's checks (it runs
+    on every fit; both are float arrays)."""
+    return a.shape == b.shape and bool((a == b).all())
 
 
 def _stage1_mode(prob, theta1, eta0, with_variances):
@@ -336,7 +356,7 @@ def _stage1_mode(prob, theta1, eta0, with_variances):
     if not with_variances:
         try:
             st = prob.state(False)
-            if st["stage"] == 1 and np.array_equal(st["theta"], theta1):
+            if st["stage"] == 1 and _same_point(st["theta"], theta1):
                 return st
         except _EVALUATION_FAILURES:  # no successful evaluation yet
             pass
@@ -515,9 +535,8 @@ class GlmerResult(MixedResult):
         self.aic = m2ll + 2 * self.df
         self.bic = m2ll + self.df * math.log(n)
         self.sigma = math.sqrt((st["pearson"] + ussq) / n) if fam.has_scale else 1.0
-        s2 = self.sigma**2
-        self._condvar = [s2 * np.asarray(m) for m in st["unscaled_condvar"]]
-        self._vcov_factor = s2 * fixed.cov_from_scaled(st["unscaled_vcov"])
+        self._unscaled_condvar = st["unscaled_condvar"]  # scaled on first use
+        self._unscaled_vcov = st["unscaled_vcov"]
         self._vcov_hessian = None
         nt = len(self.theta)
         if hess is not None:
@@ -537,15 +556,28 @@ class GlmerResult(MixedResult):
             except np.linalg.LinAlgError:
                 warnings.warn("finite-difference Hessian is singular; standard errors from the "
                               "final weighted factor", stacklevel=3)
-        self._vcov_array = self._vcov_factor if self._vcov_hessian is None else self._vcov_hessian
         self._theta_lower = theta_lower([t.p for t in design.terms])
         if fam.name == "binomial":
             extreme = (self._mu < 1e-8) | (self._mu > 1 - 1e-8)
-            if np.any(extreme):
+            if extreme.any():
                 warnings.warn(
                     f"fitted probabilities numerically 0 or 1 occurred for {int(extreme.sum())} "
                     "observation(s): possible complete separation; estimates of the affected "
                     "fixed effects are unreliable", stacklevel=3)
+
+    # The covariances from the final weighted factor, built on first use: with a
+    # positive-definite Hessian most fits never read them.
+    @functools.cached_property
+    def _condvar(self) -> list[np.ndarray]:
+        return [self.sigma**2 * np.asarray(m) for m in self._unscaled_condvar]
+
+    @functools.cached_property
+    def _vcov_factor(self) -> np.ndarray:
+        return self.sigma**2 * self._fixed.cov_from_scaled(self._unscaled_vcov)
+
+    @property
+    def _vcov_array(self) -> np.ndarray:
+        return self._vcov_factor if self._vcov_hessian is None else self._vcov_hessian
 
     @functools.cached_property
     def vcov_factor(self) -> pd.DataFrame:

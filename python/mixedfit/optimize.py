@@ -340,8 +340,6 @@ def minimize_theta(fun_grad, fun, start: np.ndarray, ps: list[int], control: Con
     """
     start = np.asarray(start, dtype=float)
     free = np.full(start.size, -np.inf)
-    lower = theta_lower(ps)
-    lower = np.concatenate([lower, np.full(start.size - lower.size, -np.inf)])
     if newton_run is not None:
         x, f, nevals, converged = newton_run(start)
         res = (x, f, nevals) if converged else None
@@ -356,10 +354,12 @@ def minimize_theta(fun_grad, fun, start: np.ndarray, ps: list[int], control: Con
     else:
         opt = lbfgsb(fun_grad, start, free, control)
     opt.x = positive_diagonal(opt.x, ps)
-    if not opt.converged or on_bound(opt.x, lower):
+    lower = theta_lower(ps)  # beta, after theta, is unbounded
+    if not opt.converged or on_bound(opt.x[:lower.size], lower):
         # Failed, or stopped exactly on 0 (where that entry's gradient vanishes whatever
         # the curvature): lme4's path decides.
         steps = initial_step() if callable(initial_step) else initial_step
+        lower = np.concatenate([lower, free[lower.size:]])
         again = bobyqa(fun, start, lower, control, initial_step=steps)
         again.nevals += opt.nevals
         if again.fun <= opt.fun or not opt.converged:
@@ -384,6 +384,6 @@ def report_convergence(opt: OptResult, ps: list[int], control: Control,
             f"convergence code {opt.code} from {opt.method}: {opt.message}; the estimates are "
             "where the optimizer stopped, not a verified optimum (raise control maxeval, or "
             "rescale the predictors)"), stacklevel=stacklevel + 1)
-    if np.any(singular_entries(opt.x, ps, control.singular_tol)):
+    if singular_entries(opt.x, ps, control.singular_tol).any():
         warnings.warn(SingularFitWarning("boundary (singular) fit: see help('isSingular')"),
                       stacklevel=stacklevel + 1)
