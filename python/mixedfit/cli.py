@@ -574,8 +574,6 @@ def _fixef_record(term, row) -> dict:
 
 def fit_to_dict(fit, include_ranef: bool = False) -> dict:
     """The estimates of a fit as plain JSON-ready data."""
-    import numpy as np
-
     glmm = getattr(fit, "family", "gaussian") != "gaussian" or getattr(fit, "link", "identity") != "identity"
     fixef = [_fixef_record(term, row) for term, row in fit.coefficients().iterrows()]
     vc = fit.varcorr.to_frame()

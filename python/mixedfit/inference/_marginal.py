@@ -202,7 +202,7 @@ def _quadratic_forms_one_term(design, blk, X, y, w) -> np.ndarray:
     """The same for a single random-effects term: A is block diagonal (one p x p block per
     level), so every solve is per level and the cost is O(n p^2 + q p^2) plus the output."""
     term = design.terms[0]
-    codes, Zt, nl, pk = term.codes.astype(np.intp), term.Z, blk.nlevels, blk.p
+    codes, Zt, nl = term.codes.astype(np.intp), term.Z, blk.nlevels
     XY = np.column_stack([X, y])
     ZZ = _level_sums(codes, nl, Zt * w[:, None], Zt)                 # Z'WZ blocks
     ZXY = _level_sums(codes, nl, Zt * w[:, None], XY)                # Z'W [X | y] by level
