@@ -153,16 +153,15 @@ void Problem::include_fixed_effects(bool on) {
   factored_ = false;
 }
 
-Problem::PaddedRows& Problem::padded_rows() {
+Problem::PaddedRows& Problem::padded_rows_for_pass() {
   PaddedRows& rows = p_ == p_all_ ? rows_with_x_ : rows_without_x_;
-  if (rows.built) return rows;
   rows.width = p_ + 1 <= 4 ? 4 : (p_ + 1 <= 8 ? 8 : (p_ + 1 <= 16 ? 16 : 0));
-  if (rows.width > 0) {
+  if (rows.passes < 2) ++rows.passes;
+  if (rows.passes == 2 && rows.width > 0 && rows.values.size() == 0) {
     rows.values.setZero(static_cast<Index>(rows.width) * n_);
     for (Index i = 0; i < n_; ++i)
       for (Index t = 0; t < p_; ++t) rows.values[i * rows.width + t] = X_[i + t * n_];
   }
-  rows.built = true;
   return rows;
 }
 
@@ -199,11 +198,34 @@ bool Problem::prefer_dense_coupling(double sparse_cost) const {
 
 namespace {
 
+// Observation i's [x_i y_i] padded with zeros to width S: from a row-major copy (one vector
+// load) or from X's columns and y.
+template <int S>
+struct PaddedRowSource {
+  const double* rows;
+  Eigen::Matrix<double, S, 1> row(Index i) const {
+    return Eigen::Map<const Eigen::Matrix<double, S, 1>>(rows + i * S);
+  }
+};
+template <int S>
+struct ColumnSource {
+  const double* X;
+  const double* y;
+  Index n, p;
+  Eigen::Matrix<double, S, 1> row(Index i) const {
+    Eigen::Matrix<double, S, 1> v = Eigen::Matrix<double, S, 1>::Zero();
+    for (Index t = 0; t < p; ++t) v[t] = X[i + t * n];
+    v[p] = y[i];
+    return v;
+  }
+};
+
 // One pass over the observations when every rest term is scalar: A11, B, the rest block's Z
-// rows and [X y]' W [X y], with each observation's [x_i y_i] read as one padded row of width
-// S and the first term's P0 columns (Z0, column-major) as one fixed-size vector.
-template <int P0, int S>
-void accumulate_rows(Index n, Index p, int K, const double* __restrict Xr,
+// rows and [X y]' W [X y], with each observation's [x_i y_i] as one padded row of width S
+// (from `rows`, a source above) and the first term's P0 columns (Z0, column-major) as one
+// fixed-size vector.
+template <int P0, int S, typename Rows>
+void accumulate_rows(Index n, Index p, int K, const Rows& rows,
                      const double* __restrict w, const std::int32_t* __restrict g0,
                      const double* __restrict Z0, const std::vector<const std::int32_t*>& gk,
                      const std::vector<const double*>& zk, const std::vector<Index>& ok,
@@ -240,7 +262,7 @@ void accumulate_rows(Index n, Index p, int K, const double* __restrict Xr,
     for (Index t = 0; t < pp1; ++t) col[t] += colacc[t];
   };
   for (Index i = 0; i < n; ++i) {
-    const Eigen::Map<const Row> vv(Xr + i * S);
+    const Row vv = rows.row(i);
     const double wi = w ? w[i] : 1.0;
     const int c = g0[i];
     Zrow z0;
@@ -322,11 +344,13 @@ Status Problem::set_response(const double* y, const double* w, bool need_ldW) {
   Arest_.setZero(m_, m_);
   const TermData& t0 = terms_[0];
   bool xy_done = false;
-  PaddedRows& rows = padded_rows();
+  PaddedRows& rows = padded_rows_for_pass();
   if (p0_ <= blocks::kMaxFixedBlock && rest_scalar_ && rows.width > 0) {
     const Index S = rows.width;
+    const bool copied = rows.passes > 1;
     double* xr = rows.values.data();
-    for (Index i = 0; i < n_; ++i) xr[i * S + p_] = y[i];
+    if (copied)
+      for (Index i = 0; i < n_; ++i) xr[i * S + p_] = y[i];
     std::vector<const std::int32_t*> gk(K);
     std::vector<const double*> zk(K);
     std::vector<Index> ok(K);
@@ -336,9 +360,16 @@ Status Problem::set_response(const double* y, const double* w, bool need_ldW) {
       ok[k] = offset_[k];
     }
     auto run = [&](auto p0, auto width) {
-      accumulate_rows<decltype(p0)::value, decltype(width)::value>(
-          n_, p_, K, xr, w, t0.g, t0.Z, gk, zk, ok, colptr_.data(), obs_pos_.data(),
-          A11_.data(), BX_.data(), BZ_.data(), Arest_.data(), m_, mZ_);
+      constexpr int P0 = decltype(p0)::value, W = decltype(width)::value;
+      auto accumulate = [&](const auto& source) {
+        accumulate_rows<P0, W>(n_, p_, K, source, w, t0.g, t0.Z, gk, zk, ok, colptr_.data(),
+                               obs_pos_.data(), A11_.data(), BX_.data(), BZ_.data(),
+                               Arest_.data(), m_, mZ_);
+      };
+      if (copied)
+        accumulate(PaddedRowSource<W>{xr});
+      else
+        accumulate(ColumnSource<W>{X_, y, n_, p_});
     };
     blocks::with_block_size(p0_, [&](auto p0) {
       if constexpr (decltype(p0)::value != blocks::kDynamicBlock) {

@@ -255,16 +255,18 @@ class Problem {
   const double* y_ = nullptr;       // the last response and weights (not owned)
   const double* w_ = nullptr;
   // Row-major [X y] with rows padded to a fixed width (0: too wide, unused), for
-  // set_response's one pass over the observations: X written once, y per response. One
-  // layout with the fixed effects in the system and one without (y alone), each built when
-  // first needed.
+  // set_response's one pass over the observations: X written once, y per response. A first
+  // pass reads X's columns instead (an LMM makes only one: a copy would cost more to write,
+  // in fresh pages, than it saves); the copy is built for the second (a GLMM's PIRLS steps).
+  // One layout with the fixed effects in the system and one without (y alone).
   struct PaddedRows {
     Vector values;
     int width = 0;
-    bool built = false;
+    int passes = 0;  // set_response calls with this layout so far (counted up to 2)
   };
   PaddedRows rows_with_x_, rows_without_x_;
-  PaddedRows& padded_rows();
+  // The current layout's rows, counting this pass; values are filled from the second pass.
+  PaddedRows& padded_rows_for_pass();
   bool have_A_ = false;
 
   // Per-theta workspace.
