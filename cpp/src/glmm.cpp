@@ -727,10 +727,10 @@ Status Glmm::variances(std::vector<Matrix>& condvar, Matrix& vcov) {
   Problem& prob = system(true);
   Status s;
   if (last_.stage != 1) {
+    last_.stage = 0;
     if ((s = prob.set_response(eta_.data(), wts_.data(), false)) != Status::Ok) return s;
     if ((s = prob.factor(theta_.data(), false)) != Status::Ok) return s;
   }
-  last_.stage = 0;
   if ((s = prob.cond_var(condvar)) != Status::Ok) return s;
   return prob.unscaled_vcov(vcov);
 }

@@ -116,7 +116,7 @@ class Glmm {
 
   // The stage (1 or 2) whose Laplace evaluation is the core's current state: its mode, and
   // the Problem's factor at that mode's working weights (0: none, e.g. after an AGQ
-  // evaluation, a failure or variances()). value_and_gradient() answers a repeated request
+  // evaluation, a failure, or variances() after stage 2). value_and_gradient() answers a repeated request
   // at the same point from it.
   int current_stage() const { return last_.stage; }
 
@@ -141,8 +141,9 @@ class Glmm {
   double pearson() const;                      // sum pw (y - mu)^2 / V(mu)
   int iterations() const { return iters_; }
   // At the last successful evaluation's theta and mode: the unscaled conditional variances
-  // of the random effects (Problem::cond_var) and the unscaled vcov of beta. Ends the current
-  // evaluation (the Problem may be refactored for them).
+  // of the random effects (Problem::cond_var) and the unscaled vcov of beta. Ends a current
+  // stage-2 evaluation (the Problem is refactored with the fixed effects for them); a current
+  // stage-1 evaluation's factor serves as it is and stays current.
   Status variances(std::vector<Matrix>& condvar, Matrix& vcov);
   const Problem& problem() const { return prob_; }
   Index ntheta() const { return prob_.ntheta(); }
